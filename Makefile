@@ -1,0 +1,40 @@
+# The two commands a new user runs: `make demo` (set up, prepare the bundled data, run the pipeline,
+# say where to look) and `make test`. Everything installs into .venv from the pinned set.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install demo test lint lock server clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $@
+
+demo: install
+	mlflow run . -e prepare --env-manager local --experiment-name genre-digits
+	mlflow run . -e baseline --env-manager local --experiment-name genre-digits -P model=rf
+	mlflow run . -e baseline --env-manager local --experiment-name genre-digits -P model=svm
+	@echo
+	@echo "Runs are in $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} (experiment genre-digits). Browse them with:"
+	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}   # then open http://127.0.0.1:5000"
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check genre tests benchmarks
+	$(BIN)/ruff format --check genre tests benchmarks
+
+# Regenerate requirements.lock after changing a pin in pyproject.toml.
+lock:
+	rm -rf /tmp/genre-lock && $(PYTHON) -m venv /tmp/genre-lock
+	/tmp/genre-lock/bin/python -m pip install --quiet '.[dev]'
+	/tmp/genre-lock/bin/python -m pip freeze --exclude genre > requirements.lock
+
+clean:
+	rm -rf $(VENV) build *.egg-info

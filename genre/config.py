@@ -1,0 +1,165 @@
+"""Layered configuration: dataclass defaults, then a YAML file from `experiments/`, then command-line flags.
+
+Each setting is declared once, as a dataclass field with its default and help text (`setting(...)`);
+the CLI flags and the YAML keys are derived from the fields, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from genre.errors import ConfigError
+
+T = TypeVar("T")
+EXPERIMENTS_DIR = Path("experiments")
+
+
+def setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:  # noqa: A002
+    """A config field with its help text (and allowed values), shown by `--help`."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+def _base_type(annotation: Any) -> type:
+    """`int | None` -> int; the scalar type a flag or YAML value converts to."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {**vars(typing), "types": types})  # noqa: S307 - our own annotations
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if args else annotation
+
+
+def _field_types(cls: type) -> dict[str, type]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def _convert(cls: type, key: str, value: Any, kind: type, where: str) -> Any:
+    if value is None:
+        return None
+    field = {f.name: f for f in dataclasses.fields(cls)}[key]
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                value = value.lower() in ("true", "1", "yes")
+            converted: Any = bool(value)
+        elif kind is float and isinstance(value, int | float | str):
+            converted = float(value)
+        elif kind is int and isinstance(value, int | str) and not isinstance(value, bool):
+            converted = int(value)
+        elif kind is str:
+            converted = str(value)
+        else:
+            raise ValueError(value)
+    except ValueError:
+        raise ConfigError(f"{where}: '{key}' must be {kind.__name__}, got {value!r}") from None
+    choices = field.metadata.get("choices")
+    if choices and converted not in choices:
+        raise ConfigError(f"{where}: '{key}' must be one of {', '.join(choices)}, got {converted!r}")
+    return converted
+
+
+def build(cls: type[T], *layers: tuple[str, Mapping[str, Any]]) -> T:
+    """Make `cls` from its defaults overlaid by each `(where, values)` layer in turn.
+
+    Unknown keys are errors that name the key, where it came from and the valid keys.
+    """
+    kinds = _field_types(cls)
+    values: dict[str, Any] = {}
+    for where, layer in layers:
+        for key, value in layer.items():
+            name = key.replace("-", "_")
+            if name not in kinds:
+                valid = ", ".join(sorted(kinds))
+                raise ConfigError(f"{where}: unknown setting '{key}'; valid settings are: {valid}")
+            values[name] = _convert(cls, name, value, kinds[name], where)
+    return cls(**values)
+
+
+def find_config_file(name_or_path: str, folder: str) -> Path:
+    """A YAML path as given, or a name looked up as `experiments/<folder>/<name>.yaml`."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    home = EXPERIMENTS_DIR / folder if folder else EXPERIMENTS_DIR
+    candidate = home / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = sorted(p.stem for p in home.glob("*.yaml")) if home.is_dir() else []
+    hint = f"known names: {', '.join(known)}" if known else f"no {home}/ folder here; run from the project root"
+    raise ConfigError(f"no config named '{name_or_path}' in {home}/ ({hint})")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML config file; anything else is a `ConfigError` naming the file."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read this config file: {str(error).splitlines()[0]}") from error
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping of settings, got {type(loaded).__name__}")
+    return loaded
+
+
+def _flag_type(kind: type) -> Any:
+    """Parse a flag; an empty string (an unset `mlflow run` parameter) means 'not given'."""
+
+    def parse(text: str) -> Any:
+        if text == "":
+            return None
+        if kind is bool:
+            return text
+        return kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    """One `--kebab-case` flag per field of `cls`; defaults stay in the dataclass (flags default to unset)."""
+    group = parser.add_argument_group(title)
+    kinds = _field_types(cls)
+    for field in dataclasses.fields(cls):
+        kind = kinds[field.name]
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else None
+        help_text = field.metadata.get("help", "")
+        help_text += f" (default: {default})" if default not in (None, "") else ""
+        group.add_argument(
+            flag,
+            dest=field.name,
+            type=_flag_type(kind),
+            default=argparse.SUPPRESS,
+            metavar=kind.__name__.upper() if kind is not bool else "{true,false}",
+            choices=None,
+            help=help_text,
+        )
+
+
+def flag_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of `cls` that were given on the command line (non-empty)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def load(cls: type[T], args: argparse.Namespace, folder: str) -> tuple[T, Path | None]:
+    """Defaults < `--config` file < flags. Returns the config and the file used, if any."""
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    path = None
+    if getattr(args, "config", None):
+        path = find_config_file(args.config, folder)
+        layers.append((str(path), read_config_file(path)))
+    layers.append(("command line", flag_values(args, cls)))
+    return build(cls, *layers), path

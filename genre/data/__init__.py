@@ -1,0 +1,1 @@
+"""Data preparation: manifests and downloads, image decoding, splitting and packing."""

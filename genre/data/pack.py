@@ -1,0 +1,148 @@
+"""The packed dataset on disk: what `prepare` writes and what training reads a chunk at a time.
+
+Layout of a prepared dataset folder::
+
+    dataset.json                 written last: its presence means the packs are complete
+    split.csv                    file,genre,split,dev_split for every packed image
+    report.json                  every item left out, with its reason
+    full/{train,val,test}-images.npy   uint8 (N, H, W, 3), opened with mmap_mode="r"
+    full/{train,val,test}-labels.npy   int32 (N,), indices into `genres`
+    dev/...                      the development subset, same layout
+
+Plain `.npy` files are used because numpy memory-maps them with no extra code or dependency, a chunk
+is one contiguous slice, and any tool can read them (docs/data.md has the comparison with RecordIO).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from genre.data.split import SPLITS
+from genre.errors import DataError
+
+FORMAT_VERSION = 1
+VARIANTS = ("full", "dev")
+DATASET_FILE = "dataset.json"
+SPLIT_FILE = "split.csv"
+REPORT_FILE = "report.json"
+COPY_ROWS = 256
+
+
+def pack_paths(root: Path, variant: str, split: str) -> tuple[Path, Path]:
+    """The images and labels files of one pack."""
+    return root / variant / f"{split}-images.npy", root / variant / f"{split}-labels.npy"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """The metadata beside the packs: genre names (sorted; a label is an index), counts and digests."""
+
+    name: str
+    source: str
+    genres: list[str]
+    image_size: int
+    seed: int
+    counts: dict[str, dict[str, int]]
+    pack_digests: dict[str, str]
+    digest: str
+    files: dict[str, list[str]] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def write(self, root: Path) -> Path:
+        path = root / DATASET_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1) + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def read(cls, root: Path) -> DatasetInfo:
+        path = root / DATASET_FILE
+        if not path.exists():
+            raise DataError(f"{root} is not a prepared dataset (no {DATASET_FILE}); run `genre prepare --out {root}`")
+        try:
+            raw = json.loads(path.read_text())
+            info = cls(**raw)
+        except (ValueError, TypeError) as error:
+            raise DataError(f"{path} is unreadable ({error}); run `genre prepare` again to rewrite it") from error
+        if info.format_version != FORMAT_VERSION:
+            raise DataError(f"{path} has pack format {info.format_version}, expected {FORMAT_VERSION}; prepare again")
+        return info
+
+
+def dataset_digest(genres: list[str], image_size: int, pack_digests: dict[str, str]) -> str:
+    """A short content digest of the whole dataset (what MLflow shows as the dataset's digest)."""
+    payload = json.dumps({"genres": genres, "image_size": image_size, "packs": pack_digests}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def write_pack(images_path: Path, labels_path: Path, source: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> str:
+    """Copy `source[rows]` into a new `.npy` pack a slice at a time; return the pack's sha256.
+
+    `source` may be a memory map of any size: at most `COPY_ROWS` images are in memory at once.
+    """
+    images_path.parent.mkdir(parents=True, exist_ok=True)
+    shape = (len(rows), *source.shape[1:])
+    digest = hashlib.sha256()
+    if len(rows) == 0:
+        np.save(images_path, np.zeros(shape, dtype=np.uint8))
+    else:
+        target = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=shape)
+        for start in range(0, len(rows), COPY_ROWS):
+            block = source[rows[start : start + COPY_ROWS]]
+            target[start : start + len(block)] = block
+            digest.update(np.ascontiguousarray(block).tobytes())
+        target.flush()
+        del target
+    labels = np.asarray(labels, dtype=np.int32)
+    np.save(labels_path, labels)
+    digest.update(labels.tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Pack:
+    """One split of one variant: `images` is a read-only memory map `(N, H, W, 3)` uint8."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    genres: list[str]
+    files: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def open_pack(root: Path, variant: str = "full", split: str = "train") -> Pack:
+    """Open a pack for reading without loading it; any inconsistency is a `DataError` that says what to do."""
+    if variant not in VARIANTS or split not in SPLITS:
+        raise DataError(f"no pack {variant}/{split}: variant is one of {VARIANTS}, split one of {SPLITS}")
+    info = DatasetInfo.read(root)
+    images_path, labels_path = pack_paths(root, variant, split)
+    redo = f"prepare it again (`genre prepare --out {root}` with the source it came from, {info.source})"
+    for path in (images_path, labels_path):
+        if not path.exists():
+            raise DataError(f"pack file {path} is missing; {redo}")
+    try:
+        images = np.load(images_path, mmap_mode="r")
+        labels = np.load(labels_path)
+    except (ValueError, OSError) as error:
+        raise DataError(f"pack {images_path.parent.name}/{split} is unreadable ({error}); {redo}") from error
+    size = info.image_size
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
+        raise DataError(
+            f"pack {images_path} has shape {images.shape} {images.dtype}, expected (N, {size}, {size}, 3) uint8; {redo}"
+        )
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f"pack {labels_path} has {labels.shape} labels for {len(images)} images; {redo}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(info.genres)):
+        raise DataError(
+            f"pack {labels_path} has labels outside 0..{len(info.genres) - 1} "
+            f"(the dataset has {len(info.genres)} genres); {redo}"
+        )
+    return Pack(images, labels.astype(np.int32), info.genres, info.files.get(f"{variant}/{split}", []))

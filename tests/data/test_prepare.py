@@ -1,0 +1,211 @@
+"""The prepare pipeline end to end on real files: bad inputs, determinism, and surviving SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genre.data.pack import DATASET_FILE, DatasetInfo, open_pack
+from genre.data.prepare import PrepareConfig, prepare
+from tests.conftest import PROJECT_ROOT, jpeg_bytes, write_cover_folder
+from tests.coverserver import CoverServer, ok
+
+
+def pack_files(root: Path) -> dict[str, bytes]:
+    """Every file that defines the packed dataset, by its path under root."""
+    names = sorted(p for p in root.rglob("*") if p.suffix in (".npy", ".csv") and ".partial" not in p.parts)
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in names} | {
+        DATASET_FILE: (root / DATASET_FILE).read_bytes()
+    }
+
+
+def awkward_folder(root: Path) -> Path:
+    """Eight good covers per genre plus one of each kind of trouble the issue names."""
+    write_cover_folder(root, genres=2, per_genre=8)
+    odd = root / "genre0"
+    cut = jpeg_bytes((300, 300), seed=99, quality=95)
+    (odd / "truncated.jpg").write_bytes(cut[: len(cut) // 2])
+    (odd / "zero.jpg").write_bytes(b"")
+    (odd / "readme.jpg").write_text("not a cover\n")
+    Image.new("CMYK", (80, 80), (0, 255, 255, 0)).save(odd / "cmyk.jpg", "JPEG")
+    Image.fromarray(np.full((40, 40), 40000, dtype=np.uint16)).save(odd / "deep.png")
+    Image.new("RGBA", (50, 50), (0, 0, 255, 128)).save(odd / "alpha.png")
+    palette = Image.new("P", (30, 30), 1)
+    palette.putpalette([0, 0, 0, 250, 250, 0] + [0] * 762)
+    palette.save(odd / "palette.gif")
+    Image.new("1", (20000, 20000)).save(odd / "bomb.png")
+    return root
+
+
+def test_awkward_folder_packs_every_valid_image_and_reports_each_invalid_one(tmp_path: Path) -> None:
+    folder = awkward_folder(tmp_path / "covers")
+    prepared = prepare(PrepareConfig(folder=str(folder), out=str(tmp_path / "out"), image_size=32), progress=False)
+
+    reasons = {p.item: p.reason for p in prepared.problems}
+    assert set(reasons) == {"genre0/truncated.jpg", "genre0/zero.jpg", "genre0/readme.jpg", "genre0/bomb.png"}
+    assert "truncated" in reasons["genre0/truncated.jpg"]
+    assert "empty" in reasons["genre0/zero.jpg"]
+    assert "not an image" in reasons["genre0/readme.jpg"]
+    assert "decompression bomb" in reasons["genre0/bomb.png"]
+
+    packed = [name for files in (prepared.info.files[f"full/{s}"] for s in ("train", "val", "test")) for name in files]
+    assert len(packed) == 16 + 4
+    assert {"genre0/cmyk.jpg", "genre0/deep.png", "genre0/alpha.png", "genre0/palette.gif"} <= set(packed)
+
+    report = json.loads(prepared.report_file.read_text())
+    assert report["problem_count"] == 4 and report["packed"] == 20
+    assert {p["item"] for p in report["problems"]} == set(reasons)
+
+
+def test_packs_hold_the_decoded_pixels_labels_and_names(tmp_path: Path) -> None:
+    folder = write_cover_folder(tmp_path / "covers", genres=3, per_genre=10)
+    prepared = prepare(PrepareConfig(folder=str(folder), out=str(tmp_path / "out"), image_size=16), progress=False)
+    info = DatasetInfo.read(prepared.root)
+    assert info.genres == ["genre0", "genre1", "genre2"]
+    assert info.counts["full"] == {"train": 24, "val": 3, "test": 3}
+    train = open_pack(prepared.root, "full", "train")
+    assert train.images.shape == (24, 16, 16, 3) and isinstance(train.images, np.memmap)
+    for index in (0, 11, 23):
+        name = train.files[index]
+        assert info.genres[train.labels[index]] == name.split("/")[0]
+        with Image.open(folder / name) as image:
+            expected = np.asarray(image.convert("RGB").resize((16, 16), Image.Resampling.BICUBIC), dtype=int)
+        assert np.abs(train.images[index].astype(int) - expected).mean() < 12
+    rows = (prepared.root / "split.csv").read_text().splitlines()
+    assert rows[0] == "file,genre,split,dev_split" and len(rows) == 31
+
+
+def test_preparing_again_gives_byte_identical_packs(tmp_path: Path) -> None:
+    folder = write_cover_folder(tmp_path / "covers", genres=3, per_genre=12)
+    config = PrepareConfig(folder=str(folder), out=str(tmp_path / "out"), image_size=24, dev_size=12)
+    first = pack_files(prepare(config, progress=False).root)
+    second = pack_files(prepare(config, progress=False).root)
+    assert first == second
+
+
+def test_the_bundled_digits_pack_without_network(tmp_path: Path) -> None:
+    prepared = prepare(PrepareConfig(out=str(tmp_path / "digits")), progress=False)
+    assert prepared.info.genres == [str(d) for d in range(10)]
+    assert sum(prepared.info.counts["full"].values()) == 1797
+    assert prepared.info.counts["dev"] == {"train": 800, "val": 100, "test": 100}
+    assert prepared.info.image_size == 32 and not prepared.problems
+
+
+def run_prepare(args: list[str], tmp_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONPATH": str(PROJECT_ROOT)}
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(name, None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "genre.cli", "prepare", "--quiet", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def kill_when(process: subprocess.Popen, condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"prepare ended before it could be killed:\n{process.stdout.read()}"
+        assert time.monotonic() < deadline, "prepare never reached the point to kill it"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def finish(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    return output
+
+
+def test_killed_mid_pack_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    folder = write_cover_folder(tmp_path / "covers", genres=4, per_genre=60, size=400)
+    common = ["--folder", str(folder), "--image-size", "128", "--workers", "1", "--dev-size", "40"]
+    finish(run_prepare([*common, "--out", "whole"], tmp_path))
+
+    killed = run_prepare([*common, "--out", "killed"], tmp_path)
+    staging = tmp_path / "killed" / ".partial" / "staging.npy"
+    kill_when(killed, staging.exists)
+    assert not (tmp_path / "killed" / DATASET_FILE).exists()  # never marked complete
+
+    finish(run_prepare([*common, "--out", "killed"], tmp_path))
+    assert pack_files(tmp_path / "killed") == pack_files(tmp_path / "whole")
+    assert not (tmp_path / "killed" / ".partial").exists()
+
+
+def test_killed_mid_download_then_rerun_fetches_only_the_rest(cover_server: CoverServer, tmp_path: Path) -> None:
+    entries = [
+        cover_server.add(n + 1, f"genre{n % 2}/{n:03d}.jpg", ok(jpeg_bytes((60, 60), seed=n), delay=0.05))
+        for n in range(60)
+    ]
+    manifest = tmp_path / "links.tsv"
+    manifest.write_text("".join(f"{e.url}\t{e.relpath}\n" for e in entries))
+    common = ["--manifest", str(manifest), "--image-size", "16", "--connections", "2", "--dev-size", "10"]
+
+    killed = run_prepare([*common, "--out", "killed", "--download-dir", "dl-killed"], tmp_path)
+    downloads = tmp_path / "dl-killed"
+    kill_when(killed, lambda: len(list(downloads.rglob("*.jpg"))) >= 10)
+    had = [e for e in entries if (downloads / e.relpath).exists()]
+    assert 10 <= len(had) < len(entries)
+
+    output = finish(run_prepare([*common, "--out", "killed", "--download-dir", "dl-killed"], tmp_path))
+    assert "prepared covers: 60 images" in output
+    assert all(cover_server.requests(e) == 1 for e in had)  # nothing it had was fetched again
+
+    finish(run_prepare([*common, "--out", "whole", "--download-dir", "dl-whole"], tmp_path))
+    assert pack_files(tmp_path / "killed") == pack_files(tmp_path / "whole")
+
+
+def test_a_failed_download_is_reported_and_the_exit_status_says_so(cover_server: CoverServer, tmp_path: Path) -> None:
+    good = [cover_server.add(n + 1, f"rock/{n}.jpg", ok(jpeg_bytes((40, 40), seed=n))) for n in range(10)]
+    missing = cover_server.add(11, "rock/gone.jpg")  # no route: 404
+    cover_server.routes.pop(f"/img/{missing.relpath}")
+    manifest = tmp_path / "links.tsv"
+    manifest.write_text("".join(f"{e.url}\t{e.relpath}\n" for e in [*good, missing]) + "not a manifest line\n")
+
+    process = run_prepare(["--manifest", str(manifest), "--image-size", "16", "--out", "out"], tmp_path)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert "1 cover(s) failed to download" in output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    reasons = {p["item"]: p["reason"] for p in report["problems"]}
+    assert "404" in reasons["rock/gone.jpg"]
+    assert "expected 'URL<TAB>genre/file.jpg'" in reasons["line 12"]
+    assert report["packed"] == 10
+
+
+@pytest.mark.parametrize(
+    ("corruption", "message"),
+    [
+        ("missing", "is missing"),
+        ("shape", "expected (N, 16, 16, 3) uint8"),
+        ("labels", "labels outside 0..2"),
+    ],
+)
+def test_a_damaged_pack_gives_a_clear_error(tmp_path: Path, corruption: str, message: str) -> None:
+    from genre.errors import DataError
+
+    folder = write_cover_folder(tmp_path / "covers", genres=3, per_genre=10)
+    root = prepare(PrepareConfig(folder=str(folder), out=str(tmp_path / "out"), image_size=16), progress=False).root
+    images, labels = root / "full" / "train-images.npy", root / "full" / "train-labels.npy"
+    if corruption == "missing":
+        images.unlink()
+    elif corruption == "shape":
+        np.save(images, np.zeros((24, 8, 8, 3), dtype=np.uint8))
+    else:
+        np.save(labels, np.full(24, 7, dtype=np.int32))
+    with pytest.raises(DataError, match=re.escape(message)):
+        open_pack(root, "full", "train")

@@ -1,0 +1,114 @@
+"""`genre prepare` and `genre baseline` as a user runs them, checked in a real SQLite tracking store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from genre.cli import main
+from tests.conftest import write_cover_folder
+
+
+@pytest.fixture
+def project_configs(tracking_store: str) -> Path:
+    """The project's experiments/ folder, seen from the test's working folder."""
+    Path("experiments").symlink_to(Path(__file__).resolve().parents[1] / "experiments")
+    return Path("experiments")
+
+
+def only_run(uri: str, experiment: str):
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def test_prepare_logs_params_dataset_input_artifacts_and_figure(tracking_store: str, capsys) -> None:
+    assert main(["prepare", "--quiet"]) == 0
+    assert "prepared digits: 1797 images of 10 genres at 32px" in capsys.readouterr().out
+
+    client, run = only_run(tracking_store, "genre-digits")
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["source_kind"] == "digits" and params["config.image_size"] == "32"
+    assert params["config.seed"] == "2015" and params["config.dev_size"] == "1000" and params["genre_count"] == "10"
+    assert run.data.metrics["full_train_count"] == 1439 and run.data.metrics["dev_train_count"] == 800
+    assert run.data.tags["genre.stage"] == "prepare"
+
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "digits"
+    assert dataset_input.dataset.digest == params["dataset_digest"]
+    assert "data/prepared/digits-32" in dataset_input.dataset.source
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"samples.png", "dataset"} <= artifacts
+    dataset_files = {a.path for a in client.list_artifacts(run.info.run_id, "dataset")}
+    assert dataset_files == {"dataset/split.csv", "dataset/report.json", "dataset/dataset.json"}
+    figure = Path(client.download_artifacts(run.info.run_id, "samples.png"))
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
+
+
+def test_random_forest_baseline_on_the_digits_reaches_what_a_forest_gets(tracking_store: str, project_configs) -> None:
+    assert main(["prepare", "--quiet"]) == 0
+    assert main(["baseline", "--quiet", "--config", "rf-digits"]) == 0
+    client = MlflowClient(tracking_store)
+    experiment = client.get_experiment_by_name("genre-digits")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`genre.stage` = 'baseline'")
+    assert run.data.metrics["test_accuracy"] >= 0.95
+    assert run.data.metrics["val_accuracy"] >= 0.93
+    assert run.data.params["config.model"] == "rf" and run.data.params["config.trees"] == "200"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"confusion_test.png", "confusion_val.png", "classification_report_test.txt"} <= artifacts
+
+
+def test_a_named_config_is_found_and_flags_override_it(project_configs: Path, tmp_path: Path) -> None:
+    folder = write_cover_folder(tmp_path / "mine", genres=2, per_genre=10)
+    assert main(["prepare", "-q", "--config", "digits", "--folder", str(folder), "--image-size", "16"]) == 0
+    client, run = only_run(f"sqlite:///{tmp_path / 'mlflow.db'}", "genre-mine")
+    assert run.data.params["config.image_size"] == "16" and run.data.params["source_kind"] == "folder"
+    assert run.data.tags["genre.config_file"] == "experiments/datasets/digits.yaml"
+
+
+@pytest.mark.parametrize(
+    ("config_text", "message"),
+    [
+        ("image_sise: 64\n", "unknown setting 'image_sise'"),
+        ("image_size: big\n", "'image_size' must be int, got 'big'"),
+        ("- a list\n", "must hold a mapping"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_naming_the_key(tracking_store: str, capsys, config_text: str, message: str):
+    Path("bad.yaml").write_text(config_text)
+    assert main(["prepare", "--config", "bad.yaml"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error and error.startswith("genre prepare: error: bad.yaml")
+
+
+def test_an_unknown_config_name_lists_the_known_ones(project_configs: Path, capsys) -> None:
+    assert main(["prepare", "--config", "nope"]) == 2
+    assert "known names: covers, covers-128, covers-64, digits" in capsys.readouterr().err
+
+
+def test_a_wrong_flag_is_refused_by_the_parser(tracking_store: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", "--image-size", "large"])
+    assert exit_info.value.code == 2
+    assert "--image-size" in capsys.readouterr().err
+
+
+def test_an_unreachable_tracking_server_fails_fast_before_any_work(tracking_store: str, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    started = time.monotonic()
+    assert main(["prepare", "--quiet"]) == 2
+    assert time.monotonic() - started < 10
+    error = capsys.readouterr().err
+    assert "tracking server http://127.0.0.1:9 cannot be reached" in error
+    assert not Path("data").exists()
+
+
+def test_a_baseline_on_a_folder_that_was_never_prepared_says_how_to_prepare(tracking_store: str, capsys) -> None:
+    assert main(["baseline", "--data", "nowhere"]) == 2
+    assert "nowhere is not a prepared dataset" in capsys.readouterr().err

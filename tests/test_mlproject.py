@@ -1,0 +1,67 @@
+"""`mlflow run . -e prepare --env-manager local` for each source, as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import PROJECT_ROOT, jpeg_bytes, write_cover_folder
+from tests.coverserver import CoverServer, ok
+
+
+def mlflow_run(entry_point: str, params: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(name, None)
+    command = [str(bin_dir / "mlflow"), "run", str(PROJECT_ROOT), "-e", entry_point, "--env-manager", "local"]
+    command += ["--experiment-name", "mlproject-test"]
+    for key, value in params.items():
+        command += ["-P", f"{key}={value}"]
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+def finished_run(tmp_path: Path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("mlproject-test").experiment_id])
+    return client, run
+
+
+@pytest.mark.parametrize("source", ["bundled", "folder", "manifest"])
+def test_prepare_entry_point_for_each_source(source: str, tmp_path: Path, cover_server: CoverServer) -> None:
+    params = {"out": str(tmp_path / "prepared"), "image_size": "16"}
+    if source == "folder":
+        params["folder"] = str(write_cover_folder(tmp_path / "mine", genres=2, per_genre=10))
+    elif source == "manifest":
+        entries = [cover_server.add(n + 1, f"g{n % 2}/{n}.jpg", ok(jpeg_bytes((30, 30), seed=n))) for n in range(20)]
+        manifest = tmp_path / "links.tsv"
+        manifest.write_text("".join(f"{e.url}\t{e.relpath}\n" for e in entries))
+        params.update(manifest=str(manifest), download_dir=str(tmp_path / "downloads"))
+
+    result = mlflow_run("prepare", params, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    client, run = finished_run(tmp_path)
+    assert run.info.status == "FINISHED"
+    expected_kind = {"bundled": "digits", "folder": "folder", "manifest": "manifest"}[source]
+    assert run.data.params["source_kind"] == expected_kind
+    assert run.data.params["config.image_size"] == "16"
+    assert run.inputs.dataset_inputs, "the dataset is logged as a run input"
+    assert "samples.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert (tmp_path / "prepared" / "dataset.json").exists()
+
+
+def test_baseline_entry_point(tmp_path: Path) -> None:
+    assert mlflow_run("prepare", {"out": str(tmp_path / "digits")}, tmp_path).returncode == 0
+    result = mlflow_run("baseline", {"data": str(tmp_path / "digits"), "model": "svm", "pixels": "16"}, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mlproject-test")
+    (run,) = client.search_runs([experiment.experiment_id], "params.`config.model` = 'svm'")
+    assert run.data.params["config.pixels"] == "16" and run.data.metrics["test_accuracy"] > 0.85

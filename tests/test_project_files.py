@@ -1,0 +1,55 @@
+"""The project's own files agree with each other: pins, MLproject parameters, the README's commands."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+
+import pytest
+import yaml
+
+from genre.data.prepare import PrepareConfig
+from genre.models.baselines import BaselineConfig
+from tests.conftest import PROJECT_ROOT
+
+
+def pyproject_pins() -> dict[str, str]:
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    pins = dict(re.fullmatch(r"([\w.-]+)==([\w.]+)", spec).groups() for spec in project["dependencies"])
+    assert len(pins) == len(project["dependencies"]), "every dependency is pinned exactly"
+    return pins
+
+
+def test_conda_env_pins_equal_pyproject_pins() -> None:
+    conda = yaml.safe_load((PROJECT_ROOT / "conda.yaml").read_text())
+    assert "python=3.11" in conda["dependencies"]
+    (pip_section,) = [d for d in conda["dependencies"] if isinstance(d, dict)]
+    assert dict(spec.split("==") for spec in pip_section["pip"]) == pyproject_pins()
+
+
+def test_the_lock_file_holds_every_pin() -> None:
+    lock = dict(
+        line.split("==") for line in (PROJECT_ROOT / "requirements.lock").read_text().splitlines() if "==" in line
+    )
+    normalise = lambda name: name.lower().replace("_", "-")  # noqa: E731
+    lock = {normalise(k): v for k, v in lock.items()}
+    for name, version in pyproject_pins().items():
+        assert lock[normalise(name)] == version, name
+
+
+@pytest.mark.parametrize(("entry_point", "config_class"), [("prepare", PrepareConfig), ("baseline", BaselineConfig)])
+def test_mlproject_parameters_are_the_config_fields(entry_point: str, config_class: type) -> None:
+    project = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
+    entry = project["entry_points"][entry_point]
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    assert set(entry["parameters"]) == fields | {"config"}
+    assert all(p["default"] == "" for p in entry["parameters"].values()), "defaults live in the dataclass only"
+    for name in fields:
+        assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"]
+
+
+def test_ci_runs_the_readmes_test_command() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert "make test" in readme and "make demo" in readme
+    assert re.search(r"^make test$", (PROJECT_ROOT / ".ci" / "run").read_text(), re.MULTILINE)
