@@ -15,14 +15,20 @@ from genre.models.baselines import BaselineConfig
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 
 
-def _common(parser: argparse.ArgumentParser, config_folder: str) -> None:
+def _common(parser: argparse.ArgumentParser, named: str, folder: str) -> None:
+    """`--<named> NAME|FILE` picks a YAML of settings in experiments/<folder>; flags override it."""
     parser.add_argument(
-        "--config",
-        help=f"YAML file of settings, or a name in experiments/{config_folder + '/' if config_folder else ''} "
+        f"--{named}",
+        dest="named_config",
+        metavar="NAME|FILE",
+        help=f"a named {named} in experiments/{folder + '/' if folder else ''} or a YAML file of settings "
         "(flags override it)",
     )
+    parser.set_defaults(config_folder=folder)
     parser.add_argument(
-        "--experiment", help="MLflow experiment (default: MLFLOW_EXPERIMENT_NAME, else genre-<dataset>)"
+        "--mlflow-experiment",
+        metavar="NAME",
+        help="MLflow experiment (default: MLFLOW_EXPERIMENT_NAME, else genre-<dataset>)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
 
@@ -42,18 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pack a dataset: the bundled digits (default), a folder ROOT/<genre>/<file> (--folder), "
         "or the covers of a manifest of 'URL<TAB>genre/file.jpg' lines (--manifest data/dataset-links.tsv).",
     )
-    _common(prepare, "datasets")
+    _common(prepare, "dataset", "datasets")
     config.add_arguments(prepare, PrepareConfig, "dataset")
-    prepare.set_defaults(handler=_prepare, config_class=PrepareConfig, config_folder="datasets")
+    prepare.set_defaults(handler=_prepare)
 
     baseline = commands.add_parser(
         "baseline",
         help="the original work's random forest / linear SVM on raw pixels",
         description="Fit a scikit-learn baseline on a prepared dataset and log its accuracy and confusion matrix.",
     )
-    _common(baseline, "baselines")
+    _common(baseline, "experiment", "baselines")
     config.add_arguments(baseline, BaselineConfig, "baseline")
-    baseline.set_defaults(handler=_baseline, config_class=BaselineConfig, config_folder="baselines")
+    baseline.set_defaults(handler=_baseline)
     return parser
 
 
@@ -61,14 +67,14 @@ def _prepare(args: argparse.Namespace) -> int:
     from genre.commands import prepare_command
 
     settings, path = config.load(PrepareConfig, args, args.config_folder)
-    return prepare_command(settings, args.experiment, path, progress=not args.quiet)
+    return prepare_command(settings, args.mlflow_experiment, path, progress=not args.quiet)
 
 
 def _baseline(args: argparse.Namespace) -> int:
     from genre.commands import baseline_command
 
     settings, path = config.load(BaselineConfig, args, args.config_folder)
-    return baseline_command(settings, args.experiment, path)
+    return baseline_command(settings, args.mlflow_experiment, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

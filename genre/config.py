@@ -155,11 +155,11 @@ def flag_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 
 def load(cls: type[T], args: argparse.Namespace, folder: str) -> tuple[T, Path | None]:
-    """Defaults < `--config` file < flags. Returns the config and the file used, if any."""
+    """Defaults < the named config file (`--dataset`/`--experiment`) < flags; returns the config and that file."""
     layers: list[tuple[str, Mapping[str, Any]]] = []
     path = None
-    if getattr(args, "config", None):
-        path = find_config_file(args.config, folder)
+    if getattr(args, "named_config", None):
+        path = find_config_file(args.named_config, folder)
         layers.append((str(path), read_config_file(path)))
     layers.append(("command line", flag_values(args, cls)))
     return build(cls, *layers), path

@@ -53,7 +53,7 @@ def test_prepare_logs_params_dataset_input_artifacts_and_figure(tracking_store: 
 
 def test_random_forest_baseline_on_the_digits_reaches_what_a_forest_gets(tracking_store: str, project_configs) -> None:
     assert main(["prepare", "--quiet"]) == 0
-    assert main(["baseline", "--quiet", "--config", "rf-digits"]) == 0
+    assert main(["baseline", "--quiet", "--experiment", "rf-digits"]) == 0
     client = MlflowClient(tracking_store)
     experiment = client.get_experiment_by_name("genre-digits")
     (run,) = client.search_runs([experiment.experiment_id], "tags.`genre.stage` = 'baseline'")
@@ -66,7 +66,7 @@ def test_random_forest_baseline_on_the_digits_reaches_what_a_forest_gets(trackin
 
 def test_a_named_config_is_found_and_flags_override_it(project_configs: Path, tmp_path: Path) -> None:
     folder = write_cover_folder(tmp_path / "mine", genres=2, per_genre=10)
-    assert main(["prepare", "-q", "--config", "digits", "--folder", str(folder), "--image-size", "16"]) == 0
+    assert main(["prepare", "-q", "--dataset", "digits", "--folder", str(folder), "--image-size", "16"]) == 0
     client, run = only_run(f"sqlite:///{tmp_path / 'mlflow.db'}", "genre-mine")
     assert run.data.params["config.image_size"] == "16" and run.data.params["source_kind"] == "folder"
     assert run.data.tags["genre.config_file"] == "experiments/datasets/digits.yaml"
@@ -82,13 +82,13 @@ def test_a_named_config_is_found_and_flags_override_it(project_configs: Path, tm
 )
 def test_a_bad_config_file_is_one_line_naming_the_key(tracking_store: str, capsys, config_text: str, message: str):
     Path("bad.yaml").write_text(config_text)
-    assert main(["prepare", "--config", "bad.yaml"]) == 2
+    assert main(["prepare", "--dataset", "bad.yaml"]) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and "\n" not in error and error.startswith("genre prepare: error: bad.yaml")
 
 
 def test_an_unknown_config_name_lists_the_known_ones(project_configs: Path, capsys) -> None:
-    assert main(["prepare", "--config", "nope"]) == 2
+    assert main(["prepare", "--dataset", "nope"]) == 2
     assert "known names: covers, covers-128, covers-64, digits" in capsys.readouterr().err
 
 
