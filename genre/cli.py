@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from genre import __version__, config
 from genre.data.prepare import PrepareConfig
@@ -15,15 +17,16 @@ from genre.models.baselines import BaselineConfig
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 
 
-def _common(parser: argparse.ArgumentParser, named: str, folder: str) -> None:
+def _common(parser: argparse.ArgumentParser, named: str | None, folder: str = "") -> None:
     """`--<named> NAME|FILE` picks a YAML of settings in experiments/<folder>; flags override it."""
-    parser.add_argument(
-        f"--{named}",
-        dest="named_config",
-        metavar="NAME|FILE",
-        help=f"a named {named} in experiments/{folder + '/' if folder else ''} or a YAML file of settings "
-        "(flags override it)",
-    )
+    if named:
+        parser.add_argument(
+            f"--{named}",
+            dest="named_config",
+            metavar="NAME|FILE",
+            help=f"a named {named} in experiments/{folder + '/' if folder else ''} or a YAML file of settings "
+            "(flags override it)",
+        )
     parser.set_defaults(config_folder=folder)
     parser.add_argument(
         "--mlflow-experiment",
@@ -60,6 +63,41 @@ def build_parser() -> argparse.ArgumentParser:
     _common(baseline, "experiment", "baselines")
     config.add_arguments(baseline, BaselineConfig, "baseline")
     baseline.set_defaults(handler=_baseline)
+
+    from genre.data.transforms import AugmentSpec
+    from genre.models.networks import NetworkSpec
+    from genre.training.config import TrainConfig
+    from genre.training.evaluate import EvaluateConfig
+
+    train = commands.add_parser(
+        "train",
+        help="train an MXNet/Gluon network (mlp, convnet or a GluonCV zoo model) and log it to MLflow",
+        description="Train on a prepared dataset (the bundled digits by default, prepared on first use), a chunk "
+        "at a time, on the CPU or --gpus; checkpoint every epoch; log metrics, reports and an mlflow.pyfunc model.",
+    )
+    _common(train, "experiment", "")
+    config.add_arguments(train, TrainConfig, "training", exclude=(NetworkSpec, AugmentSpec))
+    config.add_arguments(train, NetworkSpec, "network")
+    config.add_arguments(train, AugmentSpec, "augmentation")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="re-evaluate a logged model on a split and log the report",
+        description="Evaluate an mlflow.pyfunc cover model (runs:/ID/model, models:/NAME@ALIAS) on a split.",
+    )
+    _common(evaluate, None)
+    config.add_arguments(evaluate, EvaluateConfig, "evaluation")
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser(
+        "predict", help="print the most likely genres of cover images", description="Predict the genre of covers."
+    )
+    predict.add_argument("--model-uri", required=True, help="runs:/<run id>/model, models:/<name>@<alias> or a path")
+    predict.add_argument("--top", type=int, default=3, help="genres to show per cover (default: 3)")
+    predict.add_argument("files", nargs="+", type=Path, metavar="COVER", help="image files")
+    predict.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    predict.set_defaults(handler=_predict)
     return parser
 
 
@@ -77,8 +115,32 @@ def _baseline(args: argparse.Namespace) -> int:
     return baseline_command(settings, args.mlflow_experiment, path)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from genre.commands import train_command
+    from genre.training.config import TrainConfig
+
+    settings, path = config.load(TrainConfig, args, args.config_folder)
+    return train_command(settings, args.mlflow_experiment, path, progress=not args.quiet)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from genre.commands import evaluate_command
+    from genre.training.evaluate import EvaluateConfig
+
+    settings, _ = config.load(EvaluateConfig, args, args.config_folder)
+    return evaluate_command(settings, args.mlflow_experiment)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from genre.commands import predict_command
+
+    return predict_command(args.model_uri, args.files, args.top)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.quiet:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -5,16 +5,34 @@ These are the only places that join a stage to tracking; `cli.py` only turns arg
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from genre.data.pack import DatasetInfo
-from genre.data.prepare import PrepareConfig, prepare, usable_cores
+import numpy as np
+from PIL import Image
+
+from genre.config import build
+from genre.data.pack import DATASET_FILE, DatasetInfo, open_pack
+from genre.data.prepare import DEFAULT_DATASET, PrepareConfig, prepare
 from genre.data.problems import summarise
+from genre.errors import ConfigError
 from genre.models.baselines import BaselineConfig, run_baseline
-from genre.tracking.reports import log_baseline, log_prepared
+from genre.runtime import usable_cores
+from genre.tracking.reports import (
+    log_baseline,
+    log_evaluation,
+    log_prepared,
+    log_training_outcome,
+    log_training_start,
+)
 from genre.tracking.store import mask_password, tracking_uri
 from genre.tracking.tracker import experiment_name, tracked_run
+
+if TYPE_CHECKING:  # training modules import mxnet, which prepare and baseline do not need
+    from genre.training.config import TrainConfig
+    from genre.training.evaluate import EvaluateConfig
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_INCOMPLETE = 0, 1
@@ -59,3 +77,95 @@ def baseline_command(config: BaselineConfig, experiment: str | None, config_file
     print(f"{config.model} baseline on {info.name}/{config.variant} ({result.pixels}px features): {scores}")
     print(f"MLflow run {tracker.run_id} at {mask_password(tracking_uri())}")
     return EXIT_OK
+
+
+def _ensure_dataset(config: TrainConfig, progress: bool) -> None:
+    """The bundled default is prepared on first use; any other missing dataset is the user's to prepare."""
+    root = Path(config.data)
+    if (root / DATASET_FILE).exists() or config.data != DEFAULT_DATASET:
+        return
+    print(f"{root} is not prepared yet: preparing the bundled digits first")
+    prepare(PrepareConfig(out=config.data), progress=progress)
+
+
+def _example_image(config: TrainConfig) -> bytes:
+    """One real image of the test split, PNG-encoded: the model's input example."""
+    pack = open_pack(Path(config.data), config.variant, "test")
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pack.images[0])).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def train_command(config: TrainConfig, experiment: str | None, config_file: Path | None, progress: bool) -> int:
+    """`genre train`: train, evaluate on the test split, log everything and the model; or `--resume RUN_ID`."""
+    from genre import devices
+    from genre.training.checkpoint import CheckpointStore
+    from genre.training.config import TrainConfig
+    from genre.training.train import train
+
+    resume = config.resume
+    if resume:
+        saved = CheckpointStore(Path(config.checkpoint_dir) / resume).read_state()
+        config = build(TrainConfig, ("checkpoint of run " + resume, saved.config | {"resume": resume}))
+        print(f"resuming run {resume} after epoch {saved.epoch} of {config.epochs}")
+    contexts = devices.contexts(config.gpus, config.cpu_contexts)  # a missing GPU fails before any work
+    _ensure_dataset(config, progress)
+    info = DatasetInfo.read(Path(config.data))
+    tags = {"genre.stage": "train", **_config_tags(config_file)} | ({"genre.resumed_from": resume} if resume else {})
+    name = experiment_name(experiment, f"genre-{info.name}")
+    with tracked_run(name, f"train-{config.model}", tags, run_id=resume) as tracker:
+        checkpoints = CheckpointStore(Path(config.checkpoint_dir) / (resume or tracker.run_id))
+        if not checkpoints.exists():
+            log_training_start(tracker, config, info, devices.describe(contexts))
+        outcome = train(config, contexts, tracker, checkpoints)
+        log_training_outcome(tracker, outcome, _example_image(config))
+    print(
+        f"{config.model} on {info.name}/{config.variant}: test accuracy {outcome.test.accuracy:.2%} "
+        f"(top-3 {outcome.test.top3_accuracy:.2%}), best validation {outcome.validation.accuracy:.2%} "
+        f"at epoch {outcome.state.best_epoch}"
+    )
+    print(f"MLflow run {tracker.run_id} at {mask_password(tracking_uri())}; model: runs:/{tracker.run_id}/model")
+    return EXIT_OK
+
+
+def evaluate_command(config: EvaluateConfig, experiment: str | None) -> int:
+    """`genre evaluate`: re-evaluate a logged model on a split and log the same report as training does."""
+    from genre.tracking.model import load_cover_model
+    from genre.training.evaluate import evaluate_model
+
+    if not config.model_uri:
+        raise ConfigError("--model-uri is required, e.g. runs:/<run id>/model or models:/genre-classifier@champion")
+    pack = open_pack(Path(config.data), config.variant, config.split)
+    info = DatasetInfo.read(Path(config.data))
+    model = load_cover_model(config.model_uri)
+    tags = {"genre.stage": "evaluate", "genre.model_uri": config.model_uri}
+    with tracked_run(experiment_name(experiment, f"genre-{info.name}"), f"evaluate-{config.split}", tags) as tracker:
+        evaluation = evaluate_model(model, pack, config.batch_size)
+        log_evaluation(tracker, config, info, evaluation)
+    print(
+        f"{config.model_uri} on {info.name}/{config.variant}/{config.split}: accuracy {evaluation.accuracy:.2%} "
+        f"(top-3 {evaluation.top3_accuracy:.2%}) over {len(evaluation.labels)} images"
+    )
+    print(f"MLflow run {tracker.run_id} at {mask_password(tracking_uri())}")
+    return EXIT_OK
+
+
+def predict_command(model_uri: str, files: list[Path], top: int) -> int:
+    """`genre predict`: the `top` genres of each cover file; a file that is not an image is named, not fatal."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from genre.tracking.model import load_cover_model
+
+    model = load_cover_model(model_uri)
+    failed = 0
+    for path in files:
+        try:
+            row = model.predict(pd.DataFrame({"image": [path.read_bytes()]})).iloc[0]
+        except (OSError, MlflowException) as error:
+            failed += 1
+            print(f"{path}: {getattr(error, 'message', None) or error}")
+            continue
+        ranked = sorted(((row[c], c.removeprefix("p_")) for c in row.index if c.startswith("p_")), reverse=True)
+        print(f"{path}: " + ", ".join(f"{genre} {p:.1%}" for p, genre in ranked[:top]))
+    return EXIT_INCOMPLETE if failed else EXIT_OK

@@ -127,11 +127,15 @@ def _flag_type(kind: type) -> Any:
     return parse
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
-    """One `--kebab-case` flag per field of `cls`; defaults stay in the dataclass (flags default to unset)."""
+def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, exclude: tuple[type, ...] = ()) -> None:
+    """One `--kebab-case` flag per field of `cls` (less those of `exclude`, listed in their own groups);
+    defaults stay in the dataclass (flags default to unset)."""
     group = parser.add_argument_group(title)
     kinds = _field_types(cls)
+    skipped = {f.name for base in exclude for f in dataclasses.fields(base)}
     for field in dataclasses.fields(cls):
+        if field.name in skipped:
+            continue
         kind = kinds[field.name]
         flag = "--" + field.name.replace("_", "-")
         default = field.default if field.default is not dataclasses.MISSING else None

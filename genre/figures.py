@@ -56,3 +56,17 @@ def confusion_matrix_figure(matrix: np.ndarray, genres: Sequence[str], title: st
     figure.colorbar(image, ax=axis, label="share of the true genre")
     axis.set_title(title)
     return figure
+
+
+def learning_curves(history: Sequence[Mapping[str, float]]) -> Figure:
+    """Loss and accuracy per epoch, training beside validation."""
+    epochs = [row["epoch"] for row in history]
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for axis, metric in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            axis.plot(epochs, [row[f"{split}_{metric}"] for row in history], style, label=f"{split}_{metric}")
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    return figure

@@ -11,6 +11,8 @@ import yaml
 
 from genre.data.prepare import PrepareConfig
 from genre.models.baselines import BaselineConfig
+from genre.training.config import TrainConfig
+from genre.training.evaluate import EvaluateConfig
 from tests.conftest import PROJECT_ROOT
 
 
@@ -40,14 +42,20 @@ def test_the_lock_file_holds_every_pin() -> None:
 
 @pytest.mark.parametrize(
     ("entry_point", "config_class", "named"),
-    [("prepare", PrepareConfig, "dataset"), ("baseline", BaselineConfig, "experiment")],
+    [
+        ("prepare", PrepareConfig, "dataset"),
+        ("baseline", BaselineConfig, "experiment"),
+        ("train", TrainConfig, "experiment"),
+        ("evaluate", EvaluateConfig, None),
+    ],
 )
 def test_mlproject_parameters_are_the_config_fields(entry_point: str, config_class: type, named: str) -> None:
     project = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())
     entry = project["entry_points"][entry_point]
     fields = {f.name for f in dataclasses.fields(config_class)}
-    assert set(entry["parameters"]) == fields | {named}
-    assert f"--{named} {{{named}}}" in entry["command"]
+    assert set(entry["parameters"]) == fields | ({named} if named else set())
+    if named:
+        assert f"--{named} {{{named}}}" in entry["command"]
     assert all(p["default"] == "" for p in entry["parameters"].values()), "defaults live in the dataclass only"
     for name in fields:
         assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"]

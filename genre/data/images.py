@@ -6,12 +6,13 @@ and be tested on images the tests make.
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # Covers are a few hundred pixels a side; anything past these limits is a mistake or an attack.
 MAX_PIXELS = 40_000_000
@@ -65,18 +66,23 @@ def square_resize(image: Image.Image, size: int) -> Image.Image:
     return image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
 
 
-def decode_image(path: Path, size: int) -> np.ndarray:
-    """Read `path` and return its pixels as `(size, size, 3)` uint8; raise `InvalidImage` with a reason."""
-    try:
-        byte_count = path.stat().st_size
-    except OSError as error:
-        raise InvalidImage(f"cannot read file ({error.strerror})") from error
+def decode_image(source: Path | bytes, size: int) -> np.ndarray:
+    """Decode a file (or encoded bytes) to `(size, size, 3)` uint8 pixels; raise `InvalidImage` with a reason."""
+    if isinstance(source, bytes | bytearray):
+        byte_count, opened = len(source), io.BytesIO(source)
+    else:
+        try:
+            byte_count, opened = source.stat().st_size, source
+        except OSError as error:
+            raise InvalidImage(f"cannot read file ({error.strerror})") from error
     if byte_count == 0:
         raise InvalidImage("empty file (0 bytes)")
+    # Importing gluoncv switches this on for the whole process (gluoncv/data/mhp.py); truncated covers must fail.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(opened) as image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
                     raise InvalidImage(f"decompression bomb: {width}x{height} pixels is over the {MAX_PIXELS:,} limit")

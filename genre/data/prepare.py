@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import logging
 import multiprocessing
-import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -30,12 +29,14 @@ from genre.data.problems import Problem, write_report
 from genre.data.sources import SourceImage, render_digits, scan_folder
 from genre.data.split import SPLITS, SplitFractions, development_subset, stratified_split
 from genre.errors import ConfigError, DataError
+from genre.runtime import usable_cores
 
 log = logging.getLogger(__name__)
 
 COVER_SIZE = 350  # the original work's cover size
 DIGIT_SIZE = 32  # 4x the 8x8 digits: enough for conv nets, small enough for CPU work
 MANIFEST_DATASET_NAME = "covers"
+DEFAULT_DATASET = f"data/prepared/digits-{DIGIT_SIZE}"  # where `genre prepare` with no flags puts the bundled digits
 
 
 @dataclass(frozen=True)
@@ -121,11 +122,6 @@ class PreparedDataset:
     @property
     def download_failed(self) -> bool:
         return bool(self.download and self.download.failures)
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (respects CPU affinity, unlike `os.cpu_count`)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def gather_sources(

@@ -11,6 +11,7 @@ from PIL import Image
 
 from genre.config import setting
 from genre.data.pack import Pack, open_pack
+from genre.data.prepare import DEFAULT_DATASET
 
 FEATURE_CHUNK = 512
 
@@ -19,7 +20,7 @@ FEATURE_CHUNK = 512
 class BaselineConfig:
     """A pixel baseline: which dataset, which classifier, what the pixels are shrunk to."""
 
-    data: str = setting("data/prepared/digits-32", "prepared dataset folder (from `genre prepare`)")
+    data: str = setting(DEFAULT_DATASET, "prepared dataset folder (from `genre prepare`)")
     variant: str = setting("full", "which packs: the full dataset or the development subset", ("full", "dev"))
     model: str = setting("rf", "classifier: random forest or linear SVM", ("rf", "svm"))
     pixels: int | None = setting(None, "side of the pixel features (default: the pack's size, at most 50)")

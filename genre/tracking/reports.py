@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genre import __version__
 from genre.data.pack import DatasetInfo
 from genre.data.prepare import PrepareConfig, PreparedDataset
-from genre.figures import confusion_matrix_figure, sample_grid
+from genre.figures import confusion_matrix_figure, learning_curves, sample_grid
 from genre.models.baselines import BaselineConfig, BaselineResult
 from genre.tracking.tracker import Tracker
+from genre.training.metrics import confusion, per_genre_table
+
+if TYPE_CHECKING:  # the training modules import mxnet, which `prepare` and `baseline` do not need
+    from genre.training.config import TrainConfig
+    from genre.training.evaluate import EvaluateConfig
+    from genre.training.loop import Evaluation
+    from genre.training.train import TrainOutcome
 
 
 def config_params(settings: dict[str, Any]) -> dict[str, Any]:
@@ -88,3 +96,83 @@ def log_baseline(tracker: Tracker, config: BaselineConfig, result: BaselineResul
         title = f"{config.model} baseline, {split} accuracy {score.accuracy:.1%}"
         tracker.log_figure(confusion_matrix_figure(score.confusion, result.genres, title), f"confusion_{split}.png")
         tracker.log_text(score.report, f"classification_report_{split}.txt")
+
+
+def library_versions() -> dict[str, str]:
+    import gluoncv
+    import mlflow
+    import mxnet
+    import numpy
+
+    return {
+        "version.genre": __version__,
+        "version.mxnet": mxnet.__version__,
+        "version.gluoncv": gluoncv.__version__,
+        "version.mlflow": mlflow.__version__,
+        "version.numpy": numpy.__version__,
+    }
+
+
+def log_training_start(tracker: Tracker, config: TrainConfig, info: DatasetInfo, contexts: str) -> None:
+    """Every resolved setting, the dataset (digest, split counts), the devices and library versions."""
+    counts = info.counts[config.variant]
+    tracker.log_params(
+        config_params(dataclasses.asdict(config))
+        | {
+            "dataset_name": info.name,
+            "dataset_digest": info.digest,
+            "dataset_split": ",".join(f"{split}={n}" for split, n in counts.items()),
+            "image_size": info.image_size,
+            "genres": ",".join(info.genres),
+            "contexts": contexts,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
+        }
+        | library_versions()
+    )
+    tracker.set_tags({"genre.stage": "train", "genre.dataset": info.name, "genre.dataset_digest": info.digest})
+    size = info.image_size
+    tracker.log_dataset(
+        info.name, info.digest, Path(config.data).resolve().as_uri(), "training", (sum(counts.values()), size, size, 3)
+    )
+
+
+def log_training_outcome(tracker: Tracker, outcome: TrainOutcome, example: bytes) -> None:
+    """Test metrics, the per-genre table, the confusion matrix, learning curves and the model."""
+    test, genres = outcome.test, outcome.info.genres
+    tracker.log_metrics(
+        {
+            "test_accuracy": test.accuracy,
+            "test_top3_accuracy": test.top3_accuracy,
+            "test_loss": test.loss,
+            "best_val_accuracy": outcome.validation.accuracy,
+            "best_epoch": outcome.state.best_epoch,
+        }
+    )
+    log_split_report(tracker, test, genres, "test", f"best epoch {outcome.state.best_epoch}")
+    tracker.log_figure(learning_curves(outcome.state.history), "learning_curves.png")
+    tracker.log_model(outcome.net, genres, outcome.info.image_size, example)
+
+
+def log_split_report(tracker: Tracker, evaluation: Evaluation, genres: list[str], split: str, note: str) -> None:
+    """The per-genre precision/recall/F1 table and the confusion-matrix figure of one split."""
+    matrix = confusion(evaluation.predictions, evaluation.labels, len(genres))
+    tracker.log_text(per_genre_table(matrix, genres), f"{split}_per_genre.csv")
+    title = f"{split} accuracy {evaluation.accuracy:.1%} ({note})"
+    tracker.log_figure(confusion_matrix_figure(matrix, genres, title), f"confusion_{split}.png")
+
+
+def log_evaluation(tracker: Tracker, config: EvaluateConfig, info: DatasetInfo, evaluation: Evaluation) -> None:
+    """`genre evaluate`: the same metrics and report as the end of training, for any split."""
+    split = config.split
+    tracker.log_params(
+        config_params(dataclasses.asdict(config)) | {"dataset_name": info.name, "dataset_digest": info.digest}
+    )
+    tracker.set_tags({"genre.dataset": info.name, "genre.dataset_digest": info.digest})
+    tracker.log_metrics(
+        {
+            f"{split}_accuracy": evaluation.accuracy,
+            f"{split}_top3_accuracy": evaluation.top3_accuracy,
+            f"{split}_loss": evaluation.loss,
+        }
+    )
+    log_split_report(tracker, evaluation, info.genres, split, config.model_uri)

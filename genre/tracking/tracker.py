@@ -31,6 +31,7 @@ class Tracker(Protocol):
     def log_text(self, text: str, name: str) -> None: ...
     def log_dataset(self, name: str, digest: str, source_uri: str, context: str, shape: tuple[int, ...]) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
+    def log_model(self, net: Any, genres: list[str], image_size: int, example: bytes) -> None: ...
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -98,6 +99,12 @@ class MlflowTracker:
 
         mlflow.set_tags(dict(tags))
 
+    def log_model(self, net: Any, genres: list[str], image_size: int, example: bytes) -> None:
+        """The network as an `mlflow.pyfunc` model under `model/` (see `genre.tracking.model`)."""
+        from genre.tracking.model import log_cover_model
+
+        log_cover_model(net, genres, image_size, example, name="model")
+
 
 def _experiment_id(name: str) -> str:
     import mlflow
@@ -116,9 +123,12 @@ def experiment_name(flag: str | None, default: str) -> str | None:
 
 
 @contextlib.contextmanager
-def tracked_run(experiment: str | None, run_name: str | None, tags: Mapping[str, str]) -> Iterator[MlflowTracker]:
+def tracked_run(
+    experiment: str | None, run_name: str | None, tags: Mapping[str, str], run_id: str | None = None
+) -> Iterator[MlflowTracker]:
     """Open a run in `experiment` (or, under `mlflow run`, join the run it made): ends FAILED if the body
-    raises, KILLED on Ctrl-C. `experiment=None` leaves the choice to MLflow's environment variables.
+    raises, KILLED on Ctrl-C. `experiment=None` leaves the choice to MLflow's environment variables;
+    `run_id` reopens an existing run (to resume it).
     """
     import mlflow
 
@@ -127,9 +137,12 @@ def tracked_run(experiment: str | None, run_name: str | None, tags: Mapping[str,
     mlflow.set_tracking_uri(uri)
     joined = os.environ.get("MLFLOW_RUN_ID")
     try:
-        if not joined and experiment:
-            mlflow.set_experiment(experiment_id=_experiment_id(experiment))
-        run = mlflow.start_run(run_name=None if joined else run_name)
+        if joined or run_id:
+            run = mlflow.start_run(run_id=joined or run_id)
+        else:
+            if experiment:
+                mlflow.set_experiment(experiment_id=_experiment_id(experiment))
+            run = mlflow.start_run(run_name=run_name)
     except Exception as error:  # noqa: BLE001 - any store error is the same to the user
         raise TrackingError(f"cannot open an MLflow run at {mask_password(uri)}: {error}") from error
     log.info("MLflow run %s in experiment %s at %s", run.info.run_id, run.info.experiment_id, mask_password(uri))

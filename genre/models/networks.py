@@ -1,0 +1,266 @@
+"""Gluon classifiers by name: the original MLP and conv net, or any GluonCV model-zoo classifier.
+
+`build_network` is the one factory. Its networks take what `genre.data.transforms.network_input` makes, normalised
+float32 `(N, 3, S, S)` batches, and return `(N, classes)` logits. Our own networks follow GluonCV's layout
+(`features`, then an `output` Dense layer), so both kinds save, load and fine-tune the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import mxnet as mx
+from mxnet import gluon
+from mxnet.base import MXNetError
+from mxnet.gluon import nn
+
+from genre.config import setting
+from genre.errors import ConfigError
+from genre.models import zoo
+
+log = logging.getLogger(__name__)
+
+BUILTIN_MODELS = ("mlp", "convnet")
+POOLS = ("max", "avg", "none")
+OUTPUT = "output"  # attribute holding the last layer of our networks, as in most GluonCV models
+# He initialisation (GluonCV's MSRAPrelu, what its zoo trains from): keeps ReLU activations from fading.
+INIT = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Which network to train and its shape. Training configs inherit these fields and this validation.
+
+    A subclass that defines `__post_init__` must call `super().__post_init__()`.
+    """
+
+    model: str = setting(
+        "convnet",
+        f"network: mlp, convnet, or a GluonCV image classifier (resnet18_v1b, mobilenetv3_small; `{zoo.LIST_COMMAND}`)",
+    )
+    hidden_units: int = setting(512, "mlp: units of its one hidden layer")
+    conv_filters: str = setting("32,64,128", "convnet: filters of each conv block, comma-separated; one block each")
+    kernel_sizes: str = setting("3", "convnet: odd kernel size of each conv block, comma-separated, or one for all")
+    pool: str = setting("max", "convnet: 2x2 stride-2 pooling after each conv block", POOLS)
+    batch_norm: bool = setting(True, "convnet: batch normalisation after each convolution")
+    dense_units: str = setting("256", "convnet: units of the hidden dense layers after the convs ('' for none)")
+    dropout: float = setting(0.3, "mlp and convnet: dropout rate before each dense layer that reads learned features")
+    pretrained: bool = setting(False, "zoo models: start from GluonCV's ImageNet weights (downloads them)")
+    pretrained_params: str | None = setting(
+        None, "start the backbone from this .params file (save_parameters format); the output layer starts fresh"
+    )
+    freeze_backbone: bool = setting(False, "train only the output layer (needs pretrained or pretrained_params)")
+    backbone_lr_mult: float = setting(1.0, "learning-rate multiplier of every parameter but the output layer's")
+
+    def __post_init__(self) -> None:
+        check_spec(self)
+
+
+def _positive_ints(spec: NetworkSpec, key: str, example: str, allow_empty: bool = False) -> tuple[int, ...]:
+    text = str(getattr(spec, key)).strip().strip("[]()")
+    if allow_empty and text.strip() == "":
+        return ()
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        empty = " or ''" if allow_empty else ""
+        raise ConfigError(
+            f"'{key}' must be comma-separated positive integers like '{example}'{empty}, got {getattr(spec, key)!r}"
+        )
+    return values
+
+
+def conv_blocks(spec: NetworkSpec) -> list[tuple[int, int]]:
+    """`(filters, kernel size)` of each conv block of the convnet."""
+    filters = _positive_ints(spec, "conv_filters", "32,64,128")
+    kernels = _positive_ints(spec, "kernel_sizes", "3" if len(filters) == 1 else ",".join(["3"] * len(filters)))
+    if len(kernels) == 1:
+        kernels = kernels * len(filters)
+    if len(kernels) != len(filters):
+        raise ConfigError(
+            f"'kernel_sizes' needs one size per conv block ({len(filters)}, as in conv_filters) or one for all, "
+            f"got {len(kernels)}: {spec.kernel_sizes!r}"
+        )
+    if any(k % 2 == 0 for k in kernels):
+        raise ConfigError(f"'kernel_sizes' must be odd, so a convolution keeps the map size, got {spec.kernel_sizes!r}")
+    return list(zip(filters, kernels, strict=True))
+
+
+def dense_layers(spec: NetworkSpec) -> tuple[int, ...]:
+    """Units of the convnet's hidden dense layers; `()` for none."""
+    return _positive_ints(spec, "dense_units", "256", allow_empty=True)
+
+
+def check_model_name(name: str) -> None:
+    """A `ConfigError` naming the valid choices unless `name` is mlp, convnet or a GluonCV classifier."""
+    name = name.strip().lower()
+    if name in BUILTIN_MODELS:
+        return
+    classifiers = zoo.classifier_names()
+    if name in classifiers:
+        return
+    how = f"`{zoo.LIST_COMMAND}` lists all {len(classifiers)}"
+    if name in zoo.model_names():
+        raise ConfigError(
+            f"'model' {name!r} is a GluonCV model but not an image classifier; use mlp, convnet or a classifier ({how})"
+        )
+    close = difflib.get_close_matches(name, [*BUILTIN_MODELS, *classifiers], n=5, cutoff=0.6)
+    hint = f" (closest: {', '.join(close)})" if close else ""
+    raise ConfigError(f"'model' must be mlp, convnet or a GluonCV image classifier, got {name!r}{hint}; {how}")
+
+
+def check_spec(spec: NetworkSpec) -> None:
+    """Every setting usable as given, or a one-line `ConfigError` naming the setting."""
+    check_model_name(spec.model)
+    if spec.hidden_units < 1:
+        raise ConfigError(f"'hidden_units' must be at least 1, got {spec.hidden_units}")
+    conv_blocks(spec)
+    dense_layers(spec)
+    if spec.pool not in POOLS:
+        raise ConfigError(f"'pool' must be one of {', '.join(POOLS)}, got {spec.pool!r}")
+    if not 0.0 <= spec.dropout < 1.0:
+        raise ConfigError(f"'dropout' must be in [0, 1), got {spec.dropout}")
+    if not (math.isfinite(spec.backbone_lr_mult) and spec.backbone_lr_mult >= 0):
+        raise ConfigError(f"'backbone_lr_mult' must be a number >= 0, got {spec.backbone_lr_mult}")
+    builtin = spec.model.strip().lower() in BUILTIN_MODELS
+    if spec.pretrained and builtin:
+        raise ConfigError(
+            f"'pretrained' loads GluonCV weights, which {spec.model} has none of; use pretrained_params FILE instead"
+        )
+    if spec.pretrained and spec.pretrained_params:
+        raise ConfigError("'pretrained' and 'pretrained_params' both set; pick one source of starting weights")
+    if spec.freeze_backbone and not (spec.pretrained or spec.pretrained_params):
+        raise ConfigError(
+            "'freeze_backbone' would train only the output layer on a random backbone; "
+            "set pretrained or pretrained_params, or turn it off"
+        )
+
+
+class Classifier(gluon.HybridBlock):
+    """`features` (every layer but the last) then `output`, a Dense layer of `classes` logits."""
+
+    def __init__(self, make_features: Callable[[], list[gluon.HybridBlock]], classes: int, prefix: str) -> None:
+        super().__init__(prefix=prefix)  # a fixed prefix: the same names in every run, for export-format files
+        with self.name_scope():
+            self.features = nn.HybridSequential()
+            with self.features.name_scope():
+                self.features.add(*make_features())
+            self.output = nn.Dense(classes)
+
+    def hybrid_forward(self, F, x):
+        return self.output(self.features(x))
+
+
+def _mlp_layers(spec: NetworkSpec) -> list[gluon.HybridBlock]:
+    layers: list[gluon.HybridBlock] = [nn.Dense(spec.hidden_units, activation="relu")]  # Dense flattens the image
+    if spec.dropout > 0:
+        layers.append(nn.Dropout(spec.dropout))
+    return layers
+
+
+def check_pooling(spec: NetworkSpec, image_size: int) -> None:
+    """A `ConfigError` if the convnet's 2x2 pools would shrink `image_size` images below 1x1.
+
+    An error rather than silently skipping pools, so the network is always the one asked for.
+    """
+    if spec.pool == "none":
+        return
+    blocks = len(conv_blocks(spec))
+    most = image_size.bit_length() - 1  # pools that still leave a 1x1 map
+    if blocks > most:
+        raise ConfigError(
+            f"'conv_filters': {blocks} conv blocks, each followed by a 2x2 pool, shrink {image_size}x{image_size} "
+            f"images below 1x1; use at most {most} blocks at this image size, pool 'none', or larger images"
+        )
+
+
+def _convnet_layers(spec: NetworkSpec) -> list[gluon.HybridBlock]:
+    """Conv blocks (conv, [batch norm], ReLU, [2x2 pool]), then flatten, then the hidden dense layers."""
+    layers: list[gluon.HybridBlock] = []
+    for filters, kernel in conv_blocks(spec):
+        layers.append(nn.Conv2D(filters, kernel, padding=kernel // 2, use_bias=not spec.batch_norm))
+        if spec.batch_norm:
+            layers.append(nn.BatchNorm())
+        layers.append(nn.Activation("relu"))
+        if spec.pool != "none":
+            layers.append(nn.MaxPool2D(2, 2) if spec.pool == "max" else nn.AvgPool2D(2, 2))
+    layers.append(nn.Flatten())
+    for units in dense_layers(spec):
+        if spec.dropout > 0:
+            layers.append(nn.Dropout(spec.dropout))
+        layers.append(nn.Dense(units, activation="relu"))
+    if spec.dropout > 0:
+        layers.append(nn.Dropout(spec.dropout))
+    return layers
+
+
+def _check_forward(net: gluon.HybridBlock, model: str, classes: int, image_size: int, ctx: mx.Context) -> None:
+    """One image through `net`: finishes the deferred initialisation and shows the network fits the image size."""
+    try:
+        out = net(mx.nd.zeros((1, 3, image_size, image_size), ctx=ctx))
+        out.wait_to_read()
+    except MXNetError as error:
+        raise ConfigError(
+            f"'model' {model} cannot take {image_size}x{image_size} images ({zoo.short_reason(error)}); "
+            "use larger images or another model"
+        ) from error
+    if not isinstance(out, mx.nd.NDArray) or out.shape != (1, classes):
+        shape = out.shape if isinstance(out, mx.nd.NDArray) else type(out).__name__
+        raise ConfigError(f"'model' {model} does not return (N, {classes}) class scores (got {shape}); pick another")
+
+
+def build_network(spec: NetworkSpec, classes: int, contexts: list[mx.Context], image_size: int) -> gluon.HybridBlock:
+    """An initialised, hybridized network on every context of `contexts`: `(N, 3, S, S)` -> `(N, classes)` logits.
+
+    Initialisation draws from MXNet's generator, so `mx.random.seed` makes it repeatable; every context holds the
+    same values. Backbone weights come from GluonCV (`pretrained`) or a file (`pretrained_params`); the output layer
+    always starts fresh. `freeze_backbone` and `backbone_lr_mult` act through `grad_req` and `lr_mult`, which
+    `gluon.Trainer` honours.
+    """
+    if classes < 2:
+        raise ConfigError(f"a classifier needs at least 2 classes, got {classes}")
+    if not contexts:
+        raise ValueError("build_network needs at least one context")
+    check_spec(spec)
+    model = spec.model.strip().lower()
+    if model == "mlp":
+        net: gluon.HybridBlock = Classifier(lambda: _mlp_layers(spec), classes, prefix="mlp_")
+        prefixes: tuple[str, ...] = (OUTPUT,)
+    elif model == "convnet":
+        check_pooling(spec, image_size)
+        net = Classifier(lambda: _convnet_layers(spec), classes, prefix="convnet_")
+        prefixes = (OUTPUT,)
+    else:
+        net = zoo.build_classifier(model, classes)
+        prefixes = zoo.output_prefixes(net, model, classes)
+    net.initialize(INIT, ctx=contexts)
+    _check_forward(net, model, classes, image_size, contexts[0])
+    if spec.pretrained:
+        zoo.load_backbone(net, zoo.pretrained_parameters(model), prefixes, f"GluonCV's pretrained '{model}'")
+    if spec.pretrained_params:
+        source = zoo.read_parameter_file(spec.pretrained_params)
+        zoo.load_backbone(net, source, prefixes, f"pretrained_params file {spec.pretrained_params}")
+    backbone, output = zoo.split_parameters(net, prefixes)
+    for param in backbone.values():
+        param.lr_mult = spec.backbone_lr_mult
+        if spec.freeze_backbone:
+            param.grad_req = "null"
+    net.hybridize(static_alloc=True, static_shape=True)
+    trainable = sum(p.data(contexts[0]).size for p in net.collect_params().values() if p.grad_req != "null")
+    total = sum(p.data(contexts[0]).size for p in net.collect_params().values())
+    log.info(
+        "network %s for %d classes: %d parameters (%d trained), output layer %s, on %s",
+        model,
+        classes,
+        total,
+        trainable,
+        ", ".join(prefixes),
+        ",".join(str(ctx) for ctx in contexts),
+    )
+    return net

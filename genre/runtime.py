@@ -1,0 +1,23 @@
+"""Process-wide settings that must be made before MXNet is imported.
+
+MXNet's CPU default runs OpenMP on half the cores; on this project's 2-core machines that halves training
+speed (114 vs 222 img/s for resnet18_v1b at 64 px). `configure_threads` sets the thread count from the
+cores this process may use, unless the user already chose one. `genre/__init__.py` calls it, so it runs
+before any module of the package imports mxnet.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (respects CPU affinity and container limits, unlike `os.cpu_count`)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def configure_threads(environ: dict[str, str] | os._Environ = os.environ) -> int:
+    """Set OpenMP's thread count to the usable cores unless `OMP_NUM_THREADS` is set; return the count in force."""
+    if not environ.get("OMP_NUM_THREADS"):
+        environ["OMP_NUM_THREADS"] = str(usable_cores())
+    return int(environ["OMP_NUM_THREADS"])

@@ -1,0 +1,251 @@
+"""The trained network as an `mlflow.pyfunc` model: covers in, genre and per-genre probabilities out.
+
+MLflow 3 has no Gluon flavour, so the model is a `PythonModel` around the exported symbol graph. It ships
+the `genre` package itself (`code_paths`), so it loads wherever mxnet is installed, with or without
+`genre`, and decodes covers with the same code (`decode_image`, `network_input`) as training did.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mxnet as mx
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.types import ColSpec, DataType, Schema
+from mxnet import nd
+from PIL import Image
+
+import genre
+from genre.data.images import InvalidImage, decode_image, square_resize
+from genre.data.transforms import MEAN, STD, network_input
+
+IMAGE_COLUMN = "image"
+GENRE_COLUMN = "genre"
+BATCH_SIZE = 64
+INPUT_NAME = "data"  # what `HybridBlock.export` calls the network's input
+FORMAT_VERSION = 1
+BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")  # no image format's bytes are all of these
+WHAT_TO_SEND = "send encoded JPEG/PNG bytes (base64 text in JSON) or (H, W, 3) uint8 pixels"
+
+
+def probability_column(genre_name: str) -> str:
+    return f"p_{genre_name}"
+
+
+class CoverClassifier(mlflow.pyfunc.PythonModel):
+    """Predicts the genre of album covers with an exported Gluon network (logits out), on the CPU.
+
+    Artifacts: `symbol` and `params` (from `HybridBlock.export`) and `classifier` (JSON: `genres`,
+    index = label; `image_size`; `mean`/`std` of the normalisation).
+    """
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        info = json.loads(Path(context.artifacts["classifier"]).read_text())
+        if (tuple(info["mean"]), tuple(info["std"])) != (MEAN, STD):
+            raise MlflowException(
+                f"the model was trained with normalisation mean={info['mean']} std={info['std']}, but the "
+                f"`genre` code imported here uses mean={list(MEAN)} std={list(STD)}; load the model in a "
+                "process that imports the `genre` package shipped with it"
+            )
+        self.genres: list[str] = list(info["genres"])
+        self.image_size: int = int(info["image_size"])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Cannot decide type", UserWarning)  # the input's dtype comes later
+            self.net = mx.gluon.SymbolBlock.imports(
+                context.artifacts["symbol"], [INPUT_NAME], context.artifacts["params"], ctx=mx.cpu()
+            )
+        self.lock = threading.Lock()  # the scoring server predicts from several threads; a cached op is not safe
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext | None,
+        model_input: pd.DataFrame,  # or a uint8 array; MLflow warns at import about a union hint here
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """Genre and probabilities per cover, in input order (a DataFrame keeps its index).
+
+        `model_input` is a DataFrame with an `image` column whose cells are encoded image bytes, base64 text
+        of them (str, or ASCII bytes), or `(H, W, 3)` uint8 pixels; or a uint8 array `(N, H, W, 3)` when called
+        directly (`unwrap_python_model().predict(None, pixels)`: MLflow's signature check refuses arrays).
+        Pixels of another size are centre-cropped and resized as decoding does. The result has a `genre`
+        column (the top-1 name) and one softmax probability column `p_<genre>` (float64) per genre.
+
+        A row that cannot be used raises `MlflowException` INVALID_PARAMETER_VALUE naming it ("row 3: ...",
+        counted from 0), which the scoring server answers with HTTP 400.
+        """
+        probabilities = [self._probabilities(batch) for batch in self._batches(model_input)]
+        table = np.concatenate(probabilities) if probabilities else np.zeros((0, len(self.genres)))
+        index = model_input.index if isinstance(model_input, pd.DataFrame) else None
+        result = pd.DataFrame(
+            {probability_column(name): table[:, label].astype(np.float64) for label, name in enumerate(self.genres)},
+            index=index,
+        )
+        result.insert(0, GENRE_COLUMN, [self.genres[label] for label in table.argmax(axis=1)])
+        return result
+
+    def _batches(self, model_input: pd.DataFrame | np.ndarray) -> Iterator[np.ndarray]:
+        """`(n, size, size, 3)` uint8 batches of at most `BATCH_SIZE`, decoded as they are needed."""
+        cells = _cells(model_input)
+        for start in range(0, len(cells), BATCH_SIZE):
+            rows = range(start, min(start + BATCH_SIZE, len(cells)))
+            yield np.stack([_row_pixels(row, cells[row], self.image_size) for row in rows])
+
+    def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        batch = network_input(nd.array(pixels, ctx=mx.cpu(), dtype="uint8"))
+        with self.lock:
+            return nd.softmax(self.net(batch), axis=1).asnumpy()
+
+
+def _cells(model_input: pd.DataFrame | np.ndarray) -> Sequence[Any]:
+    if isinstance(model_input, pd.DataFrame):
+        if IMAGE_COLUMN not in model_input.columns:
+            raise MlflowException.invalid_parameter_value(
+                f"the input has no '{IMAGE_COLUMN}' column (columns: {list(model_input.columns)}); {WHAT_TO_SEND} "
+                f"in a column named '{IMAGE_COLUMN}'"
+            )
+        return model_input[IMAGE_COLUMN].tolist()
+    if isinstance(model_input, np.ndarray):
+        if model_input.ndim != 4 or model_input.shape[-1] != 3 or model_input.dtype != np.uint8:
+            raise MlflowException.invalid_parameter_value(
+                f"expected uint8 pixels of shape (N, H, W, 3), got {model_input.dtype} {model_input.shape}"
+            )
+        return list(model_input)
+    raise MlflowException.invalid_parameter_value(
+        f"expected a DataFrame with an '{IMAGE_COLUMN}' column or a uint8 array (N, H, W, 3), "
+        f"got {type(model_input).__name__}"
+    )
+
+
+def _row_pixels(row: int, cell: Any, size: int) -> np.ndarray:
+    """One cell as `(size, size, 3)` uint8, or `MlflowException` naming the row and what was wrong."""
+    try:
+        if isinstance(cell, np.ndarray):
+            return _resized(cell, size)
+        if isinstance(cell, str):
+            return decode_image(_base64_bytes(cell), size)
+        if isinstance(cell, bytes | bytearray | memoryview):
+            cell = bytes(cell)
+            # MLflow's `inputs`/`instances` JSON formats hand base64 text on undecoded, as ASCII bytes.
+            if BASE64_TEXT.fullmatch(cell):
+                cell = _base64_bytes(cell.decode("ascii"))
+            return decode_image(cell, size)
+        if cell is None or (pd.api.types.is_scalar(cell) and pd.isna(cell)):
+            raise InvalidImage("no image (empty cell)")
+        raise InvalidImage(f"not an image (a {type(cell).__name__})")
+    except InvalidImage as error:
+        raise MlflowException.invalid_parameter_value(f"row {row}: {error}; {WHAT_TO_SEND}") from None
+
+
+def _base64_bytes(text: str) -> bytes:
+    try:
+        # MLflow's own encoder (`base64.encodebytes`) breaks lines every 76 characters.
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise InvalidImage(f"not an image (text that is not base64: {error})") from None
+
+
+def _resized(pixels: np.ndarray, size: int) -> np.ndarray:
+    if pixels.ndim != 3 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
+        raise InvalidImage(f"not an image (expected (H, W, 3) uint8 pixels, got {pixels.dtype} {pixels.shape})")
+    if pixels.shape[:2] == (size, size):
+        return pixels
+    return np.asarray(square_resize(Image.fromarray(pixels, "RGB"), size), dtype=np.uint8)
+
+
+def cover_signature(genres: Sequence[str]) -> ModelSignature:
+    """A binary `image` column in; `genre` (string) and one `p_<genre>` (double) per genre out."""
+    outputs = [ColSpec(DataType.string, GENRE_COLUMN)]
+    outputs += [ColSpec(DataType.double, probability_column(name)) for name in genres]
+    return ModelSignature(inputs=Schema([ColSpec(DataType.binary, IMAGE_COLUMN)]), outputs=Schema(outputs))
+
+
+def model_requirements() -> list[str]:
+    """What the model needs to load, pinned to the versions this process runs (the project's lock file).
+
+    mxnet is pinned by its module version: on a GPU machine the installed distribution is `mxnet-cu*`,
+    and serving needs only the CPU build.
+    """
+    pinned = [f"mxnet=={mx.__version__}"]
+    pinned += [f"{name}=={version(name)}" for name in ("numpy", "pillow", "pandas", "pyyaml", "mlflow")]
+    return pinned
+
+
+def log_cover_model(
+    net: mx.gluon.HybridBlock,
+    genres: Sequence[str],
+    image_size: int,
+    example: bytes,
+    *,
+    name: str = "model",
+    registered_model_name: str | None = None,
+) -> ModelInfo:
+    """Log `net` (hybridized; outputs one logit per genre) to the active run as a `CoverClassifier`.
+
+    `genres[label]` names the label the network was trained with; `image_size` is the side, in pixels, it
+    was trained at; `example` is one real encoded cover (JPEG/PNG bytes), stored as the input example and
+    run through the network first, so a net whose output does not match `genres` fails here. Returns
+    MLflow's `ModelInfo` (`model_uri` is `models:/<model_id>`; `runs:/<run_id>/<name>` works too).
+    """
+    genres = list(genres)
+    if not genres or len(set(genres)) != len(genres) or not all(genres):
+        raise ValueError(f"genres must be distinct, non-empty names, got {genres}")
+    if not isinstance(net, mx.gluon.HybridBlock):
+        raise TypeError(f"only a HybridBlock can be exported for serving, got {type(net).__name__}")
+    context = next(iter(net.collect_params().values())).list_ctx()[0]
+    pixels = decode_image(example, image_size)
+    scores = net(network_input(nd.array(pixels[None], ctx=context, dtype="uint8")))
+    if scores.shape != (1, len(genres)):
+        raise ValueError(f"the network gives scores of shape {scores.shape} per cover, but {len(genres)} genres")
+    with tempfile.TemporaryDirectory(prefix="cover-model-") as folder:
+        prefix = Path(folder) / "network"
+        try:
+            net.export(str(prefix))
+        except RuntimeError as error:
+            raise ValueError(f"cannot export the network ({error}); call net.hybridize() before training") from error
+        classifier = Path(folder) / "classifier.json"
+        settings = {
+            "format_version": FORMAT_VERSION,
+            "genres": genres,
+            "image_size": image_size,
+            "mean": list(MEAN),
+            "std": list(STD),
+        }
+        classifier.write_text(json.dumps(settings, indent=2))
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=CoverClassifier(),
+            artifacts={
+                "symbol": f"{prefix}-symbol.json",
+                "params": f"{prefix}-0000.params",
+                "classifier": str(classifier),
+            },
+            signature=cover_signature(genres),
+            input_example=pd.DataFrame({IMAGE_COLUMN: [example]}),
+            code_paths=[str(Path(genre.__file__).parent)],
+            pip_requirements=model_requirements(),
+            registered_model_name=registered_model_name,
+        )
+
+
+def load_cover_model(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """The logged model, ready for `predict(DataFrame with an 'image' column)`.
+
+    MLflow checks the input against the signature first, so a bare `(N, H, W, 3)` array is refused here;
+    pass `pd.DataFrame({"image": list(pixels)})`, or call `.unwrap_python_model().predict(None, pixels)`.
+    """
+    return mlflow.pyfunc.load_model(model_uri)

@@ -1,0 +1,38 @@
+"""The training configuration: network, augmentation, optimisation, devices and run settings in one place.
+
+Flat on purpose: every field is one `genre train` flag, one `MLproject` parameter and one YAML key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from genre.config import setting
+from genre.data.prepare import DEFAULT_DATASET
+from genre.data.transforms import AugmentSpec
+from genre.models.networks import NetworkSpec
+
+
+@dataclass(frozen=True)
+class TrainConfig(NetworkSpec, AugmentSpec):
+    """Defaults train the conv net on the bundled digits to >= 98% test accuracy in a few minutes on 2 cores."""
+
+    data: str = setting(DEFAULT_DATASET, "prepared dataset folder (the bundled digits are prepared if missing)")
+    variant: str = setting("full", "the full dataset or its development subset", ("full", "dev"))
+    optimizer: str = setting("sgd", "sgd (with momentum), nag or adam", ("sgd", "nag", "adam"))
+    learning_rate: float = setting(0.02, "peak learning rate")
+    momentum: float = setting(0.9, "momentum of sgd and nag")
+    weight_decay: float = setting(1e-4, "L2 weight decay")
+    batch_size: int = setting(64, "examples per optimiser step, over all devices")
+    epochs: int = setting(15, "passes over the training set")
+    lr_schedule: str = setting("cosine", "learning-rate schedule", ("constant", "step", "cosine"))
+    lr_steps: str = setting("", "step schedule: epochs at which the rate is multiplied by --lr-factor, e.g. '10,20'")
+    lr_factor: float = setting(0.1, "step schedule: the multiplier at each step")
+    warmup_epochs: int = setting(1, "epochs of linear warm-up from 0 to the peak rate (0 = none)")
+    patience: int = setting(0, "stop after this many epochs without a better validation accuracy (0 = never)")
+    seed: int = setting(0, "seed of initialisation, shuffling, augmentation and dropout")
+    gpus: str = setting("", "GPUs to train on, e.g. '0,1' (data parallel); empty = CPU")
+    cpu_contexts: int = setting(1, "CPU contexts when no GPU is used (>1 runs the multi-device path on the CPU)")
+    chunk_size: int = setting(2048, "images moved to the devices at a time (bounds host and device memory)")
+    checkpoint_dir: str = setting("checkpoints", "folder of per-run checkpoints (<dir>/<run id>/)")
+    resume: str | None = setting(None, "MLflow run id of a killed run to continue from its last checkpoint")

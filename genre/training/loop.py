@@ -1,0 +1,135 @@
+"""One epoch of training and one pass of evaluation, with explicit arguments.
+
+`train`, `tune` and `suite` all call these two functions; nothing here knows about MLflow or files.
+The step is the idiomatic Gluon one: shards already on their devices, forward under `autograd.record()`,
+backward per shard, `trainer.step(batch size)` sums the gradients over devices.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon, nd
+
+from genre.data.iterator import ChunkedIterator
+from genre.data.transforms import AugmentSpec, network_input, training_input
+from genre.errors import GenreError
+from genre.training.metrics import accuracy, top_k_accuracy
+
+SYNC_EVERY = 20  # batches between host syncs: often enough to stop a diverged run early, rare enough to stay async
+
+
+class TrainingDiverged(GenreError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    accuracy: float
+    images: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class Evaluation:
+    """Mean loss and the softmax probabilities `(N, genres)` of every example, in pack order."""
+
+    loss: float
+    probabilities: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def accuracy(self) -> float:
+        return accuracy(self.probabilities, self.labels)
+
+    @property
+    def top3_accuracy(self) -> float:
+        return top_k_accuracy(self.probabilities, self.labels, 3)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return np.argmax(self.probabilities, axis=1)
+
+
+def _zero_unused_gradients(net: gluon.Block, used: set[mx.Context]) -> None:
+    """A device that got no examples this step must add nothing to the summed gradient."""
+    for param in net.collect_params().values():
+        if param.grad_req != "null":
+            for grad in param.list_grad():
+                if grad.context not in used:
+                    grad[:] = 0
+
+
+def _check_finite(loss_sum: float, epoch: int, batch: int) -> None:
+    if not math.isfinite(loss_sum):
+        raise TrainingDiverged(
+            f"epoch {epoch}: the training loss became {loss_sum} by batch {batch}; lower --learning-rate "
+            "(or add --warmup-epochs) and start again"
+        )
+
+
+def train_one_epoch(
+    net: gluon.HybridBlock,
+    trainer: gluon.Trainer,
+    batches: ChunkedIterator,
+    epoch: int,
+    augment: AugmentSpec,
+    seed: int,
+    loss_fn: gluon.loss.Loss,
+) -> EpochStats:
+    """Train one pass over `batches` (shuffled by epoch); raise `TrainingDiverged` on a non-finite loss."""
+    mx.random.seed(seed * 100_003 + epoch)  # dropout: a resumed epoch draws what the original would have
+    augment_rng = np.random.default_rng([seed, epoch, 1])
+    started = time.perf_counter()
+    device_count = len(batches.contexts)
+    loss_parts: list[nd.NDArray] = []
+    correct_parts: list[nd.NDArray] = []
+    loss_sum, correct, images = 0.0, 0.0, 0
+    for index, batch in enumerate(batches.epoch(epoch)):
+        with autograd.record():
+            outputs = [net(training_input(x, augment, augment_rng)) for x, _ in batch.shards]
+            losses = [loss_fn(out, y) for out, (_, y) in zip(outputs, batch.shards, strict=True)]
+        for loss in losses:
+            loss.backward()
+        if len(batch.shards) < device_count:
+            _zero_unused_gradients(net, {x.context for x, _ in batch.shards})
+        trainer.step(batch.size)
+        for out, loss, (_, y) in zip(outputs, losses, batch.shards, strict=True):
+            loss_parts.append(loss.sum())
+            correct_parts.append((out.argmax(axis=1) == y).sum())
+        images += batch.size
+        if (index + 1) % SYNC_EVERY == 0:
+            loss_sum += sum(part.asscalar() for part in loss_parts)
+            correct += sum(part.asscalar() for part in correct_parts)
+            loss_parts, correct_parts = [], []
+            _check_finite(loss_sum, epoch, index + 1)
+    loss_sum += sum(part.asscalar() for part in loss_parts)
+    correct += sum(part.asscalar() for part in correct_parts)
+    _check_finite(loss_sum, epoch, len(batches))
+    return EpochStats(loss_sum / max(images, 1), correct / max(images, 1), images, time.perf_counter() - started)
+
+
+def evaluate(net: gluon.HybridBlock, batches: ChunkedIterator, loss_fn: gluon.loss.Loss) -> Evaluation:
+    """Loss and probabilities over `batches` in order (every example once, no augmentation)."""
+    probabilities: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    loss_sum = 0.0
+    for batch in batches.epoch(0):
+        for x, y in batch.shards:
+            out = net(network_input(x))
+            loss_sum += loss_fn(out, y).sum().asscalar()
+            probabilities.append(nd.softmax(out, axis=1).asnumpy())
+            labels.append(y.asnumpy().astype(np.int64))
+    count = sum(len(part) for part in labels)
+    if not count:
+        return Evaluation(float("nan"), np.zeros((0, 0)), np.zeros(0, dtype=np.int64))
+    return Evaluation(loss_sum / count, np.concatenate(probabilities), np.concatenate(labels))

@@ -1,0 +1,138 @@
+"""The `train` stage: data, network, trainer, epochs with checkpoints and early stopping, then the test pass.
+
+Reports through the `Tracker` interface (per-epoch metrics with `step=epoch`) and an optional per-epoch
+callback (what `tune` uses to prune), so tests and studies call exactly this function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import mxnet as mx
+from mxnet import gluon
+
+from genre.data.iterator import ChunkedIterator
+from genre.data.pack import DatasetInfo, open_pack
+from genre.models.networks import build_network
+from genre.tracking.tracker import Tracker
+from genre.training.checkpoint import CheckpointStore, TrainingState
+from genre.training.config import TrainConfig
+from genre.training.loop import Evaluation, TrainingDiverged, evaluate, train_one_epoch
+from genre.training.schedule import Schedule, ScheduleAdapter, parse_steps
+
+log = logging.getLogger(__name__)
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainOutcome:
+    """What a finished training run produced; `net` holds the best validation epoch's parameters."""
+
+    net: gluon.HybridBlock
+    info: DatasetInfo
+    state: TrainingState
+    validation: Evaluation
+    test: Evaluation
+    stopped_early: bool
+
+
+def make_trainer(
+    net: gluon.HybridBlock, config: TrainConfig, updates_per_epoch: int, contexts: list[mx.Context]
+) -> gluon.Trainer:
+    """The Gluon trainer with the schedule inside `optimizer_params` (so its state is saved with the trainer)."""
+    schedule = Schedule(
+        kind=config.lr_schedule,
+        base_lr=config.learning_rate,
+        epochs=config.epochs,
+        updates_per_epoch=updates_per_epoch,
+        steps=parse_steps(config.lr_steps),
+        factor=config.lr_factor,
+        warmup_epochs=config.warmup_epochs,
+    )
+    params: dict[str, object] = {
+        "learning_rate": config.learning_rate,
+        "wd": config.weight_decay,
+        "lr_scheduler": ScheduleAdapter(schedule),
+    }
+    if config.optimizer in ("sgd", "nag"):
+        params["momentum"] = config.momentum
+    trainable = {name: p for name, p in net.collect_params().items() if p.grad_req != "null"}
+    return gluon.Trainer(trainable, config.optimizer, params, kvstore="device" if len(contexts) > 1 else "local")
+
+
+def epoch_metrics(stats, validation: Evaluation, learning_rate: float) -> dict[str, float]:
+    return {
+        "train_loss": stats.loss,
+        "train_accuracy": stats.accuracy,
+        "val_loss": validation.loss,
+        "val_accuracy": validation.accuracy,
+        "learning_rate": learning_rate,
+        "images_per_second": stats.images_per_second,
+        "epoch_seconds": stats.seconds,
+    }
+
+
+def train(
+    config: TrainConfig,
+    contexts: list[mx.Context],
+    tracker: Tracker,
+    checkpoints: CheckpointStore,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainOutcome:
+    """Train (or continue training from `checkpoints`) and evaluate the best epoch on the test split."""
+    root = Path(config.data)
+    info = DatasetInfo.read(root)
+    packs = {split: open_pack(root, config.variant, split) for split in ("train", "val", "test")}
+    train_batches = ChunkedIterator(
+        packs["train"], config.batch_size, config.chunk_size, contexts, shuffle=True, seed=config.seed
+    )
+    val_batches, test_batches = (
+        ChunkedIterator(packs[split], config.batch_size, config.chunk_size, contexts) for split in ("val", "test")
+    )
+    mx.random.seed(config.seed)
+    net = build_network(config, len(info.genres), contexts, info.image_size)
+    trainer = make_trainer(net, config, len(train_batches), contexts)
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+
+    state = TrainingState(config=dataclasses.asdict(config))
+    if checkpoints.exists():
+        state = checkpoints.read_state()
+        checkpoints.restore(net, trainer, state)
+        log.info("resuming after epoch %d from %s", state.epoch, checkpoints.folder)
+
+    stopped_early = False
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        try:
+            stats = train_one_epoch(net, trainer, train_batches, epoch, config, config.seed, loss_fn)
+        except TrainingDiverged as error:
+            kept = f"the last good checkpoint (epoch {state.epoch}) is kept in {checkpoints.folder}"
+            raise TrainingDiverged(f"{error}; {kept}" if state.epoch else str(error)) from None
+        validation = evaluate(net, val_batches, loss_fn)
+        metrics = epoch_metrics(stats, validation, trainer.learning_rate)
+        tracker.log_metrics(metrics, step=epoch)
+        improved = validation.accuracy > state.best_val_accuracy
+        state.epoch = epoch
+        state.history.append({"epoch": epoch, **metrics})
+        if improved:
+            state.best_epoch, state.best_val_accuracy = epoch, validation.accuracy
+        checkpoints.save(net, trainer, state, improved)
+        log.info(
+            "epoch %d/%d: train loss %.4f accuracy %.4f | val loss %.4f accuracy %.4f | %.0f img/s",
+            epoch, config.epochs, stats.loss, stats.accuracy, validation.loss, validation.accuracy,
+            stats.images_per_second,
+        )  # fmt: skip
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
+        if config.patience and epoch - state.best_epoch >= config.patience:
+            log.info("early stop: no better validation accuracy for %d epochs", config.patience)
+            stopped_early = True
+            break
+
+    checkpoints.restore_best(net, contexts)
+    validation = evaluate(net, val_batches, loss_fn)
+    test = evaluate(net, test_batches, loss_fn)
+    return TrainOutcome(net, info, state, validation, test, stopped_early)

@@ -1,0 +1,252 @@
+"""The network logged as an MLflow pyfunc model: loaded where `genre` is not importable, fed covers as a
+client sends them, and scored through `mlflow models predict`, in a real SQLite tracking store."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import mxnet as mx
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc.scoring_server import infer_and_parse_data
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+from mxnet import nd
+from PIL import Image, ImageFile
+
+from genre.data.images import decode_image
+from genre.data.transforms import network_input
+from genre.tracking.model import load_cover_model, log_cover_model
+from tests.conftest import PROJECT_ROOT, jpeg_bytes
+
+GENRES = ["folk", "jazz", "metal"]
+SIZE = 16
+COLUMNS = ["genre", "p_folk", "p_jazz", "p_metal"]
+
+
+def png_bytes(seed: int, size: tuple[int, int] = (40, 30)) -> bytes:
+    """A real PNG of smooth random colour, not square (so decoding crops and resizes)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(3, 3, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(small).resize(size, Image.Resampling.BILINEAR).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+COVERS = [png_bytes(1), jpeg_bytes((48, 64), seed=2), png_bytes(3, (20, 20))]
+
+
+def tiny_net() -> mx.gluon.HybridBlock:
+    mx.random.seed(2015)
+    net = mx.gluon.nn.HybridSequential()
+    net.add(mx.gluon.nn.Conv2D(4, 3), mx.gluon.nn.GlobalAvgPool2D(), mx.gluon.nn.Flatten(), mx.gluon.nn.Dense(3))
+    net.initialize(mx.init.Xavier(magnitude=3))
+    net.hybridize()
+    net(nd.zeros((1, 3, SIZE, SIZE)))
+    return net
+
+
+def expected_probabilities(net: mx.gluon.HybridBlock, covers: list[bytes]) -> np.ndarray:
+    """What the in-process network says about the covers, decoded as in training."""
+    pixels = np.stack([decode_image(cover, SIZE) for cover in covers])
+    return nd.softmax(net(network_input(nd.array(pixels, dtype="uint8"))), axis=1).asnumpy()
+
+
+@dataclass(frozen=True)
+class Logged:
+    net: mx.gluon.HybridBlock
+    run_id: str
+    model_uri: str
+    tracking_uri: str
+    folder: Path
+
+    @property
+    def runs_uri(self) -> str:
+        return f"runs:/{self.run_id}/model"
+
+    def env(self) -> dict[str, str]:
+        """A user's shell: the tracking store set, the project not on the Python path."""
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("MLFLOW_RUN")}
+        return env | {"MLFLOW_TRACKING_URI": self.tracking_uri, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Logged]:
+    """The tiny network logged once, in its own SQLite store, with a real PNG as the input example."""
+    folder = tmp_path_factory.mktemp("cover-model")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch, _use_tracking_uri(uri):
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+            patch.delenv(name, raising=False)
+        patch.chdir(folder)  # MLflow's default artifact root is ./mlruns
+        net = tiny_net()
+        experiment_id = mlflow.MlflowClient(uri).create_experiment("covers")  # not MLflow's global active one
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            info = log_cover_model(net, GENRES, SIZE, example=COVERS[0])
+        yield Logged(net, run.info.run_id, info.model_uri, uri, folder)
+
+
+@pytest.fixture(scope="module")
+def model(logged: Logged) -> mlflow.pyfunc.PyFuncModel:
+    with _use_tracking_uri(logged.tracking_uri):
+        return load_cover_model(logged.runs_uri)
+
+
+def test_a_fresh_process_without_the_project_loads_the_model_and_agrees_with_the_network(logged: Logged) -> None:
+    for n, cover in enumerate(COVERS):
+        (logged.folder / f"cover{n}.bin").write_bytes(cover)
+    script = f"""
+import json, sys
+from pathlib import Path
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model({logged.runs_uri!r})
+covers = [Path(f"cover{{n}}.bin").read_bytes() for n in range({len(COVERS)})]
+result = model.predict(pd.DataFrame({{"image": covers}}))
+print(json.dumps({{"genre_from": sys.modules["genre"].__file__, "result": result.to_dict(orient="split")}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=logged.folder, env=logged.env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    genre_from = Path(answer["genre_from"])
+    assert PROJECT_ROOT not in genre_from.parents and genre_from.parts[-3:] == ("code", "genre", "__init__.py")
+
+    result = pd.DataFrame(answer["result"]["data"], columns=answer["result"]["columns"])
+    expected = expected_probabilities(logged.net, COVERS)
+    assert list(result.columns) == COLUMNS
+    np.testing.assert_allclose(result[COLUMNS[1:]].to_numpy(), expected, atol=1e-5)
+    assert list(result["genre"]) == [GENRES[label] for label in expected.argmax(axis=1)]
+
+
+def test_the_logged_model_declares_a_binary_image_in_and_genre_with_probabilities_out(logged: Logged) -> None:
+    local = Path(mlflow.artifacts.download_artifacts(logged.model_uri, tracking_uri=logged.tracking_uri))
+    signature = mlflow.models.Model.load(local).signature
+    assert signature.inputs.to_dict() == [{"type": "binary", "name": "image", "required": True}]
+    assert [(c["name"], c["type"]) for c in signature.outputs.to_dict()] == [
+        ("genre", "string"),
+        ("p_folk", "double"),
+        ("p_jazz", "double"),
+        ("p_metal", "double"),
+    ]
+    serving = json.loads((local / "serving_input_example.json").read_text())["dataframe_split"]
+    assert serving["columns"] == ["image"]
+    assert base64.b64decode("".join(serving["data"][0][0].split())) == COVERS[0]
+    assert json.loads((local / "artifacts" / "classifier.json").read_text())["genres"] == GENRES
+    requirements = (local / "requirements.txt").read_text().split()
+    assert {"mxnet==1.9.1", "numpy==1.23.5", "pillow==13.0.0", "mlflow==3.17.2"} <= set(requirements)
+
+
+def test_bytes_base64_text_and_pixels_give_the_same_answers_in_input_order(
+    logged: Logged, model: mlflow.pyfunc.PyFuncModel
+) -> None:
+    order = [2, 0, 1, 0]
+    covers = [COVERS[n] for n in order]
+    expected = expected_probabilities(logged.net, covers)
+
+    from_bytes = model.predict(pd.DataFrame({"image": covers}, index=[10, 11, 12, 13]))
+    assert list(from_bytes.columns) == COLUMNS and list(from_bytes.index) == [10, 11, 12, 13]
+    np.testing.assert_allclose(from_bytes[COLUMNS[1:]].to_numpy(), expected, atol=1e-5)
+    assert list(from_bytes["genre"]) == [GENRES[label] for label in expected.argmax(axis=1)]
+    np.testing.assert_allclose(from_bytes[COLUMNS[1:]].sum(axis=1), 1.0, atol=1e-6)
+
+    # What a client writes by hand, and what MLflow's own encoder writes (line breaks every 76 characters).
+    text = [base64.b64encode(cover).decode() for cover in covers[:2]]
+    text += [base64.encodebytes(cover).decode() for cover in covers[2:]]
+    pd.testing.assert_frame_equal(model.predict(pd.DataFrame({"image": text}, index=from_bytes.index)), from_bytes)
+
+    # Decoded pixels, at the model's size or larger (cropped and resized as decoding does: same for a PNG).
+    pixels = np.stack([decode_image(cover, SIZE) for cover in covers])
+    classifier = model.unwrap_python_model()
+    direct = classifier.predict(None, pixels)
+    np.testing.assert_allclose(direct[COLUMNS[1:]].to_numpy(), expected, atol=1e-5)
+    full_size = [np.asarray(Image.open(io.BytesIO(COVERS[0])).convert("RGB")), pixels[0]]
+    cells = model.predict(pd.DataFrame({"image": full_size}))
+    np.testing.assert_allclose(cells[COLUMNS[1:]].to_numpy(), expected[[1, 0]], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        {"dataframe_split": {"columns": ["image"], "data": [["<cover>"]]}},
+        {"dataframe_records": [{"image": "<cover>"}]},
+        {"inputs": {"image": ["<cover>"]}},
+        {"instances": [{"image": "<cover>"}]},
+    ],
+    ids=lambda body: next(iter(body)),
+)
+def test_every_json_format_of_the_scoring_protocol_delivers_the_cover(
+    logged: Logged, model: mlflow.pyfunc.PyFuncModel, request_body: dict
+) -> None:
+    """MLflow decodes base64 for `dataframe_*` and hands `inputs`/`instances` on as ASCII bytes; both work."""
+    text = base64.b64encode(COVERS[1]).decode()
+    body = json.loads(json.dumps(request_body).replace("<cover>", text))
+    result = model.predict(infer_and_parse_data(body, model.metadata.get_input_schema()))
+    np.testing.assert_allclose(
+        result[COLUMNS[1:]].to_numpy(), expected_probabilities(logged.net, [COVERS[1]]), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        (b"%PDF-1.4 a booklet, not a cover", "not an image (Pillow cannot identify the format)"),
+        (COVERS[0][: len(COVERS[0]) // 2], "truncated image data"),
+        ("not base64 at all!", "not an image (text that is not base64"),
+        (None, "no image (empty cell)"),
+    ],
+)
+def test_a_row_that_is_not_an_image_is_a_400_naming_the_row(
+    model: mlflow.pyfunc.PyFuncModel, row: object, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Importing gluoncv (the zoo tests do) sets Pillow's global LOAD_TRUNCATED_IMAGES; a serving process does not.
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)
+    with pytest.raises(MlflowException) as raised:
+        model.predict(pd.DataFrame({"image": [COVERS[0], COVERS[1], COVERS[2], row]}))
+    assert raised.value.error_code == "INVALID_PARAMETER_VALUE" and raised.value.get_http_status_code() == 400
+    assert raised.value.message.startswith(f"row 3: {reason}")
+
+
+def test_pixels_of_the_wrong_kind_are_refused_with_what_was_expected(model: mlflow.pyfunc.PyFuncModel) -> None:
+    classifier = model.unwrap_python_model()
+    with pytest.raises(MlflowException, match=r"expected uint8 pixels of shape \(N, H, W, 3\), got float32"):
+        classifier.predict(None, np.zeros((2, SIZE, SIZE, 3), np.float32))
+    with pytest.raises(MlflowException, match=r"row 0: not an image \(expected \(H, W, 3\) uint8 pixels"):
+        model.predict(pd.DataFrame({"image": [np.zeros((SIZE, SIZE), np.uint8)]}))
+
+
+def test_mlflow_models_predict_prints_the_genre_and_probabilities(logged: Logged) -> None:
+    request = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(COVERS[1]).decode()]]}}
+    (logged.folder / "input.json").write_text(json.dumps(request))
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    command = [str(mlflow_cli), "models", "predict", "-m", logged.runs_uri, "-i", "input.json", "-t", "json"]
+    done = subprocess.run(
+        [*command, "--env-manager", "local"],
+        cwd=logged.folder,
+        env=logged.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (prediction,) = json.loads(done.stdout.strip().splitlines()[-1])["predictions"]
+    expected = expected_probabilities(logged.net, [COVERS[1]])[0]
+    assert prediction["genre"] == GENRES[expected.argmax()]
+    np.testing.assert_allclose([prediction[f"p_{name}"] for name in GENRES], expected, atol=1e-5)
+
+
+def test_a_network_whose_output_does_not_match_the_genres_is_refused_before_logging() -> None:
+    with pytest.raises(ValueError, match=r"scores of shape \(1, 3\) per cover, but 2 genres"):
+        log_cover_model(tiny_net(), ["folk", "jazz"], SIZE, example=COVERS[0])
+    with pytest.raises(ValueError, match="distinct"):
+        log_cover_model(tiny_net(), ["folk", "folk", "metal"], SIZE, example=COVERS[0])
