@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo test lint lock server clean
+.PHONY: install demo test lint lock bench clean
 
 install: $(VENV)/.installed
 
@@ -19,9 +19,12 @@ demo: install
 	mlflow run . -e prepare --env-manager local --experiment-name genre-digits
 	mlflow run . -e baseline --env-manager local --experiment-name genre-digits -P model=rf
 	mlflow run . -e baseline --env-manager local --experiment-name genre-digits -P model=svm
+	mlflow run . -e train --env-manager local --experiment-name genre-digits
 	@echo
 	@echo "Runs are in $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} (experiment genre-digits). Browse them with:"
 	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}   # then open http://127.0.0.1:5000"
+	@echo "Predict with the trained model (its run id is printed above):"
+	@echo "  $(VENV)/bin/genre predict --model-uri runs:/<run id>/model cover.jpg"
 
 test: install
 	$(BIN)/python -m pytest
@@ -29,6 +32,13 @@ test: install
 lint: install
 	$(BIN)/ruff check genre tests benchmarks
 	$(BIN)/ruff format --check genre tests benchmarks
+
+# Speed and memory measurements (results in docs/benchmarks.md); installs PyTorch CPU for the comparison.
+bench: install
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
+	$(BIN)/python benchmarks/prepare.py
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/iterator_memory.py
 
 # Regenerate requirements.lock after changing a pin in pyproject.toml.
 lock:

@@ -29,7 +29,7 @@ def mlflow_run(entry_point: str, params: dict[str, str], tmp_path: Path) -> subp
 
 def finished_run(tmp_path: Path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("mlproject-test").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("mlproject-test").experiment_id], max_results=1)
     return client, run
 
 
@@ -65,3 +65,21 @@ def test_baseline_entry_point(tmp_path: Path) -> None:
     experiment = client.get_experiment_by_name("mlproject-test")
     (run,) = client.search_runs([experiment.experiment_id], "params.`config.model` = 'svm'")
     assert run.data.params["config.pixels"] == "16" and run.data.metrics["test_accuracy"] > 0.85
+
+
+def test_train_and_evaluate_entry_points(tmp_path: Path) -> None:
+    from genre.data.prepare import PrepareConfig, prepare
+
+    data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
+    params = {"data": str(data), "epochs": "2", "conv_filters": "8,16", "dense_units": "32"}
+    result = mlflow_run("train", params | {"checkpoint_dir": str(tmp_path / "checkpoints")}, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, run = finished_run(tmp_path)
+    assert run.info.status == "FINISHED" and run.data.params["config.epochs"] == "2"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
+    assert run.data.metrics["test_accuracy"] > 0.5
+
+    result = mlflow_run("evaluate", {"model_uri": f"runs:/{run.info.run_id}/model", "data": str(data)}, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (evaluation,) = client.search_runs([run.info.experiment_id], "tags.`genre.stage` = 'evaluate'")
+    assert evaluation.data.metrics["test_accuracy"] == run.data.metrics["test_accuracy"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,12 +63,39 @@ DOWNLOAD_HINT = (
 )
 
 
+def import_gluoncv():
+    """`gluoncv`, imported on first use, quietly, and beside any PyTorch.
+
+    GluonCV 0.10's `__init__` raises when it finds torch >= 2.0 (it only supports torch < 2 for its own PyTorch
+    models, which this project does not use), so torch is hidden from that one check; its version check's
+    deprecation warnings are silenced; and the process-wide `LOAD_TRUNCATED_IMAGES` it switches on is put back.
+    """
+    if "gluoncv" in sys.modules:
+        return sys.modules["gluoncv"]
+    from PIL import ImageFile
+
+    truncated = ImageFile.LOAD_TRUNCATED_IMAGES
+    torch = sys.modules.get("torch", _ABSENT)
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError: mxnet-only gluoncv
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import gluoncv
+    finally:
+        if torch is _ABSENT:
+            del sys.modules["torch"]
+        else:
+            sys.modules["torch"] = torch
+        ImageFile.LOAD_TRUNCATED_IMAGES = truncated
+    return gluoncv
+
+
+_ABSENT = object()
+
+
 def _gluoncv_zoo():
-    """`gluoncv.model_zoo`, imported on first use and without the deprecation warnings of its version check."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from gluoncv import model_zoo
-    return model_zoo
+    """`gluoncv.model_zoo`."""
+    return import_gluoncv().model_zoo
 
 
 def short_reason(error: BaseException) -> str:

@@ -99,10 +99,13 @@ def log_baseline(tracker: Tracker, config: BaselineConfig, result: BaselineResul
 
 
 def library_versions() -> dict[str, str]:
-    import gluoncv
     import mlflow
     import mxnet
     import numpy
+
+    from genre.models.zoo import import_gluoncv
+
+    gluoncv = import_gluoncv()
 
     return {
         "version.genre": __version__,

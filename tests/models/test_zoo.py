@@ -190,3 +190,23 @@ def test_a_failed_download_suggests_a_local_file(monkeypatch: pytest.MonkeyPatch
 def test_a_model_too_deep_for_the_image_size_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"'model' squeezenet1.1 cannot take 32x32 images .*larger images"):
         build_network(NetworkSpec(model="squeezenet1.1"), 10, ONE, SIZE)
+
+
+def test_gluoncv_imports_beside_pytorch_2_and_keeps_truncated_images_refused() -> None:
+    """GluonCV 0.10 refuses to import when torch >= 2 is installed (the benchmark extra installs 2.13)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT_ROOT
+
+    script = (
+        "import sys, types\n"
+        "torch = types.ModuleType('torch'); torch.__version__ = '2.13.0'; sys.modules['torch'] = torch\n"
+        "from genre.models.zoo import import_gluoncv\n"
+        "assert import_gluoncv().model_zoo.get_model_list()\n"
+        "from PIL import ImageFile\n"
+        "assert ImageFile.LOAD_TRUNCATED_IMAGES is False\n"
+        "assert sys.modules['torch'] is torch\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

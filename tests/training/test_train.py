@@ -14,8 +14,10 @@ import mxnet as mx
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from genre.cli import main
+from genre.data.pack import open_pack
 from genre.data.prepare import PrepareConfig, prepare
 from genre.tracking.tracker import tracked_run
 from genre.training.checkpoint import CheckpointStore
@@ -74,6 +76,15 @@ def test_the_default_convnet_reaches_98_percent_on_the_digits_and_logs_a_complet
     _, all_runs = runs(tracking_store)
     (evaluation,) = [r for r in all_runs if r.data.tags.get("genre.stage") == "evaluate"]
     assert evaluation.data.metrics["test_accuracy"] == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-9)
+
+    digit = Path("seven.png")
+    Image.fromarray(np.asarray(open_pack(Path("data/prepared/digits-32"), "full", "test").images[0])).save(digit)
+    Path("notes.png").write_text("not a cover")
+    capsys.readouterr()
+    assert main(["predict", "--model-uri", f"runs:/{run.info.run_id}/model", str(digit), "notes.png"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("seven.png: ") and lines[0].count("%") == 3
+    assert lines[1].startswith("notes.png: row 0: not an image")
 
     assert main(["train", "-q", "--model", "mlp", "--epochs", "5"]) == 0
     _, all_runs = runs(tracking_store)
