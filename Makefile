@@ -20,6 +20,7 @@ demo: install
 	mlflow run . -e baseline --env-manager local --experiment-name genre-digits -P model=rf
 	mlflow run . -e baseline --env-manager local --experiment-name genre-digits -P model=svm
 	mlflow run . -e train --env-manager local --experiment-name genre-digits
+	mlflow run . -e tune --env-manager local --experiment-name genre-digits
 	@echo
 	@echo "Runs are in $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} (experiment genre-digits). Browse them with:"
 	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}   # then open http://127.0.0.1:5000"

@@ -90,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_arguments(evaluate, EvaluateConfig, "evaluation")
     evaluate.set_defaults(handler=_evaluate)
 
+    from genre.tuning.study import TuneConfig
+
+    tune = commands.add_parser(
+        "tune",
+        help="an Optuna study over a search space: pruned trials as nested MLflow runs",
+        description="Search training settings with Optuna. Trials run the training code, report validation accuracy "
+        "every epoch and are pruned when they lag. The study lives in an RDB (SQLite by default, PostgreSQL to "
+        "share it between workers); the same --study name continues it.",
+    )
+    _common(tune, None)
+    config.add_arguments(tune, TuneConfig, "study")
+    tune.set_defaults(handler=_tune)
+
     predict = commands.add_parser(
         "predict", help="print the most likely genres of cover images", description="Predict the genre of covers."
     )
@@ -131,6 +144,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     return evaluate_command(settings, args.mlflow_experiment)
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from genre.commands import tune_command
+    from genre.tuning.study import TuneConfig
+
+    settings, _ = config.load(TuneConfig, args, args.config_folder)
+    return tune_command(settings, args.mlflow_experiment, progress=not args.quiet)
+
+
 def _predict(args: argparse.Namespace) -> int:
     from genre.commands import predict_command
 
@@ -141,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quiet:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        logging.getLogger("optuna").setLevel(logging.WARNING)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -33,6 +33,7 @@ from genre.tracking.tracker import experiment_name, tracked_run
 if TYPE_CHECKING:  # training modules import mxnet, which prepare and baseline do not need
     from genre.training.config import TrainConfig
     from genre.training.evaluate import EvaluateConfig
+    from genre.tuning.study import TuneConfig
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_INCOMPLETE = 0, 1
@@ -169,3 +170,68 @@ def predict_command(model_uri: str, files: list[Path], top: int) -> int:
         ranked = sorted(((row[c], c.removeprefix("p_")) for c in row.index if c.startswith("p_")), reverse=True)
         print(f"{path}: " + ", ".join(f"{genre} {p:.1%}" for p, genre in ranked[:top]))
     return EXIT_INCOMPLETE if failed else EXIT_OK
+
+
+def tune_command(config: TuneConfig, experiment: str | None, progress: bool) -> int:
+    """`genre tune`: run (or continue) a study; one parent MLflow run, one nested run per trial."""
+    import optuna
+
+    from genre import devices
+    from genre.errors import GenreError
+    from genre.tracking.reports import log_study_progress, log_study_result, log_trial_start, log_tune_start
+    from genre.tracking.store import mask_password
+    from genre.tuning.space import load_space
+    from genre.tuning.study import Objective, check_storage, open_study
+
+    space = load_space(config.space)
+    base = space.base_config()
+    contexts = devices.contexts(base.gpus, base.cpu_contexts)
+    check_storage(config.storage_url)
+    _ensure_dataset(base, progress)
+    info = DatasetInfo.read(Path(base.data))
+    example = _example_image(base)
+    study = open_study(config, base.epochs)
+    already = len(study.trials)
+    print(f"study {config.study_name} at {mask_password(config.storage_url)}: {already} trial(s) so far")
+    tags = {"genre.stage": "tune", "optuna.study": config.study_name}
+    described = devices.describe(contexts)
+
+    def trial_run(trial: optuna.trial.Trial):
+        trial_tags = {"genre.stage": "trial", "optuna.study": config.study_name, "trial_number": str(trial.number)}
+        return tracked_run(None, f"trial-{trial.number}", trial_tags, nested=True, finished_on=(optuna.TrialPruned,))
+
+    name = experiment_name(experiment, f"genre-{info.name}")
+    with tracked_run(name, f"tune-{config.study_name}", tags) as parent:
+        log_tune_start(parent, config, space, info)
+        objective = Objective(
+            space,
+            contexts,
+            Path(config.checkpoint_dir),
+            trial_run,
+            on_trained=lambda tracker, outcome: log_training_outcome(tracker, outcome, example),
+            on_started=lambda tracker, trial_config, number, chosen: log_trial_start(
+                tracker, trial_config, info, described, number, chosen
+            ),
+        )
+        study.optimize(
+            objective,
+            n_trials=config.n_trials,
+            timeout=config.timeout,
+            catch=(GenreError,),
+            callbacks=[lambda study, trial: log_study_progress(parent, study, trial.number)],
+            gc_after_trial=True,
+        )
+        best_run = log_study_result(parent, study)
+        if config.register and best_run:
+            from genre.tracking.registry import register_model
+
+            version = register_model(f"runs:/{best_run}/model", config.register, config.alias)
+            print(f"registered the best model as {config.register} version {version} (@{config.alias})")
+    states = [t.state.name for t in study.trials]
+    print(
+        f"study {config.study_name}: {len(states)} trials ({states.count('COMPLETE')} complete, "
+        f"{states.count('PRUNED')} pruned, {states.count('FAIL')} failed)"
+        + (f"; best validation accuracy {study.best_value:.2%}, model runs:/{best_run}/model" if best_run else "")
+    )
+    print(f"MLflow run {parent.run_id} at {mask_password(tracking_uri())}")
+    return EXIT_OK

@@ -83,3 +83,23 @@ def test_train_and_evaluate_entry_points(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     (evaluation,) = client.search_runs([run.info.experiment_id], "tags.`genre.stage` = 'evaluate'")
     assert evaluation.data.metrics["test_accuracy"] == run.data.metrics["test_accuracy"]
+
+
+def test_tune_entry_point_leaves_parent_and_child_runs(tmp_path: Path) -> None:
+    from genre.data.prepare import PrepareConfig, prepare
+
+    data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        f"settings: {{data: {data}, epochs: 2, conv_filters: '8', dense_units: ''}}\n"
+        "parameters:\n  learning_rate: {float: [0.005, 0.05], log: true}\n"
+    )
+    params = {"space": str(space), "n_trials": "2", "storage": f"sqlite:///{tmp_path / 'optuna.db'}"}
+    result = mlflow_run("tune", params | {"checkpoint_dir": str(tmp_path / "checkpoints")}, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("mlproject-test").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("genre.stage") == "tune"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2 and parent.info.status == "FINISHED"
+    assert "best_val_accuracy" in parent.data.metrics

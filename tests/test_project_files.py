@@ -13,12 +13,13 @@ from genre.data.prepare import PrepareConfig
 from genre.models.baselines import BaselineConfig
 from genre.training.config import TrainConfig
 from genre.training.evaluate import EvaluateConfig
+from genre.tuning.study import TuneConfig
 from tests.conftest import PROJECT_ROOT
 
 
 def pyproject_pins() -> dict[str, str]:
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    pins = dict(re.fullmatch(r"([\w.-]+)==([\w.]+)", spec).groups() for spec in project["dependencies"])
+    pins = dict(re.fullmatch(r"([\w.-]+)(?:\[[\w,]+\])?==([\w.]+)", spec).groups() for spec in project["dependencies"])
     assert len(pins) == len(project["dependencies"]), "every dependency is pinned exactly"
     return pins
 
@@ -27,7 +28,8 @@ def test_conda_env_pins_equal_pyproject_pins() -> None:
     conda = yaml.safe_load((PROJECT_ROOT / "conda.yaml").read_text())
     assert "python=3.11" in conda["dependencies"]
     (pip_section,) = [d for d in conda["dependencies"] if isinstance(d, dict)]
-    assert dict(spec.split("==") for spec in pip_section["pip"]) == pyproject_pins()
+    conda_pins = dict(spec.split("==") for spec in pip_section["pip"])
+    assert {re.sub(r"\[.*\]", "", name): version for name, version in conda_pins.items()} == pyproject_pins()
 
 
 def test_the_lock_file_holds_every_pin() -> None:
@@ -47,6 +49,7 @@ def test_the_lock_file_holds_every_pin() -> None:
         ("baseline", BaselineConfig, "experiment"),
         ("train", TrainConfig, "experiment"),
         ("evaluate", EvaluateConfig, None),
+        ("tune", TuneConfig, None),
     ],
 )
 def test_mlproject_parameters_are_the_config_fields(entry_point: str, config_class: type, named: str) -> None:

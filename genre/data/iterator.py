@@ -4,7 +4,9 @@ The original work's answer to small GPU memory, kept because it also bounds host
 read from the memory-mapped pack, shuffled, split by device and copied to each device as uint8 (a quarter
 of float32's bytes); batches are then sliced on the device, where conversion and augmentation happen.
 While one chunk trains, a background thread reads and copies the next, so the device does not wait.
-At most two chunks are resident: the one in use and the one being prepared.
+Two chunks are on the device at most (the one in use and the next); while the next is loading, the host
+also holds one more chunk briefly (the gathered pixels on their way to the device). benchmarks/iterator_memory.py
+measures it.
 """
 
 from __future__ import annotations
@@ -91,11 +93,11 @@ class ChunkedIterator:
         return [rng.permutation(ranges[k]) for k in rng.permutation(len(ranges))]
 
     def _load(self, indices: np.ndarray) -> _Chunk:
-        """Read one chunk from the pack and copy each device's share to it (runs in the background thread)."""
-        # One contiguous read of the chunk's range, then the shuffle in memory: random reads of a memmap are slow.
-        low = int(indices.min())
-        block = np.asarray(self.pack.images[low : int(indices.max()) + 1])
-        images = block[indices - low]
+        """Read one chunk from the pack and copy each device's share to it (runs in the background thread).
+
+        Each device's share is gathered straight from the memory map (one host copy, in shuffled order) and
+        copied to the device; the host copy is dropped as soon as the device has it.
+        """
         labels = self.pack.labels[indices].astype(np.float32)
         parts: list[list[int]] = [[] for _ in self.contexts]
         layout: list[list[tuple[int, int]]] = []
@@ -117,7 +119,8 @@ class ChunkedIterator:
                 device_images.append(None)
                 device_labels.append(None)
                 continue
-            device_images.append(nd.array(images[rows], ctx=ctx, dtype="uint8"))
+            share = indices[rows]
+            device_images.append(nd.array(self.pack.images[share], ctx=ctx, dtype="uint8"))
             device_labels.append(nd.array(labels[rows], ctx=ctx))
             device_images[-1].wait_to_read()  # the copy is done before the chunk is handed over
             device_labels[-1].wait_to_read()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from genre import __version__
 from genre.data.pack import DatasetInfo
@@ -15,11 +18,17 @@ from genre.models.baselines import BaselineConfig, BaselineResult
 from genre.tracking.tracker import Tracker
 from genre.training.metrics import confusion, per_genre_table
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:  # the training modules import mxnet, which `prepare` and `baseline` do not need
+    import optuna
+
     from genre.training.config import TrainConfig
     from genre.training.evaluate import EvaluateConfig
     from genre.training.loop import Evaluation
     from genre.training.train import TrainOutcome
+    from genre.tuning.space import SearchSpace
+    from genre.tuning.study import TuneConfig
 
 
 def config_params(settings: dict[str, Any]) -> dict[str, Any]:
@@ -179,3 +188,71 @@ def log_evaluation(tracker: Tracker, config: EvaluateConfig, info: DatasetInfo, 
         }
     )
     log_split_report(tracker, evaluation, info.genres, split, config.model_uri)
+
+
+def log_tune_start(tracker: Tracker, config: TuneConfig, space: SearchSpace, info: DatasetInfo) -> None:
+    """The invocation's settings (storage password masked), the space file and the dataset."""
+    tracker.log_params(
+        config_params(dataclasses.asdict(config) | {"study": config.study_name, "storage": config.storage_url})
+        | {"dataset_name": info.name, "dataset_digest": info.digest, "space_file": space.source}
+        | library_versions()
+    )
+    tracker.set_tags({"genre.dataset": info.name, "genre.dataset_digest": info.digest})
+    tracker.log_artifact(Path(space.source), "study")
+
+
+def log_trial_start(
+    tracker: Tracker, config: TrainConfig, info: DatasetInfo, contexts: str, trial_number: int, chosen: dict[str, Any]
+) -> None:
+    """A trial run records every resolved setting (what trained), plus what the sampler chose as `trial.*`."""
+    log_training_start(tracker, config, info, contexts)
+    tracker.set_tags({"genre.stage": "trial"})
+    tracker.log_params({"trial_number": trial_number} | {f"trial.{name}": value for name, value in chosen.items()})
+
+
+def log_study_progress(tracker: Tracker, study: optuna.Study, trial_number: int) -> None:
+    """After each trial: the best value so far and how many trials ended in each state."""
+    states = [trial.state.name for trial in study.get_trials(deepcopy=False)]
+    metrics: dict[str, float] = {
+        f"trials_{state.lower()}": states.count(state) for state in ("COMPLETE", "PRUNED", "FAIL")
+    }
+    if "COMPLETE" in states:
+        metrics["best_val_accuracy"] = study.best_value
+    tracker.log_metrics(metrics, step=trial_number)
+
+
+def log_study_result(tracker: Tracker, study: optuna.Study) -> str | None:
+    """The best trial (value, params, the run holding its model) and the study's figures; returns that run id."""
+    import warnings
+
+    from optuna.visualization import matplotlib as plots
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    best_run = None
+    if complete:
+        best = study.best_trial
+        best_run = best.user_attrs.get("mlflow_run_id")
+        tracker.log_params({f"best.{name}": value for name, value in best.params.items()})
+        tracker.set_tags(
+            {"best_trial_number": str(best.number), "best_trial_run_id": str(best_run),
+             "best_model_uri": f"runs:/{best_run}/model"}
+        )  # fmt: skip
+        tracker.log_metrics({"best_val_accuracy": best.value})
+    figures = {
+        "optimization_history.png": plots.plot_optimization_history,
+        "intermediate_values.png": plots.plot_intermediate_values,
+        "param_importances.png": plots.plot_param_importances,
+        "parallel_coordinate.png": plots.plot_parallel_coordinate,
+    }
+    for name, plot in figures.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
+                axes = plot(study)
+        except (ValueError, RuntimeError, ZeroDivisionError) as error:
+            log.info("no %s yet: %s", name, error)
+            continue
+        figure = np.ravel(axes)[0].figure
+        figure.set_size_inches(9, 5.5)
+        tracker.log_figure(figure, f"study/{name}")
+    return best_run

@@ -124,18 +124,30 @@ def experiment_name(flag: str | None, default: str) -> str | None:
 
 @contextlib.contextmanager
 def tracked_run(
-    experiment: str | None, run_name: str | None, tags: Mapping[str, str], run_id: str | None = None
+    experiment: str | None,
+    run_name: str | None,
+    tags: Mapping[str, str],
+    run_id: str | None = None,
+    nested: bool = False,
+    finished_on: tuple[type[BaseException], ...] = (),
 ) -> Iterator[MlflowTracker]:
     """Open a run in `experiment` (or, under `mlflow run`, join the run it made): ends FAILED if the body
-    raises, KILLED on Ctrl-C. `experiment=None` leaves the choice to MLflow's environment variables;
-    `run_id` reopens an existing run (to resume it).
+    raises (FINISHED for the exceptions in `finished_on`, e.g. a pruned trial), KILLED on Ctrl-C.
+    `experiment=None` leaves the choice to MLflow's environment variables; `run_id` reopens an existing run
+    (to resume it); `nested` opens a child of the active run (a tuning trial).
     """
     import mlflow
 
+    if nested:
+        run = mlflow.start_run(run_name=run_name, nested=True)
+        with _ending(run, finished_on):
+            mlflow.set_tags(dict(tags))
+            yield MlflowTracker(run.info.run_id)
+        return
     uri = tracking_uri()
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    joined = os.environ.get("MLFLOW_RUN_ID")
+    joined = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` made this run; later (nested) runs are new
     try:
         if joined or run_id:
             run = mlflow.start_run(run_id=joined or run_id)
@@ -146,11 +158,23 @@ def tracked_run(
     except Exception as error:  # noqa: BLE001 - any store error is the same to the user
         raise TrackingError(f"cannot open an MLflow run at {mask_password(uri)}: {error}") from error
     log.info("MLflow run %s in experiment %s at %s", run.info.run_id, run.info.experiment_id, mask_password(uri))
-    try:
+    with _ending(run, finished_on):
         mlflow.set_tags(dict(tags))
         yield MlflowTracker(run.info.run_id)
+
+
+@contextlib.contextmanager
+def _ending(run: Any, finished_on: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """End `run` with the status its body earned."""
+    import mlflow
+
+    try:
+        yield
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
+        raise
+    except finished_on:
+        mlflow.end_run("FINISHED")
         raise
     except BaseException:
         mlflow.end_run("FAILED")

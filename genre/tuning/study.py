@@ -1,0 +1,172 @@
+"""Optuna studies over the training code: samplers, pruners, RDB storage with heartbeats, the objective.
+
+Each trial calls `genre.training.train.train` (no copy of the loop) inside a nested MLflow run, reports the
+validation accuracy every epoch and is pruned when it lags. The storage is an Optuna RDB: a SQLite file by
+default, PostgreSQL for workers on several machines; running again with the same study name continues it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mxnet as mx
+import optuna
+
+from genre.config import setting
+from genre.errors import ConfigError, GenreError
+from genre.tracking.store import mask_password
+from genre.tracking.tracker import Tracker
+from genre.training.checkpoint import CheckpointStore
+from genre.training.train import TrainOutcome, train
+from genre.tuning.space import SearchSpace, config_from, suggest
+
+log = logging.getLogger(__name__)
+TABLE_CREATION_ATTEMPTS = 5
+DEFAULT_STORAGE = "sqlite:///optuna.db"  # beside MLflow's mlflow.db, the embedded default
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """One `genre tune` invocation: which space, which study, how many trials, where the study lives."""
+
+    space: str = setting("convnet-digits", "search space: a name in experiments/spaces/ or a YAML file")
+    study: str | None = setting(None, "study name (default: the space's name); an existing study is continued")
+    n_trials: int = setting(6, "trials this invocation adds to the study")
+    timeout: float | None = setting(None, "start no new trial after this many seconds")
+    storage: str | None = setting(None, f"Optuna storage URL (default: {DEFAULT_STORAGE}; postgresql://... to share)")
+    sampler: str = setting("tpe", "how trials are chosen", ("tpe", "random", "cmaes"))
+    pruner: str = setting("median", "how lagging trials are stopped", ("median", "hyperband", "none"))
+    seed: int = setting(0, "seed of the sampler")
+    heartbeat_seconds: int = setting(10, "how often a running trial tells the storage it is alive")
+    grace_seconds: int = setting(60, "a trial silent this long is failed (its worker died) and retried")
+    max_retries: int = setting(1, "times a trial of a dead worker is retried")
+    checkpoint_dir: str = setting("checkpoints", "folder of the trials' checkpoints (<dir>/<trial run id>/)")
+    register: str | None = setting(None, "register the best model in the MLflow registry under this name")
+    alias: str = setting("champion", "alias the registered best model gets")
+
+    @property
+    def study_name(self) -> str:
+        return self.study or Path(self.space).stem
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or DEFAULT_STORAGE
+
+
+def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def make_pruner(kind: str, epochs: int) -> optuna.pruners.BasePruner:
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1))
+    if kind == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+
+
+def open_study(config: TuneConfig, epochs: int) -> optuna.Study:
+    """Create the study, or load it when the name exists (`load_if_exists`), with heartbeats on."""
+    import sqlalchemy.exc
+
+    for attempt in range(TABLE_CREATION_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
+                storage = optuna.storages.RDBStorage(
+                    config.storage_url,
+                    heartbeat_interval=config.heartbeat_seconds,
+                    grace_period=config.grace_seconds,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=config.max_retries
+                    ),
+                    engine_kwargs=_engine_options(config.storage_url),
+                )
+            break
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Workers started together on a new database race to create Optuna's tables; the loser waits
+            # for the winner to finish, then uses them.
+            if attempt + 1 == TABLE_CREATION_ATTEMPTS:
+                raise
+            time.sleep(0.5 + random.random())
+    return optuna.create_study(
+        study_name=config.study_name,
+        storage=storage,
+        sampler=make_sampler(config.sampler, config.seed),
+        pruner=make_pruner(config.pruner, epochs),
+        direction="maximize",
+        load_if_exists=True,
+    )
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("postgresql"):
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    return {}
+
+
+def check_storage(url: str) -> None:
+    """Fail within seconds, naming the (masked) URL, when the study's database cannot be reached."""
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url, **_engine_options(url))
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as error:  # noqa: BLE001 - every driver error means the same to the user
+        reason = str(error).splitlines()[0][:200].replace(url, mask_password(url))
+        raise ConfigError(
+            f"Optuna storage {mask_password(url)} cannot be reached ({type(error).__name__}: {reason}); "
+            "check the URL and that the database server is running"
+        ) from None
+
+
+# The tracking layer supplies these: a nested run per trial, and what to log in it.
+TrialRun = Callable[[optuna.trial.Trial], Any]  # a context manager yielding a Tracker
+
+
+@dataclass
+class Objective:
+    """Optuna's objective: sample settings, train them in a nested run, return the best validation accuracy."""
+
+    space: SearchSpace
+    contexts: list[mx.Context]
+    checkpoint_root: Path
+    trial_run: TrialRun
+    on_trained: Callable[[Tracker, TrainOutcome], None]
+    on_started: Callable[[Tracker, Any, int, dict[str, Any]], None]
+
+    def __call__(self, trial: optuna.trial.Trial) -> float:
+        chosen = suggest(trial, self.space)
+        config = config_from(self.space, chosen, f"trial {trial.number}")
+        with self.trial_run(trial) as tracker:
+            trial.set_user_attr("mlflow_run_id", tracker.run_id)
+            self.on_started(tracker, config, trial.number, chosen)
+
+            def report(epoch: int, metrics: dict[str, float]) -> None:
+                trial.report(metrics["val_accuracy"], epoch)
+                if trial.should_prune():
+                    tracker.set_tags({"trial_state": "PRUNED"})
+                    raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+            checkpoints = CheckpointStore(self.checkpoint_root / tracker.run_id)
+            try:
+                outcome = train(config, self.contexts, tracker, checkpoints, report)
+            except GenreError:
+                tracker.set_tags({"trial_state": "FAILED"})
+                raise
+            self.on_trained(tracker, outcome)
+            tracker.set_tags({"trial_state": "COMPLETE"})
+            return outcome.validation.accuracy
