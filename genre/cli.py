@@ -103,6 +103,29 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_arguments(tune, TuneConfig, "study")
     tune.set_defaults(handler=_tune)
 
+    from genre.tracking.server import ServerConfig
+
+    server = commands.add_parser(
+        "server",
+        help="start an MLflow tracking server (SQLite by default, PostgreSQL for a team)",
+        description="Run `mlflow server` with the project's defaults: SQLite backend, proxied artifacts, bound to "
+        "127.0.0.1. Point every command at it with MLFLOW_TRACKING_URI=http://HOST:PORT.",
+    )
+    config.add_arguments(server, ServerConfig, "server")
+    server.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    server.set_defaults(handler=_server, config_folder="")
+
+    register = commands.add_parser(
+        "register", help="register a run's model in the MLflow model registry and point an alias at it"
+    )
+    register.add_argument("--run-id", required=True, help="the training (or trial) run whose model to register")
+    register.add_argument(
+        "--name", default="genre-classifier", help="registered model name (default: genre-classifier)"
+    )
+    register.add_argument("--alias", default="champion", help="alias to point at the new version (default: champion)")
+    register.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    register.set_defaults(handler=_register)
+
     predict = commands.add_parser(
         "predict", help="print the most likely genres of cover images", description="Predict the genre of covers."
     )
@@ -150,6 +173,19 @@ def _tune(args: argparse.Namespace) -> int:
 
     settings, _ = config.load(TuneConfig, args, args.config_folder)
     return tune_command(settings, args.mlflow_experiment, progress=not args.quiet)
+
+
+def _server(args: argparse.Namespace) -> int:
+    from genre.tracking.server import ServerConfig, run_server
+
+    settings, _ = config.load(ServerConfig, args, "")
+    return run_server(settings)
+
+
+def _register(args: argparse.Namespace) -> int:
+    from genre.commands import register_command
+
+    return register_command(args.run_id, args.name, args.alias)
 
 
 def _predict(args: argparse.Namespace) -> int:

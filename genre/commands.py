@@ -235,3 +235,22 @@ def tune_command(config: TuneConfig, experiment: str | None, progress: bool) -> 
     )
     print(f"MLflow run {parent.run_id} at {mask_password(tracking_uri())}")
     return EXIT_OK
+
+
+def register_command(run_id: str, name: str, alias: str) -> int:
+    """`genre register`: a run's model becomes a new version of `name`, with `alias` pointing at it."""
+    import mlflow
+
+    from genre.errors import TrackingError
+    from genre.tracking.registry import register_model
+    from genre.tracking.store import check_reachable
+
+    uri = tracking_uri()
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        version = register_model(f"runs:/{run_id}/model", name, alias)
+    except mlflow.exceptions.MlflowException as error:
+        raise TrackingError(f"cannot register the model of run {run_id}: {error.message}") from None
+    print(f"registered runs:/{run_id}/model as {name} version {version}; models:/{name}@{alias} now points at it")
+    return EXIT_OK

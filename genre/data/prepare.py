@@ -14,7 +14,6 @@ import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -148,24 +147,40 @@ def gather_sources(
     return images, problems + result.failures, manifest.resolve().as_uri(), result
 
 
+def decode_rows(staging_path: Path, start: int, paths: list[Path], size: int) -> list[str | None]:
+    """Worker: decode `paths` straight into rows `start...` of the staging pack; return each failure's reason.
+
+    Writing through the shared memory map keeps the pixels out of the pool's pipe: only reasons travel back.
+    """
+    staging = np.load(staging_path, mmap_mode="r+")
+    reasons: list[str | None] = []
+    for offset, path in enumerate(paths):
+        outcome = decode_outcome(path, size)
+        if outcome.pixels is not None:
+            staging[start + offset] = outcome.pixels
+        reasons.append(outcome.reason)
+    del staging
+    return reasons
+
+
 def decode_all(
-    images: list[SourceImage], size: int, staging: np.ndarray, workers: int, progress: bool
+    images: list[SourceImage], size: int, staging_path: Path, workers: int, progress: bool
 ) -> list[str | None]:
-    """Decode every image into `staging[i]` in parallel; return the reason for each one that failed."""
-    reasons: list[str | None] = [None] * len(images)
+    """Decode every image into row i of the staging pack in parallel; return the reason for each one that failed."""
     paths = [image.path for image in images]
     workers = workers or usable_cores()
+    rows_per_task = max(1, min(64, len(paths) // (workers * 8) or 1))
+    starts = range(0, len(paths), rows_per_task)
+    reasons: list[str | None] = []
     bar = tqdm(total=len(images), desc="decode", unit="img", disable=not progress)
     # forkserver: worker processes must not inherit MLflow's or tqdm's threads through fork.
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as executor:
-        chunk = max(1, min(64, len(paths) // (workers * 8) or 1))
-        for index, outcome in enumerate(executor.map(decode_outcome, paths, repeat(size), chunksize=chunk)):
-            if outcome.pixels is None:
-                reasons[index] = outcome.reason
-            else:
-                staging[index] = outcome.pixels
-            bar.update()
+        tasks = [executor.submit(decode_rows, staging_path, i, paths[i : i + rows_per_task], size) for i in starts]
+        for task in tasks:
+            part = task.result()
+            reasons.extend(part)
+            bar.update(len(part))
     bar.close()
     return reasons
 
@@ -192,10 +207,9 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedDataset:
     partial = root / ".partial"
     shutil.rmtree(partial, ignore_errors=True)  # what a killed run left half-written
     partial.mkdir()
-    staging = np.lib.format.open_memmap(
-        partial / "staging.npy", mode="w+", dtype=np.uint8, shape=(len(images), size, size, 3)
-    )
-    reasons = decode_all(images, size, staging, config.workers, progress)
+    staging_path = partial / "staging.npy"
+    staging = np.lib.format.open_memmap(staging_path, mode="w+", dtype=np.uint8, shape=(len(images), size, size, 3))
+    reasons = decode_all(images, size, staging_path, config.workers, progress)
     problems += [
         Problem("decode", image.relpath, reason) for image, reason in zip(images, reasons, strict=True) if reason
     ]

@@ -1,0 +1,126 @@
+"""A real `genre server` (mlflow server) process, with SQLite and with PostgreSQL, used as a user would."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from genre.cli import main
+from genre.tracking.server import ServerConfig, exposure_warning, server_invocation
+from tests.conftest import PROJECT_ROOT
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the server exited"
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not become healthy")
+
+
+@pytest.fixture
+def postgres_uri() -> Iterator[str]:
+    import psycopg
+
+    name = f"genre_mlflow_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(f"{POSTGRES}/postgres", autocommit=True)
+    admin.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres:tracking-s3cret@127.0.0.1:5432/{name}"
+    admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+    admin.execute(f"DROP DATABASE {name}")
+    admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def tracking_server(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    backend = (
+        f"sqlite:///{tmp_path / 'server.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_uri")
+    )
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    log = tmp_path / "server.log"  # a file, not a pipe: an unread pipe fills up and stalls the server
+    process = subprocess.Popen(
+        [sys.executable, "-m", "genre.cli", "server", "--port", str(port), "--backend-store-uri", backend,
+         "--artifacts-destination", str(tmp_path / "artifacts")],
+        cwd=tmp_path, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, process)
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.chdir(tmp_path)
+        yield url
+    finally:
+        while mlflow.active_run():
+            mlflow.end_run()
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+        assert "s3cret" not in log.read_text()  # the database password is never printed
+
+
+def test_prepare_train_and_tune_against_a_real_tracking_server(tracking_server: str, tmp_path: Path) -> None:
+    assert main(["prepare", "-q", "--image-size", "16", "--out", "digits16"]) == 0
+    small = ["--data", "digits16", "--epochs", "2", "--conv-filters", "8", "--dense-units", "32"]
+    assert main(["train", "-q", *small]) == 0
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "settings: {data: digits16, epochs: 2, conv_filters: '8', dense_units: '32'}\n"
+        "parameters:\n  learning_rate: {float: [0.005, 0.05], log: true}\n"
+    )
+    assert main(["tune", "-q", "--space", str(space), "--n-trials", "2", "--storage", "sqlite:///optuna.db"]) == 0
+
+    client = MlflowClient(tracking_server)
+    experiment = client.get_experiment_by_name("genre-digits")
+    runs = {r.data.tags["genre.stage"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"prepare", "train", "tune", "trial"}
+    prepare, train, tune = runs["prepare"], runs["train"], runs["tune"]
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+
+    assert prepare.data.params["config.image_size"] == "16"
+    assert prepare.inputs.dataset_inputs[0].dataset.digest == prepare.data.params["dataset_digest"]
+    assert "samples.png" in {a.path for a in client.list_artifacts(prepare.info.run_id)}
+
+    assert train.data.params["config.epochs"] == "2"
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "val_accuracy")] == [1, 2]
+    assert train.inputs.dataset_inputs[0].dataset.digest == prepare.data.params["dataset_digest"]
+    assert "confusion_test.png" in {a.path for a in client.list_artifacts(train.info.run_id)}
+    model = mlflow.pyfunc.load_model(f"runs:/{train.info.run_id}/model")
+    assert model.metadata.get_input_schema().input_names() == ["image"]
+
+    trials = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{tune.info.run_id}'")
+    assert len(trials) == 2
+    assert "study/optimization_history.png" in {a.path for a in client.list_artifacts(tune.info.run_id, "study")}
+
+
+def test_the_server_command_keeps_the_password_out_of_its_arguments_and_warns_when_exposed() -> None:
+    config = ServerConfig(backend_store_uri="postgresql://genre:s3cret@db/mlflow", host="0.0.0.0")
+    command, environment = server_invocation(config)
+    assert "s3cret" not in " ".join(command)
+    assert environment["MLFLOW_BACKEND_STORE_URI"] == "postgresql://genre:s3cret@db/mlflow"
+    assert "reachable from every network" in exposure_warning(config)
+    assert exposure_warning(ServerConfig()) is None
