@@ -47,3 +47,38 @@ def tracking_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
     while mlflow.active_run():
         mlflow.end_run()
+
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The local PostgreSQL (trust auth). Missing, the tests that need it skip, unless CI requires it."""
+    import os
+
+    import psycopg
+
+    try:
+        psycopg.connect(f"{POSTGRES}/postgres", connect_timeout=3).close()
+    except psycopg.OperationalError as error:
+        if os.environ.get("GENRE_REQUIRE_POSTGRES"):
+            raise
+        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 ({error}); start one to run this test")
+    return POSTGRES
+
+
+@pytest.fixture
+def postgres_database(postgres_server: str):
+    """A database of its own, dropped afterwards; returns its name."""
+    import uuid
+
+    import psycopg
+
+    name = f"genre_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(f"{postgres_server}/postgres", autocommit=True)
+    admin.execute(f"CREATE DATABASE {name}")
+    yield name
+    admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+    admin.execute(f"DROP DATABASE {name}")
+    admin.close()

@@ -21,6 +21,7 @@ import numpy as np
 from mxnet import nd
 
 from genre.data.pack import Pack
+from genre.runtime import release_large_blocks
 
 
 @dataclass
@@ -74,6 +75,7 @@ class ChunkedIterator:
         self.shuffle = shuffle
         self.seed = seed
         self.prefetch = prefetch
+        release_large_blocks()  # freed chunks go back to the system, so memory stays flat at any dataset size
 
     def __len__(self) -> int:
         """Batches per epoch."""

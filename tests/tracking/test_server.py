@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +19,6 @@ from mlflow.tracking import MlflowClient
 from genre.cli import main
 from genre.tracking.server import ServerConfig, exposure_warning, server_invocation
 from tests.conftest import PROJECT_ROOT
-
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 
 
 def free_port() -> int:
@@ -42,30 +40,20 @@ def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 90.
 
 
 @pytest.fixture
-def postgres_uri() -> Iterator[str]:
-    import psycopg
-
-    name = f"genre_mlflow_{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(f"{POSTGRES}/postgres", autocommit=True)
-    admin.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres:tracking-s3cret@127.0.0.1:5432/{name}"
-    admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
-    admin.execute(f"DROP DATABASE {name}")
-    admin.close()
+def postgres_uri(postgres_database: str) -> str:
+    return f"postgresql://postgres:tracking-s3cret@127.0.0.1:5432/{postgres_database}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def tracking_server(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    backend = (
-        f"sqlite:///{tmp_path / 'server.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_uri")
-    )
+@contextlib.contextmanager
+def running_server(backend: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """`genre server` on a free loopback port with `backend`; MLFLOW_TRACKING_URI points at it meanwhile."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    log = tmp_path / "server.log"  # a file, not a pipe: an unread pipe fills up and stalls the server
+    log = folder / "server.log"  # a file, not a pipe: an unread pipe fills up and stalls the server
     process = subprocess.Popen(
         [sys.executable, "-m", "genre.cli", "server", "--port", str(port), "--backend-store-uri", backend,
-         "--artifacts-destination", str(tmp_path / "artifacts")],
-        cwd=tmp_path, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+         "--artifacts-destination", str(folder / "artifacts")],
+        cwd=folder, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -73,7 +61,7 @@ def tracking_server(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-        monkeypatch.chdir(tmp_path)
+        monkeypatch.chdir(folder)
         yield url
     finally:
         while mlflow.active_run():
@@ -81,6 +69,15 @@ def tracking_server(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         os.killpg(process.pid, 15)
         process.wait(timeout=30)
         assert "s3cret" not in log.read_text()  # the database password is never printed
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def tracking_server(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    backend = (
+        f"sqlite:///{tmp_path / 'server.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_uri")
+    )
+    with running_server(backend, tmp_path, monkeypatch) as url:
+        yield url
 
 
 def test_prepare_train_and_tune_against_a_real_tracking_server(tracking_server: str, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import optuna
@@ -17,8 +16,6 @@ from mlflow.tracking import MlflowClient
 from genre.cli import main
 from genre.data.prepare import PrepareConfig, prepare
 from tests.conftest import PROJECT_ROOT
-
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 
 
 @pytest.fixture
@@ -110,20 +107,9 @@ def test_an_unreachable_storage_fails_fast_and_never_shows_the_password(small_sp
 
 
 @pytest.fixture
-def postgres_db() -> str:
-    """A database of its own on the local PostgreSQL, dropped afterwards; the URL carries a password (trust auth
-    ignores it) so the test can check it is masked."""
-    import psycopg
-
-    name = f"genre_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(f"{POSTGRES}/postgres", autocommit=True)
-    admin.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres:pg-s3cret@127.0.0.1:5432/{name}"
-    admin.execute(
-        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-    )
-    admin.execute(f"DROP DATABASE {name}")
-    admin.close()
+def postgres_db(postgres_database: str) -> str:
+    """The URL carries a password (trust auth ignores it) so the tests can check it is masked."""
+    return f"postgresql://postgres:pg-s3cret@127.0.0.1:5432/{postgres_database}"
 
 
 def worker(space: Path, storage: str, cwd: Path, *extra: str) -> subprocess.Popen:

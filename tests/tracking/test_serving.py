@@ -1,0 +1,97 @@
+"""`mlflow models serve` on a trained model, over real HTTP: a cover in, its genre out; garbage gets a 400."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genre.cli import main
+from genre.data.pack import open_pack
+from tests.tracking.test_server import free_port
+
+
+def post(url: str, payload: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture
+def served_model(tracking_store: str, tmp_path: Path):
+    assert main(["prepare", "-q", "--image-size", "16", "--out", "digits16"]) == 0
+    args = ["train", "-q", "--data", "digits16", "--epochs", "2", "--conv-filters", "8", "--dense-units", "32"]
+    assert main(args) == 0
+    from mlflow.tracking import MlflowClient
+
+    (run,) = MlflowClient(tracking_store).search_runs(["1"], "tags.`genre.stage` = 'train'")
+    port = free_port()
+    mlflow_cli = str(Path(sys.executable).parent / "mlflow")
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_store,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    log = tmp_path / "serve.log"
+    process = subprocess.Popen(
+        [mlflow_cli, "models", "serve", "-m", f"runs:/{run.info.run_id}/model", "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)],
+        cwd=tmp_path, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2):
+                break
+        except OSError:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.3)
+    yield url, open_pack(Path("digits16"), "full", "test")
+    os.killpg(process.pid, 15)
+    process.wait(timeout=30)
+
+
+def jpeg_base64(pixels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels)).resize((64, 64)).save(buffer, "JPEG", quality=95)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_a_served_model_answers_a_jpeg_with_the_genre_and_probabilities(served_model) -> None:
+    url, test = served_model
+    rows = [[jpeg_base64(test.images[i])] for i in range(4)]
+    status, body = post(f"{url}/invocations", {"dataframe_split": {"columns": ["image"], "data": rows}})
+    assert status == 200, body
+    predictions = body["predictions"]
+    assert len(predictions) == 4
+    for row in predictions:
+        probabilities = {k: v for k, v in row.items() if k.startswith("p_")}
+        assert set(probabilities) == {f"p_{genre}" for genre in test.genres}
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert row["genre"] == max(probabilities, key=probabilities.get).removeprefix("p_")
+
+
+def test_a_non_image_payload_gets_a_400_with_a_clear_message(served_model) -> None:
+    url, test = served_model
+    text = base64.b64encode(b"this is not an album cover").decode()
+    status, body = post(f"{url}/invocations", {"dataframe_split": {"columns": ["image"], "data": [[text]]}})
+    assert status == 400
+    assert "row 0: not an image" in body["message"] and "Traceback" not in body["message"]
