@@ -129,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict", help="print the most likely genres of cover images", description="Predict the genre of covers."
     )
-    predict.add_argument("--model-uri", required=True, help="runs:/<run id>/model, models:/<name>@<alias> or a path")
+    predict.add_argument(
+        "-m", "--model-uri", required=True, help="runs:/<run id>/model, models:/<name>@<alias> or a path"
+    )
     predict.add_argument("--top", type=int, default=3, help="genres to show per cover (default: 3)")
     predict.add_argument("files", nargs="+", type=Path, metavar="COVER", help="image files")
     predict.add_argument("-q", "--quiet", action="store_true", help="warnings only")

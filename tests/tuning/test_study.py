@@ -90,7 +90,7 @@ def test_the_best_model_is_registered_with_an_alias_and_predicts(small_space: Pa
     version = MlflowClient(tracking_store).get_model_version_by_alias("genre-classifier", "champion")
     assert str(version.version) == "1"
     image = next(Path("digits16").parent.glob("digits16/images/3/*.png"))
-    assert main(["predict", "--model-uri", "models:/genre-classifier@champion", str(image)]) == 0
+    assert main(["predict", "-m", "models:/genre-classifier@champion", str(image)]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"{image}: ")
 
 
