@@ -52,6 +52,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model, markdown_table  # benchmarks/machine.py
 
 GENRES = 10
 WRITE_ROWS = 1024
@@ -247,16 +248,6 @@ def meminfo_kib(field: str) -> int | None:
     return None
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def filesystem(path: Path) -> str:
     try:
         done = subprocess.run(["df", "-hT", str(path)], capture_output=True, text=True, check=True)
@@ -282,16 +273,6 @@ def machine_description(scratch: Path) -> list[str]:
         f"Thread settings: {threads or 'defaults'}",
         "Load average (1, 5, 15 min) at start: " + ", ".join(f"{load:.2f}" for load in os.getloadavg()),
     ]
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) + " |"
-
-    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
-    return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
 def table_row(loader: str, result: dict, pack_bytes: int, chunk_kib: float) -> list[str]:

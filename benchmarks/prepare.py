@@ -33,11 +33,13 @@ from pathlib import Path
 
 import numpy as np
 import PIL
+from machine import cpu_model, markdown_table, ram_gib  # benchmarks/machine.py
 from PIL import Image, features
 
 from genre.data.images import decode_image
-from genre.data.prepare import PrepareConfig, prepare, usable_cores
+from genre.data.prepare import PrepareConfig, prepare
 from genre.errors import ConfigError
+from genre.runtime import usable_cores
 
 GENRES = 10
 QUALITY = 90
@@ -67,26 +69,6 @@ def make_covers(root: Path, count: int, side: int, seed: int) -> list[Path]:
         path.write_bytes(make_cover(rng, side))
         paths.append(path)
     return sorted(paths)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def ram_gib() -> str:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return f"{int(line.split()[1]) / 2**20:.1f} GiB"
-    except OSError:
-        pass
-    return "unknown"
 
 
 def machine_description() -> list[str]:
@@ -134,16 +116,6 @@ def run_prepare(folder: Path, scratch: Path, size: int, workers: int, count: int
         raise SystemExit(f"prepare packed {packed} of {count} images; problems: {result.problems[:3]}")
     shutil.rmtree(out)
     return seconds
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) + " |"
-
-    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
-    return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import optuna
 import yaml
+from machine import cpu_model, ram_gib  # benchmarks/machine.py
 
 from genre.data.prepare import DEFAULT_DATASET
 from genre.runtime import usable_cores
@@ -81,26 +82,6 @@ class Arm:
     def best(self) -> float | None:
         complete = self.count(optuna.trial.TrialState.COMPLETE)
         return self.study.best_value if complete else None
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def ram_gib() -> str:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return f"{int(line.split()[1]) / 2**20:.1f} GiB"
-    except OSError:
-        pass
-    return "unknown"
 
 
 def machine_description() -> list[str]:
