@@ -38,12 +38,15 @@ lint: install
 	$(BIN)/ruff check genre tests benchmarks
 	$(BIN)/ruff format --check genre tests benchmarks
 
-# Speed and memory measurements (results in docs/benchmarks.md); installs PyTorch CPU for the comparison.
-bench: install
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
-	$(BIN)/python benchmarks/prepare.py
-	$(BIN)/python benchmarks/train_throughput.py
-	$(BIN)/python benchmarks/iterator_memory.py
+# Speed and memory measurements (results in docs/benchmarks.md), in a venv of their own that adds PyTorch CPU
+# for the throughput comparison (it also upgrades setuptools, which the main venv keeps pinned).
+bench:
+	test -d .venv-bench || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
+	.venv-bench/bin/python benchmarks/prepare.py
+	.venv-bench/bin/python benchmarks/iterator_memory.py
+	.venv-bench/bin/python benchmarks/train_throughput.py --wait-idle 120
+	.venv-bench/bin/python benchmarks/pruning.py
 
 # Regenerate requirements.lock after changing a pin in pyproject.toml.
 lock:

@@ -1,9 +1,9 @@
 """Process-wide settings that must be made before MXNet is imported.
 
-MXNet's CPU default runs OpenMP on half the cores; on this project's 2-core machines that halves training
-speed (114 vs 222 img/s for resnet18_v1b at 64 px). `configure_threads` sets the thread count from the
-cores this process may use, unless the user already chose one. `genre/__init__.py` calls it, so it runs
-before any module of the package imports mxnet.
+MXNet's CPU default runs OpenMP on half the cores; on this project's 2-core machines that nearly halves
+training speed (207 vs 364 img/s for resnet18_v1b at 64 px, benchmarks/train_throughput.py). `configure_threads`
+sets the thread count from the cores this process may use, unless the user already chose one.
+`genre/__init__.py` calls it, so it runs before any module of the package imports mxnet.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def release_large_blocks() -> bool:
 
     The chunked iterator allocates and frees chunk-sized arrays from two threads; glibc's default keeps
     such blocks in its heaps, so resident memory crept up with the dataset size (benchmarks/iterator_memory.py:
-    5.8 chunks at 1x, 16.8 at 16x; 3.3 to 3.6 with this). Returns False where there is no glibc.
+    5.8 chunks at 1x, 16.8 at 16x; 3.3 with this). Returns False where there is no glibc.
     """
     import ctypes
     import ctypes.util
