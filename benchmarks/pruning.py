@@ -48,7 +48,7 @@ from pathlib import Path
 
 import optuna
 import yaml
-from machine import cpu_model, ram_gib  # benchmarks/machine.py
+from machine import cpu_model, markdown_table, ram_gib  # benchmarks/machine.py
 
 from genre.data.prepare import DEFAULT_DATASET
 from genre.runtime import usable_cores
@@ -184,16 +184,6 @@ def run_arm(pruner: str, args: argparse.Namespace, space: Path, workdir: Path, e
     others = max(0.0, machine_busy_seconds() - machine - cpu) / wall
     loaded = optuna.load_study(study_name=study, storage=storage)
     return Arm(pruner, loaded, wall, cpu, others)
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) + " |"
-
-    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
-    return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
 def accuracy(value: float | None) -> str:
