@@ -2,7 +2,8 @@
 
 Usage, from the project root with the package importable::
 
-    python benchmarks/pruning.py [--trials 25] [--seed 0] [--space experiments/spaces/convnet-digits.yaml] [--epochs N]
+    python benchmarks/pruning.py [--trials 25] [--seeds 0,1,2] [--space experiments/spaces/convnet-digits.yaml]
+        [--epochs N]
 
 Each arm is one real `genre tune -q` process (`python -m genre.cli tune ...`, the code path a user runs) with the
 same space, sampler (TPE) and sampler seed and the same trial budget; only `--pruner` differs (`median`, then
@@ -23,6 +24,8 @@ logged models included), the CPU its process took and the cores the machine's ot
 /proc/stat; wall times are only comparable when that is near 0 for both arms), and the best validation accuracy of
 the study (`study.best_value`, over complete trials). Below it: the ratio of epochs (pruned / unpruned), the
 difference of best accuracies in validation images, and one line per trial to show where the pruner stopped what.
+With several `--seeds`, each seed is a pair of arms (studies of their own) and a last table puts the seeds side by
+side: one seed's best accuracy is decided by a handful of validation images, so the goal is judged over seeds.
 
 TPE samples its first trials at random from the seed (10 start-up trials), so both arms train the same first
 settings; after that each arm's sampler learns from its own history (a pruned trial counts with its last reported
@@ -172,12 +175,12 @@ def prepare_workdir(workdir: Path, space_path: Path, epochs: int | None, env: di
     return used
 
 
-def run_arm(pruner: str, args: argparse.Namespace, space: Path, workdir: Path, env: dict[str, str]) -> Arm:
-    study = f"pruning-{pruner}"
+def run_arm(pruner: str, seed: int, args: argparse.Namespace, space: Path, workdir: Path, env: dict[str, str]) -> Arm:
+    study = f"pruning-{pruner}-seed{seed}"
     storage = f"sqlite:///{workdir / 'optuna.db'}"
     arguments = ["tune", "-q", "--space", str(space), "--study", study, "--storage", storage]
-    arguments += ["--pruner", pruner, "--sampler", "tpe", "--seed", str(args.seed), "--n-trials", str(args.trials)]
-    print(f"arm --pruner {pruner}: {args.trials} trials ...", file=sys.stderr)
+    arguments += ["--pruner", pruner, "--sampler", "tpe", "--seed", str(seed), "--n-trials", str(args.trials)]
+    print(f"seed {seed}, arm --pruner {pruner}: {args.trials} trials ...", file=sys.stderr)
     machine, cpu, wall = machine_busy_seconds(), children_cpu_seconds(), time.perf_counter()
     genre_command(arguments, workdir, env, study)
     wall, cpu = time.perf_counter() - wall, children_cpu_seconds() - cpu
@@ -256,11 +259,17 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__.split("\n", 1)[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument("--trials", type=int, default=25, help="trials per arm (the study's budget)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler, the same in both arms")
+    parser.add_argument(
+        "--seeds", default="0", help="seeds of the TPE sampler, comma-separated: one pair of arms per seed"
+    )
     parser.add_argument("--space", default=str(DEFAULT_SPACE), help="search space: a YAML file or a name in spaces/")
     parser.add_argument("--epochs", type=int, default=None, help="override the space's settings.epochs")
     parser.add_argument("--keep", action="store_true", help="keep the temporary working folder and print its path")
     args = parser.parse_args(argv)
+    try:
+        seeds = [int(part) for part in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     if args.trials < 1 or (args.epochs is not None and args.epochs < 1):
         parser.error("--trials and --epochs must be at least 1")
     space_path = resolve_space(args.space)
@@ -281,17 +290,28 @@ def main(argv: list[str] | None = None) -> None:
         space = prepare_workdir(workdir, space_path, args.epochs, env)
         epochs = (yaml.safe_load(space.read_text()).get("settings") or {}).get("epochs", "the base's")
         print(
-            f"Study: space {space_path} ({epochs} epochs per trial), TPE sampler seed {args.seed}, "
+            f"Study: space {space_path} ({epochs} epochs per trial), TPE sampler seeds {args.seeds}, "
             f"{args.trials} trials per arm; median pruner = {describe_median_pruner()}"
         )
-        arms = [run_arm(pruner, args, space, workdir, env) for pruner in ARMS]
         validation = validation_size(workdir, space)
+        outcomes = []
+        for seed in seeds:
+            arms = [run_arm(pruner, seed, args, space, workdir, env) for pruner in ARMS]
+            print_seed(seed, arms, validation)
+            outcomes.append((seed, arms))
     finally:
         if args.keep:
             print(f"kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
+    if len(outcomes) > 1:
+        print_summary(outcomes, validation)
+
+
+def print_seed(seed: int, arms: list[Arm], validation: int | None) -> None:
+    """One seed's two arms: the summary, the ratios, and trial by trial."""
+    print(f"\n### Seed {seed}")
     header = ["arm", "trials", "epochs trained", "complete", "pruned", "failed", "wall s", "CPU busy", "others",
               "best val accuracy"]  # fmt: skip
     print()
@@ -327,6 +347,30 @@ def main(argv: list[str] | None = None) -> None:
         "none: epochs, state, val acc",
     ]
     print(markdown_table(header, rows))
+
+
+def print_summary(outcomes: list[tuple[int, list[Arm]]], validation: int | None) -> None:
+    """Across seeds: epochs saved and best accuracy lost (or not) by pruning, seed by seed and on average."""
+    rows, ratios, gaps = [], [], []
+    for seed, (pruned, unpruned) in outcomes:
+        ratio = pruned.epochs / unpruned.epochs
+        gap = (pruned.best or 0.0) - (unpruned.best or 0.0)
+        ratios.append(ratio)
+        gaps.append(gap)
+        images = f"{gap * validation:+.0f}" if validation else "-"
+        met = "yes" if ratio <= 0.5 and gap >= 0 else "no"
+        rows.append([str(seed), f"{pruned.epochs} / {unpruned.epochs} = {ratio:.2f}", accuracy(pruned.best),
+                     accuracy(unpruned.best), images, met])  # fmt: skip
+    print("\n### All seeds\n")
+    header = ["seed", "epochs pruned / unpruned", "best, median", "best, none", "gap (val images)", "goal met"]
+    print(markdown_table(header, rows))
+    met = sum(row[-1] == "yes" for row in rows)
+    mean_gap = sum(gaps) / len(gaps)
+    in_images = f" ({mean_gap * validation:+.2f} validation images)" if validation else ""
+    print(
+        f"\nGoal (same best accuracy, at most half the epochs) met on {met} of {len(rows)} seeds; mean epoch ratio "
+        f"{sum(ratios) / len(ratios):.2f}, mean best-accuracy gap {mean_gap:+.2%}{in_images}"
+    )
 
 
 if __name__ == "__main__":

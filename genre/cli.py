@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -103,6 +104,33 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_arguments(tune, TuneConfig, "study")
     tune.set_defaults(handler=_tune)
 
+    from genre.suite import SuiteConfig
+
+    suite = commands.add_parser(
+        "suite",
+        help="run a catalogue of experiments x seeds as runs of one MLflow experiment; resumable",
+        description="Run experiments (names in experiments/ and experiments/baselines/), each with every seed, as "
+        "child runs of one suite run. Finished runs with the same settings and data are skipped and killed network "
+        "runs resume from their checkpoint, so rerunning the command finishes an interrupted suite. With no names, "
+        "runs the suite --suite (default: digits, the bundled-data suite).",
+    )
+    suite.add_argument("names", nargs="*", metavar="EXPERIMENT", help="experiments to run (instead of the suite's)")
+    _common(suite, "suite", "suites")
+    config.add_arguments(suite, SuiteConfig, "suite")
+    suite.set_defaults(handler=_suite)
+
+    from genre.report import ReportConfig
+
+    report = commands.add_parser(
+        "report",
+        help="a suite's results table and figures from the tracking store (Markdown or HTML)",
+        description="Read a suite's finished runs back from MLflow and write the results table (mean +- std over "
+        "seeds, best first) with figures; the page is also logged as a run's artifacts.",
+    )
+    config.add_arguments(report, ReportConfig, "report")
+    report.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    report.set_defaults(handler=_report, config_folder="")
+
     from genre.tracking.server import ServerConfig
 
     server = commands.add_parser(
@@ -175,6 +203,28 @@ def _tune(args: argparse.Namespace) -> int:
 
     settings, _ = config.load(TuneConfig, args, args.config_folder)
     return tune_command(settings, args.mlflow_experiment, progress=not args.quiet)
+
+
+def _suite(args: argparse.Namespace) -> int:
+    from genre.commands import suite_command
+    from genre.suite import DEFAULT_SUITE, SuiteConfig
+
+    if args.names:
+        args.experiments = ",".join(args.names)
+    if not args.named_config and not getattr(args, "experiments", None):
+        args.named_config = DEFAULT_SUITE
+    settings, path = config.load(SuiteConfig, args, args.config_folder)
+    if path and not settings.name:
+        settings = dataclasses.replace(settings, name=path.stem)
+    return suite_command(settings, args.mlflow_experiment, progress=not args.quiet)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from genre.commands import report_command
+    from genre.report import ReportConfig
+
+    settings, _ = config.load(ReportConfig, args, "")
+    return report_command(settings)
 
 
 def _server(args: argparse.Namespace) -> int:

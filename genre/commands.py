@@ -5,32 +5,23 @@ These are the only places that join a stage to tracking; `cli.py` only turns arg
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
-
-from genre.config import build
-from genre.data.pack import DATASET_FILE, DatasetInfo, open_pack
-from genre.data.prepare import DEFAULT_DATASET, PrepareConfig, prepare
+from genre.data.pack import DatasetInfo, open_pack
+from genre.data.prepare import PrepareConfig, prepare
 from genre.data.problems import summarise
 from genre.errors import ConfigError
-from genre.models.baselines import BaselineConfig, run_baseline
-from genre.runtime import usable_cores
-from genre.tracking.reports import (
-    log_baseline,
-    log_evaluation,
-    log_prepared,
-    log_training_outcome,
-    log_training_start,
-)
+from genre.models.baselines import BaselineConfig, BaselineResult
+from genre.stages import baseline_stage, ensure_dataset, example_image, resume_config, train_stage
+from genre.tracking.reports import log_evaluation, log_prepared, log_training_outcome
 from genre.tracking.store import mask_password, tracking_uri
 from genre.tracking.tracker import experiment_name, tracked_run
 
 if TYPE_CHECKING:  # training modules import mxnet, which prepare and baseline do not need
+    from genre.report import ReportConfig
+    from genre.suite import SuiteConfig
     from genre.training.config import TrainConfig
     from genre.training.evaluate import EvaluateConfig
     from genre.tuning.study import TuneConfig
@@ -67,65 +58,29 @@ def prepare_command(config: PrepareConfig, experiment: str | None, config_file: 
 
 
 def baseline_command(config: BaselineConfig, experiment: str | None, config_file: Path | None) -> int:
-    """`genre baseline`: fit and score a pixel baseline on a prepared dataset."""
-    info = DatasetInfo.read(Path(config.data))
-    tags = {"genre.stage": "baseline", **_config_tags(config_file)}
-    workers = config.workers or usable_cores()
-    with tracked_run(experiment_name(experiment, f"genre-{info.name}"), f"baseline-{config.model}", tags) as tracker:
-        result = run_baseline(config, workers)
-        log_baseline(tracker, config, result, info)
+    """`genre baseline`: fit and score a baseline on a prepared dataset."""
+    staged = baseline_stage(config, experiment, _config_tags(config_file))
+    result: BaselineResult = staged.result
     scores = ", ".join(f"{split} {score.accuracy:.1%}" for split, score in result.scores.items())
-    print(f"{config.model} baseline on {info.name}/{config.variant} ({result.pixels}px features): {scores}")
-    print(f"MLflow run {tracker.run_id} at {mask_password(tracking_uri())}")
+    print(f"{config.model} baseline on {staged.info.name}/{config.variant} ({result.features}): {scores}")
+    print(f"MLflow run {staged.run_id} at {mask_password(tracking_uri())}")
     return EXIT_OK
-
-
-def _ensure_dataset(config: TrainConfig, progress: bool) -> None:
-    """The bundled default is prepared on first use; any other missing dataset is the user's to prepare."""
-    root = Path(config.data)
-    if (root / DATASET_FILE).exists() or config.data != DEFAULT_DATASET:
-        return
-    print(f"{root} is not prepared yet: preparing the bundled digits first")
-    prepare(PrepareConfig(out=config.data), progress=progress)
-
-
-def _example_image(config: TrainConfig) -> bytes:
-    """One real image of the test split, PNG-encoded: the model's input example."""
-    pack = open_pack(Path(config.data), config.variant, "test")
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(pack.images[0])).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def train_command(config: TrainConfig, experiment: str | None, config_file: Path | None, progress: bool) -> int:
     """`genre train`: train, evaluate on the test split, log everything and the model; or `--resume RUN_ID`."""
-    from genre import devices
-    from genre.training.checkpoint import CheckpointStore
-    from genre.training.config import TrainConfig
-    from genre.training.train import train
-
-    resume = config.resume
-    if resume:
-        saved = CheckpointStore(Path(config.checkpoint_dir) / resume).read_state()
-        config = build(TrainConfig, ("checkpoint of run " + resume, saved.config | {"resume": resume}))
-        print(f"resuming run {resume} after epoch {saved.epoch} of {config.epochs}")
-    contexts = devices.contexts(config.gpus, config.cpu_contexts)  # a missing GPU fails before any work
-    _ensure_dataset(config, progress)
-    info = DatasetInfo.read(Path(config.data))
-    tags = {"genre.stage": "train", **_config_tags(config_file)} | ({"genre.resumed_from": resume} if resume else {})
-    name = experiment_name(experiment, f"genre-{info.name}")
-    with tracked_run(name, f"train-{config.model}", tags, run_id=resume) as tracker:
-        checkpoints = CheckpointStore(Path(config.checkpoint_dir) / (resume or tracker.run_id))
-        if not checkpoints.exists():
-            log_training_start(tracker, config, info, devices.describe(contexts))
-        outcome = train(config, contexts, tracker, checkpoints)
-        log_training_outcome(tracker, outcome, _example_image(config))
+    if config.resume:
+        resume = config.resume
+        config, completed = resume_config(resume, config.checkpoint_dir)
+        print(f"resuming run {resume} after epoch {completed} of {config.epochs}")
+    staged = train_stage(config, experiment, _config_tags(config_file), progress)
+    outcome = staged.result
     print(
-        f"{config.model} on {info.name}/{config.variant}: test accuracy {outcome.test.accuracy:.2%} "
+        f"{config.model} on {staged.info.name}/{config.variant}: test accuracy {outcome.test.accuracy:.2%} "
         f"(top-3 {outcome.test.top3_accuracy:.2%}), best validation {outcome.validation.accuracy:.2%} "
         f"at epoch {outcome.state.best_epoch}"
     )
-    print(f"MLflow run {tracker.run_id} at {mask_password(tracking_uri())}; model: runs:/{tracker.run_id}/model")
+    print(f"MLflow run {staged.run_id} at {mask_password(tracking_uri())}; model: runs:/{staged.run_id}/model")
     return EXIT_OK
 
 
@@ -187,9 +142,9 @@ def tune_command(config: TuneConfig, experiment: str | None, progress: bool) -> 
     base = space.base_config()
     contexts = devices.contexts(base.gpus, base.cpu_contexts)
     check_storage(config.storage_url)
-    _ensure_dataset(base, progress)
+    ensure_dataset(base.data, progress)
     info = DatasetInfo.read(Path(base.data))
-    example = _example_image(base)
+    example = example_image(base)
     study = open_study(config, base.epochs)
     already = len(study.trials)
     print(f"study {config.study_name} at {mask_password(config.storage_url)}: {already} trial(s) so far")
@@ -253,4 +208,34 @@ def register_command(run_id: str, name: str, alias: str) -> int:
     except mlflow.exceptions.MlflowException as error:
         raise TrackingError(f"cannot register the model of run {run_id}: {error.message}") from None
     print(f"registered runs:/{run_id}/model as {name} version {version}; models:/{name}@{alias} now points at it")
+    return EXIT_OK
+
+
+def suite_command(config: SuiteConfig, experiment: str | None, progress: bool) -> int:
+    """`genre suite`: run (or finish) a list of experiments x seeds; exit 1 if any of them failed."""
+    from genre.suite import run_suite
+
+    run_id, failed = run_suite(config, experiment, progress)
+    print(f"MLflow run {run_id} at {mask_password(tracking_uri())}; `genre report` makes the results table")
+    if failed:
+        print(f"{failed} run(s) failed (see above); rerun the same command to retry them, finished ones are skipped")
+    return EXIT_INCOMPLETE if failed else EXIT_OK
+
+
+def report_command(config: ReportConfig) -> int:
+    """`genre report`: the results page of a suite, written to a file and logged as a run's artifacts."""
+    from genre.report import write_report
+
+    report = write_report(config)
+    tags = {"genre.stage": "report"}
+    with tracked_run(report.experiment, "report", tags) as tracker:
+        tracker.log_params({"format": config.format, "experiments_shown": len(report.rows)})
+        tracker.log_artifact(report.page, "report")
+        for figure in report.figures.values():
+            tracker.log_artifact(figure, f"report/{report.page.stem}")
+    print(
+        f"wrote {report.page} ({len(report.rows)} experiments, {len(report.figures)} figures); "
+        f"best: {report.rows[0].first.name} at {100 * report.rows[0].best_run.val_accuracy:.2f}% validation"
+    )
+    print(f"MLflow run {tracker.run_id} at {mask_password(tracking_uri())} holds the report")
     return EXIT_OK

@@ -55,6 +55,8 @@ def _convert(cls: type, key: str, value: Any, kind: type, where: str) -> Any:
             converted = float(value)
         elif kind is int and isinstance(value, int | str) and not isinstance(value, bool):
             converted = int(value)
+        elif kind is str and isinstance(value, list | tuple):
+            converted = ",".join(str(item) for item in value)  # a YAML list for a comma-separated setting
         elif kind is str:
             converted = str(value)
         else:

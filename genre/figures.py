@@ -70,3 +70,47 @@ def learning_curves(history: Sequence[Mapping[str, float]]) -> Figure:
         axis.grid(alpha=0.3)
         axis.legend()
     return figure
+
+
+def accuracy_bars(
+    labels: Sequence[str], val: Sequence[Sequence[float]], test: Sequence[Sequence[float]], chance: float | None
+) -> Figure:
+    """Per experiment (best at the top): validation and test accuracy, mean over seeds with std error bars."""
+    count = len(labels)
+    positions = np.arange(count)[::-1]
+    figure, axis = plt.subplots(figsize=(9, 1.6 + 0.45 * count), layout="constrained")
+    highest = 0.0
+    for offset, name, values, colour in ((0.2, "validation", val, "tab:blue"), (-0.2, "test", test, "tab:orange")):
+        means = [100 * float(np.mean(v)) for v in values]
+        errors = [100 * float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in values]
+        axis.barh(positions + offset, means, height=0.38, xerr=errors, capsize=3, color=colour, label=name)
+        highest = max([highest, *(m + e for m, e in zip(means, errors, strict=True))])
+    if chance:
+        axis.axvline(100 * chance, color="grey", linestyle="--", linewidth=1, label=f"chance {100 * chance:.0f}%")
+    axis.set_yticks(positions, labels)
+    axis.set_xlabel("accuracy % (mean ± std over seeds)")
+    axis.set_xlim(0, min(100.0, highest * 1.08 + 2))  # covers' 10-25% stay readable
+    axis.grid(axis="x", alpha=0.3)
+    figure.legend(loc="outside lower center", ncol=3)
+    axis.set_title("Accuracy per experiment")
+    return figure
+
+
+def overlaid_curves(curves: Mapping[str, Sequence[Sequence[tuple[int, float]]]], metric: str) -> Figure:
+    """One line per experiment: `metric` per epoch, mean over its seeds, with the seeds' range shaded."""
+    figure, axis = plt.subplots(figsize=(9, 5), layout="constrained")
+    for label, runs in curves.items():
+        length = min(len(run) for run in runs)
+        if length == 0:
+            continue
+        epochs = [step for step, _ in runs[0][:length]]
+        values = 100 * np.array([[value for _, value in run[:length]] for run in runs])
+        (line,) = axis.plot(epochs, values.mean(axis=0), "-o", markersize=3, label=label)
+        if len(runs) > 1:
+            axis.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.15)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel(f"{metric} %")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title(f"Learning curves: {metric} per epoch (mean over seeds, range shaded)")
+    return figure

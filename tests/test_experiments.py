@@ -6,15 +6,18 @@ from pathlib import Path
 
 import pytest
 
+from genre.catalogue import config_digest, experiment_files, find_experiment, parse_names, parse_seeds
 from genre.config import build, read_config_file
 from genre.data.prepare import PrepareConfig
+from genre.errors import ConfigError
 from genre.models.baselines import BaselineConfig
+from genre.suite import SuiteConfig
 from genre.training.config import TrainConfig
 from genre.tuning.space import load_space
 from tests.conftest import PROJECT_ROOT
 
 EXPERIMENTS = PROJECT_ROOT / "experiments"
-KIND = {"datasets": PrepareConfig, "baselines": BaselineConfig, "experiments": TrainConfig}
+KIND = {"datasets": PrepareConfig, "baselines": BaselineConfig, "experiments": TrainConfig, "suites": SuiteConfig}
 
 
 CONFIGS = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if p.parent.name != "spaces")
@@ -36,3 +39,59 @@ def test_every_search_space_is_valid(path: Path, monkeypatch: pytest.MonkeyPatch
 def test_the_default_experiment_is_what_train_does_with_no_flags() -> None:
     path = EXPERIMENTS / "convnet-digits.yaml"
     assert build(TrainConfig, (str(path), read_config_file(path))) == TrainConfig()
+
+
+SUITES = sorted((EXPERIMENTS / "suites").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SUITES, ids=lambda p: p.stem)
+def test_every_suite_names_experiments_of_the_catalogue(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(PROJECT_ROOT)
+    suite = build(SuiteConfig, (str(path), read_config_file(path)))
+    names = parse_names(suite.experiments)
+
+    experiments = [find_experiment(name) for name in names]
+
+    assert len(set(names)) == len(names) >= 2 and parse_seeds(suite.seeds)
+    made_by_dataset_configs = {
+        build(PrepareConfig, (str(p), read_config_file(p))).out_dir for p in (EXPERIMENTS / "datasets").glob("*.yaml")
+    }
+    for experiment in experiments:
+        assert Path(experiment.config.data) in made_by_dataset_configs, f"{experiment.name}: no dataset config makes it"
+
+
+def test_the_catalogue_has_each_kind_of_model_of_the_original_study(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(PROJECT_ROOT)
+    catalogue = {name: find_experiment(name) for name in experiment_files()}
+    baselines = [e.config for e in catalogue.values() if e.kind == "baseline"]
+    networks = {e.config.model for e in catalogue.values() if e.kind == "train"}
+
+    pixel_variants = {(c.model, c.grayscale, c.pixels) for c in baselines if c.features == "pixels" and c.pixels}
+    assert {(m, g, p) for m in ("rf", "svm") for g in (True, False) for p in (50, 100)} <= pixel_variants
+    assert {c.model for c in baselines if c.features == "network"} == {"rf", "svm"}
+    assert {"mlp", "convnet", "alexnet", "vgg11_bn", "resnet18_v1b"} <= networks
+    assert any(e.config.pretrained for e in catalogue.values() if e.kind == "train"), "a fine-tuning experiment"
+    assert {e.config.variant for e in catalogue.values()} == {"full", "dev"}
+
+
+def test_an_unknown_experiment_name_lists_the_known_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(PROJECT_ROOT)
+    with pytest.raises(ConfigError, match=r"no experiment named 'cnn-digits'.*known: .*convnet-digits"):
+        find_experiment("cnn-digits")
+
+
+def test_a_yaml_list_is_a_comma_separated_setting(tmp_path: Path) -> None:
+    path = tmp_path / "wide.yaml"
+    path.write_text("conv_filters: [16, 32]\nkernel_sizes: [5, 3]\n")
+
+    settings = build(TrainConfig, (str(path), read_config_file(path)))
+
+    assert (settings.conv_filters, settings.kernel_sizes) == ("16,32", "5,3")
+
+
+def test_the_config_digest_ignores_where_a_run_works_but_not_what_it_learns() -> None:
+    base = TrainConfig()
+    assert config_digest(base) == config_digest(TrainConfig(data="elsewhere/digits-32", checkpoint_dir="/tmp/x"))
+    assert config_digest(base) != config_digest(TrainConfig(seed=1))
+    assert config_digest(base, seed=False) == config_digest(TrainConfig(seed=1), seed=False)
+    assert config_digest(base) != config_digest(TrainConfig(learning_rate=0.01))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 import tomllib
 
 import pytest
@@ -11,6 +12,8 @@ import yaml
 
 from genre.data.prepare import PrepareConfig
 from genre.models.baselines import BaselineConfig
+from genre.report import ReportConfig
+from genre.suite import SuiteConfig
 from genre.training.config import TrainConfig
 from genre.training.evaluate import EvaluateConfig
 from genre.tuning.study import TuneConfig
@@ -50,6 +53,8 @@ def test_the_lock_file_holds_every_pin() -> None:
         ("train", TrainConfig, "experiment"),
         ("evaluate", EvaluateConfig, None),
         ("tune", TuneConfig, None),
+        ("suite", SuiteConfig, "suite"),
+        ("report", ReportConfig, None),
     ],
 )
 def test_mlproject_parameters_are_the_config_fields(entry_point: str, config_class: type, named: str) -> None:
@@ -68,3 +73,19 @@ def test_ci_runs_the_readmes_test_command() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text()
     assert "make test" in readme and "make demo" in readme
     assert re.search(r"^make test$", (PROJECT_ROOT / ".ci" / "run").read_text(), re.MULTILINE)
+
+
+def readme_commands() -> list[str]:
+    """Every `genre ...` line of the README's code blocks, without its comment."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash)?\n(.*?)```", readme, re.DOTALL)
+    lines = [line for block in blocks for line in block.splitlines()]
+    return [line.split("  #")[0].strip() for line in lines if line.startswith("genre ")]
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_every_genre_command_in_the_readme_parses(command: str) -> None:
+    from genre.cli import build_parser
+
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert args.handler is not None

@@ -1,4 +1,5 @@
-"""The original work's floor: a random forest and a linear SVM on raw pixels (scikit-learn)."""
+"""The original work's floor: a random forest and a linear SVM (scikit-learn) on raw pixels, or on the features
+of a pretrained network (its "CaffeNet features + random forest")."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from PIL import Image
 from genre.config import setting
 from genre.data.pack import Pack, open_pack
 from genre.data.prepare import DEFAULT_DATASET
+from genre.errors import ConfigError
 
 FEATURE_CHUNK = 512
 
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    """A pixel baseline: which dataset, which classifier, what the pixels are shrunk to."""
+    """A baseline: which dataset, which classifier, and what it sees (shrunk pixels or a network's features)."""
 
     data: str = setting(DEFAULT_DATASET, "prepared dataset folder (from `genre prepare`)")
     variant: str = setting("full", "which packs: the full dataset or the development subset", ("full", "dev"))
@@ -29,8 +31,21 @@ class BaselineConfig:
     max_depth: int | None = setting(None, "random forest: depth limit (default: none)")
     svm_alpha: float = setting(1e-3, "linear SVM: L2 regularisation strength (SGD, hinge loss)")
     svm_epochs: int = setting(50, "linear SVM: passes over the training set")
+    features: str = setting(
+        "pixels", "what the classifier sees: raw pixels, or the penultimate layer of a network", ("pixels", "network")
+    )
+    network: str = setting("resnet18_v1b", "features=network: a GluonCV classifier (or mlp/convnet with a file)")
+    pretrained: bool = setting(False, "features=network: GluonCV's ImageNet weights (downloads them)")
+    pretrained_params: str | None = setting(None, "features=network: the network's weights from this .params file")
     seed: int = setting(0, "seed of the classifier")
     workers: int = setting(0, "parallel jobs for the forest; 0 = every usable core")
+
+    def __post_init__(self) -> None:
+        if self.features == "network" and not (self.pretrained or self.pretrained_params):
+            raise ConfigError(
+                "'features: network' needs trained weights: set pretrained (GluonCV, downloads them) "
+                "or pretrained_params FILE"
+            )
 
 
 def pixel_features(images: np.ndarray, side: int, grayscale: bool) -> np.ndarray:
@@ -49,6 +64,18 @@ def pixel_features(images: np.ndarray, side: int, grayscale: bool) -> np.ndarray
                 image = image.resize((side, side), Image.Resampling.BOX)
             features[start + offset] = np.asarray(image, dtype=np.float32).reshape(-1) / 255.0
     return features
+
+
+def network_describer(config: BaselineConfig, image_size: int):
+    """The features of `config.network` for `(N, S, S, 3)` uint8 images (imports MXNet only when asked for)."""
+    import mxnet as mx
+
+    from genre.models.features import FeatureExtractor
+    from genre.models.networks import NetworkSpec
+
+    mx.random.seed(config.seed)
+    spec = NetworkSpec(model=config.network, pretrained=config.pretrained, pretrained_params=config.pretrained_params)
+    return FeatureExtractor(spec, image_size, mx.cpu())
 
 
 def make_classifier(config: BaselineConfig, workers: int):
@@ -80,7 +107,7 @@ class SplitScore:
 @dataclass
 class BaselineResult:
     genres: list[str]
-    pixels: int
+    features: str  # what the classifier saw, e.g. "50x50 gray pixels"
     scores: dict[str, SplitScore]
     fit_seconds: float
 
@@ -99,15 +126,25 @@ def score(classifier, features: np.ndarray, pack: Pack) -> SplitScore:
     )
 
 
+def split_features(config: BaselineConfig, packs: dict[str, Pack]) -> tuple[dict[str, np.ndarray], str]:
+    """Each split's feature matrix, and a description of the features."""
+    if config.features == "network":
+        describe = network_describer(config, packs["train"].images.shape[1])
+        features = {split: describe(pack.images) for split, pack in packs.items()}
+        return features, f"{config.network} features ({features['train'].shape[1]})"
+    side = config.pixels or min(packs["train"].images.shape[1], 50)
+    features = {split: pixel_features(pack.images, side, config.grayscale) for split, pack in packs.items()}
+    return features, f"{side}x{side} {'gray' if config.grayscale else 'RGB'} pixels"
+
+
 def run_baseline(config: BaselineConfig, workers: int) -> BaselineResult:
     """Fit on the training pack; score train, validation and test."""
     root = Path(config.data)
     packs = {split: open_pack(root, config.variant, split) for split in ("train", "val", "test")}
-    side = config.pixels or min(packs["train"].images.shape[1], 50)
-    features = {split: pixel_features(pack.images, side, config.grayscale) for split, pack in packs.items()}
+    features, described = split_features(config, packs)
     classifier = make_classifier(config, workers)
     started = time.perf_counter()
     classifier.fit(features["train"], packs["train"].labels)
     fit_seconds = time.perf_counter() - started
     scores = {split: score(classifier, features[split], pack) for split, pack in packs.items()}
-    return BaselineResult(packs["train"].genres, side, scores, fit_seconds)
+    return BaselineResult(packs["train"].genres, described, scores, fit_seconds)

@@ -45,6 +45,7 @@ class NetworkSpec:
     hidden_units: int = setting(512, "mlp: units of its one hidden layer")
     conv_filters: str = setting("32,64,128", "convnet: filters of each conv block, comma-separated; one block each")
     kernel_sizes: str = setting("3", "convnet: odd kernel size of each conv block, comma-separated, or one for all")
+    convs_per_block: int = setting(1, "convnet: convolutions stacked in each block before its pool (2-3 = VGG style)")
     pool: str = setting("max", "convnet: 2x2 stride-2 pooling after each conv block", POOLS)
     batch_norm: bool = setting(True, "convnet: batch normalisation after each convolution")
     dense_units: str = setting("256", "convnet: units of the hidden dense layers after the convs ('' for none)")
@@ -120,6 +121,8 @@ def check_spec(spec: NetworkSpec) -> None:
     check_model_name(spec.model)
     if spec.hidden_units < 1:
         raise ConfigError(f"'hidden_units' must be at least 1, got {spec.hidden_units}")
+    if spec.convs_per_block < 1:
+        raise ConfigError(f"'convs_per_block' must be at least 1, got {spec.convs_per_block}")
     conv_blocks(spec)
     dense_layers(spec)
     if spec.pool not in POOLS:
@@ -181,13 +184,15 @@ def check_pooling(spec: NetworkSpec, image_size: int) -> None:
 
 
 def _convnet_layers(spec: NetworkSpec) -> list[gluon.HybridBlock]:
-    """Conv blocks (conv, [batch norm], ReLU, [2x2 pool]), then flatten, then the hidden dense layers."""
+    """Conv blocks ((conv, [batch norm], ReLU) x convs_per_block, [2x2 pool]), then flatten, then the hidden
+    dense layers."""
     layers: list[gluon.HybridBlock] = []
     for filters, kernel in conv_blocks(spec):
-        layers.append(nn.Conv2D(filters, kernel, padding=kernel // 2, use_bias=not spec.batch_norm))
-        if spec.batch_norm:
-            layers.append(nn.BatchNorm())
-        layers.append(nn.Activation("relu"))
+        for _ in range(spec.convs_per_block):
+            layers.append(nn.Conv2D(filters, kernel, padding=kernel // 2, use_bias=not spec.batch_norm))
+            if spec.batch_norm:
+                layers.append(nn.BatchNorm())
+            layers.append(nn.Activation("relu"))
         if spec.pool != "none":
             layers.append(nn.MaxPool2D(2, 2) if spec.pool == "max" else nn.AvgPool2D(2, 2))
     layers.append(nn.Flatten())

@@ -85,8 +85,14 @@ def log_prepared(tracker: Tracker, config: PrepareConfig, prepared: PreparedData
 
 def log_baseline(tracker: Tracker, config: BaselineConfig, result: BaselineResult, info: DatasetInfo) -> None:
     """Params, accuracies per split, a confusion-matrix figure and the per-genre report of a baseline."""
-    settings = dataclasses.asdict(config) | {"pixels": result.pixels}
-    facts = {"dataset_name": info.name, "dataset_digest": info.digest, "genre_version": __version__}
+    settings = dataclasses.asdict(config)
+    facts = {
+        "dataset_name": info.name,
+        "dataset_digest": info.digest,
+        "features": result.features,
+        "genres": ",".join(info.genres),
+        "genre_version": __version__,
+    }
     tracker.log_params(config_params(settings) | facts)
     tracker.set_tags({"genre.stage": "baseline", "genre.dataset": info.name, "genre.dataset_digest": info.digest})
     size = info.image_size

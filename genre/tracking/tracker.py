@@ -139,7 +139,7 @@ def tracked_run(
     import mlflow
 
     if nested:
-        run = mlflow.start_run(run_name=run_name, nested=True)
+        run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=True)
         with _ending(run, finished_on):
             mlflow.set_tags(dict(tags))
             yield MlflowTracker(run.info.run_id)

@@ -109,6 +109,15 @@ def test_convnet_has_the_blocks_asked_for(filters: str, kernels: str, dense: str
     assert net(batch(2)).shape == (2, 3)
 
 
+def test_vgg_style_blocks_stack_convolutions_before_each_pool() -> None:
+    spec = NetworkSpec(conv_filters="4,8", convs_per_block=2, dense_units="", dropout=0.0)
+    net = build_network(spec, classes=3, contexts=ONE, image_size=SIZE)
+
+    assert [conv.weight.shape[:2] for conv in layers(net, nn.Conv2D)] == [(4, 3), (4, 4), (8, 4), (8, 8)]
+    assert len(layers(net, nn.MaxPool2D)) == 2
+    assert net(batch(2)).shape == (2, 3)
+
+
 def test_too_many_pools_for_the_image_size_is_a_config_error() -> None:
     spec = NetworkSpec(conv_filters="4,4,4,4,4,4")
 
@@ -133,6 +142,7 @@ def test_mlp_hidden_units_and_dropout() -> None:
         ({"conv_filters": "32,0"}, "conv_filters"),
         ({"kernel_sizes": "3,3"}, "kernel_sizes"),  # three conv blocks
         ({"kernel_sizes": "4"}, "kernel_sizes"),
+        ({"convs_per_block": 0}, "convs_per_block"),
         ({"kernel_sizes": "three"}, "kernel_sizes"),
         ({"dense_units": "256,"}, "dense_units"),
         ({"pool": "min"}, "pool"),

@@ -1,0 +1,158 @@
+"""`genre suite`: run a list of experiments, several seeds each, as runs of one MLflow experiment; resumable.
+
+A (experiment, seed) whose settings and data already have a FINISHED run is skipped; a killed network run with a
+checkpoint is resumed from it. So rerunning the same suite after a crash redoes only what was lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from genre.catalogue import Experiment, config_digest, find_experiment, parse_names, parse_seeds
+from genre.config import EXPERIMENTS_DIR, build, read_config_file, setting
+from genre.data.pack import DATASET_FILE, DatasetInfo
+from genre.data.prepare import PrepareConfig
+from genre.errors import ConfigError, DataError, GenreError
+from genre.stages import baseline_stage, ensure_dataset, train_stage
+from genre.tracking import runs
+from genre.tracking.tracker import experiment_name, tracked_run
+
+log = logging.getLogger(__name__)
+DEFAULT_SUITE = "digits"
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """Which experiments, with which seeds. A suite file in experiments/suites/ holds these keys."""
+
+    name: str = setting("", "the suite's name: its tag and MLflow experiment genre-suite-<name> (default: the file's)")
+    experiments: str = setting("", "experiments to run, comma-separated: names in experiments/ or its baselines/")
+    seeds: str = setting("0", "seeds to run each experiment with, comma-separated")
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One (experiment, seed) of a suite with the digests that identify its run."""
+
+    experiment: Experiment
+    seed: int
+    config_digest: str
+    settings_digest: str
+    data_digest: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.experiment.name} seed {self.seed}"
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.experiment.name}-seed{self.seed}"
+
+
+def _prepare_hint(root: Path) -> str:
+    """The `genre prepare` command that makes `root`: a named dataset config whose output it is, if any."""
+    for path in sorted((EXPERIMENTS_DIR / "datasets").glob("*.yaml")):
+        try:
+            if build(PrepareConfig, (str(path), read_config_file(path))).out_dir.resolve() == root.resolve():
+                return f"genre prepare --dataset {path.stem}"
+        except ConfigError:
+            continue
+    return f"genre prepare --out {root} ..."
+
+
+def _dataset_digest(data: str, needed_by: str, progress: bool) -> str:
+    ensure_dataset(data, progress)
+    root = Path(data)
+    if not (root / DATASET_FILE).exists():
+        hint = _prepare_hint(root)
+        raise DataError(f"experiment {needed_by} reads {root}, which is not prepared; run `{hint}` first")
+    return DatasetInfo.read(root).digest
+
+
+def plan(config: SuiteConfig, progress: bool) -> list[Planned]:
+    """Every (experiment, seed), validated and with its dataset prepared, before any run starts."""
+    names = parse_names(config.experiments)
+    if not names:
+        raise ConfigError("'experiments' is empty: name at least one experiment, or pick a suite with --suite")
+    seeds = parse_seeds(config.seeds)
+    planned = []
+    for experiment in map(find_experiment, names):
+        data_digest = _dataset_digest(experiment.config.data, experiment.name, progress)
+        for seed in seeds:
+            seeded = experiment.with_seed(seed)
+            planned.append(
+                Planned(
+                    seeded,
+                    seed,
+                    config_digest(seeded.config),
+                    config_digest(seeded.config, seed=False),
+                    data_digest,
+                )
+            )
+    return planned
+
+
+def _resumable(previous: list) -> str | None:
+    """The newest killed run of the same settings that left a checkpoint to continue from."""
+    from genre.training.checkpoint import CheckpointStore
+
+    for run in previous:
+        folder = Path(run.data.params.get("config.checkpoint_dir", "checkpoints")) / run.info.run_id
+        if run.info.status != "FINISHED" and CheckpointStore(folder).exists():
+            return run.info.run_id
+    return None
+
+
+def run_planned(item: Planned, suite: str, experiment_id: str, progress: bool) -> str:
+    """Run one (experiment, seed) as a child of the suite's run unless it already finished; says what it did."""
+    previous = runs.matching_runs(experiment_id, item.experiment.name, item.config_digest, item.data_digest)
+    done = next((run for run in previous if run.info.status == "FINISHED"), None)
+    if done is not None:
+        return f"skipped {item.label}: finished as run {done.info.run_id}"
+    tags = {
+        runs.SUITE: suite,
+        runs.NAME: item.experiment.name,
+        runs.CONFIG_DIGEST: item.config_digest,
+        runs.SETTINGS_DIGEST: item.settings_digest,
+        runs.DATA_DIGEST: item.data_digest,
+        runs.SEED: str(item.seed),
+        "genre.config_file": str(item.experiment.file),
+    }
+    config = item.experiment.config
+    if item.experiment.kind == "baseline":
+        staged = baseline_stage(config, None, tags, nested=True, run_name=item.run_name)
+        return f"ran {item.label}: run {staged.run_id}, test accuracy {staged.result.scores['test'].accuracy:.2%}"
+    resume = _resumable(previous)
+    if resume:
+        config = dataclasses.replace(config, resume=resume)
+        print(f"{item.label}: resuming killed run {resume} from its last checkpoint")
+    staged = train_stage(config, None, tags, progress, nested=True, run_name=item.run_name)
+    return f"ran {item.label}: run {staged.run_id}, test accuracy {staged.result.test.accuracy:.2%}"
+
+
+def run_suite(config: SuiteConfig, experiment: str | None, progress: bool) -> tuple[str, int]:
+    """Run the suite in one parent run; returns its run id and how many (experiment, seed) failed."""
+    import mlflow
+
+    planned = plan(config, progress)
+    name = config.name or "custom"
+    print(f"suite {name}: {len(planned)} runs ({config.experiments} x seeds {config.seeds})")
+    tags = {"genre.stage": "suite", runs.SUITE: name}
+    failed = ran = skipped = 0
+    with tracked_run(experiment_name(experiment, f"genre-suite-{name}"), f"suite-{name}", tags) as parent:
+        parent.log_params({"suite": name, "experiments": config.experiments, "seeds": config.seeds})
+        experiment_id = mlflow.get_run(parent.run_id).info.experiment_id
+        for number, item in enumerate(planned, 1):
+            try:
+                said = run_planned(item, name, experiment_id, progress)
+            except GenreError as error:  # one broken experiment does not stop the others
+                failed += 1
+                said = f"FAILED {item.label}: {error}"
+            skipped += said.startswith("skipped")
+            ran += said.startswith("ran")
+            print(f"[{number}/{len(planned)}] {said}")
+            parent.log_metrics({"runs_done": ran, "runs_skipped": skipped, "runs_failed": failed}, step=number)
+    return parent.run_id, failed

@@ -1,0 +1,84 @@
+"""Network features for the scikit-learn baselines: what the output layer reads, from the weights given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from genre.cli import main
+from genre.errors import ConfigError
+from genre.models.baselines import BaselineConfig
+from genre.models.features import FeatureExtractor
+from genre.models.networks import NetworkSpec
+from tests.models.test_zoo import SIZE, SMALL, imagenet_weights
+
+
+def images(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(count, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+def test_features_are_what_the_output_layer_reads(tmp_path: Path) -> None:
+    path = tmp_path / "convnet.params"
+    spec = NetworkSpec(conv_filters="4,8", dense_units="24", dropout=0.5)
+    extractor = FeatureExtractor(spec, SIZE, mx.cpu())
+    extractor.net.save_parameters(str(path))
+    batch = images(70)  # more than one feature batch
+
+    features = extractor(batch)
+
+    from genre.data.transforms import network_input
+
+    expected = extractor.net.features(network_input(mx.nd.array(batch, dtype="uint8"))).asnumpy()
+    assert features.shape == (70, 24)
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)  # no dropout outside training
+    from_file = NetworkSpec(conv_filters="4,8", dense_units="24", pretrained_params=str(path))
+    again = FeatureExtractor(from_file, SIZE, mx.cpu())
+    np.testing.assert_allclose(again(batch), features, rtol=1e-5, atol=1e-6)
+
+
+def test_zoo_features_come_from_the_pretrained_file(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.params", tmp_path / "b.params"
+    mx.random.seed(1)
+    imagenet_weights(SMALL, first)
+    mx.random.seed(2)
+    imagenet_weights(SMALL, second)
+    batch = images(3)
+
+    a = FeatureExtractor(NetworkSpec(model=SMALL, pretrained_params=str(first)), SIZE, mx.cpu())(batch)
+    a_again = FeatureExtractor(NetworkSpec(model=SMALL, pretrained_params=str(first)), SIZE, mx.cpu())(batch)
+    b = FeatureExtractor(NetworkSpec(model=SMALL, pretrained_params=str(second)), SIZE, mx.cpu())(batch)
+
+    assert a.shape == (3, 256)  # mobilenet0.25's pooled features
+    np.testing.assert_allclose(a, a_again, rtol=1e-5)
+    assert not np.allclose(a, b)
+
+
+def test_network_features_without_weights_are_refused() -> None:
+    with pytest.raises(ConfigError, match="'features: network' needs trained weights"):
+        BaselineConfig(features="network")
+
+
+def test_random_forest_on_network_features_of_the_digits(tracking_store: str, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "imagenet.params"
+    mx.random.seed(0)
+    imagenet_weights(SMALL, path)
+    assert main(["prepare", "--quiet"]) == 0
+
+    code = main(
+        ["baseline", "-q", "--features", "network", "--network", SMALL, "--pretrained-params", str(path)]
+        + ["--trees", "50", "--variant", "dev"]
+    )
+
+    assert code == 0
+    assert f"({SMALL} features (256))" in capsys.readouterr().out
+    client = MlflowClient(tracking_store)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("genre-digits").experiment_id], "tags.`genre.stage` = 'baseline'"
+    )
+    assert run.data.params["features"] == f"{SMALL} features (256)"
+    assert run.data.params["config.network"] == SMALL
+    assert run.data.metrics["test_accuracy"] > 0.3  # random-weight features still beat chance (10%) on digits

@@ -1,0 +1,59 @@
+"""The results table: one row per experiment and variant, newest version only, best first, mean ± std."""
+
+from __future__ import annotations
+
+from genre.results import percent, result_rows, table_cells
+from genre.tracking.runs import MemberRun
+
+
+def run(name: str, seed: int, val: float, test: float, start: int, settings: str = "s1", variant: str = "full"):
+    return MemberRun(
+        run_id=f"{name}-{seed}-{start}",
+        name=name,
+        kind="train",
+        seed=seed,
+        settings_digest=settings,
+        data_digest="d1",
+        dataset="digits",
+        variant=variant,
+        model="convnet",
+        classes=10,
+        val_accuracy=val,
+        test_accuracy=test,
+        seconds=10.0,
+        start_time=start,
+    )
+
+
+def test_rows_are_best_first_by_mean_validation_accuracy() -> None:
+    members = [run("mlp", 0, 0.90, 0.91, 1), run("mlp", 1, 0.92, 0.90, 2), run("cnn", 0, 0.97, 0.96, 3)]
+
+    rows, left_out = result_rows(members)
+
+    assert [row.first.name for row in rows] == ["cnn", "mlp"] and left_out == 0
+    assert rows[1].seeds == [0, 1] and rows[1].best_run.seed == 1
+    cells = table_cells(rows)
+    assert cells[1][:6] == ["2", "mlp", "convnet", "digits/full", "0,1", "91.00 ± 1.41"]
+    assert cells[0][5] == "97.00"  # one seed: a mean, no spread
+
+
+def test_only_the_newest_version_of_a_changed_experiment_is_shown() -> None:
+    old = [run("cnn", 0, 0.99, 0.99, 1, settings="old"), run("cnn", 1, 0.99, 0.99, 2, settings="old")]
+    new = [run("cnn", 0, 0.90, 0.90, 3, settings="new")]
+
+    rows, left_out = result_rows(old + new)
+
+    assert [row.runs for row in rows] == [tuple(new)] and left_out == 2
+
+
+def test_variants_are_rows_of_their_own_and_a_repeated_seed_keeps_its_newest_run() -> None:
+    members = [run("cnn", 0, 0.9, 0.9, 1), run("cnn", 0, 0.8, 0.8, 5), run("cnn", 0, 0.7, 0.7, 2, variant="dev")]
+
+    rows, left_out = result_rows(members)
+
+    assert [(row.first.variant, row.val) for row in rows] == [("full", [0.8]), ("dev", [0.7])] and left_out == 1
+
+
+def test_percent_is_mean_and_sample_std() -> None:
+    assert percent([0.5, 0.7]) == "60.00 ± 14.14"
+    assert percent([0.123456]) == "12.35"
