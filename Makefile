@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo test lint lock bench server clean
+.PHONY: install demo results test lint lock bench server clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,11 @@ demo: install
 	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}   # then open http://127.0.0.1:5000"
 	@echo "Predict with the trained model (its run id is printed above):"
 	@echo "  $(VENV)/bin/genre predict --model-uri runs:/<run id>/model cover.jpg"
+
+# The bundled-data suite (experiments/suites/digits.yaml) and its results page, docs/results.md.
+results: install
+	mlflow run . -e suite --env-manager local --experiment-name genre-suite-digits
+	$(BIN)/genre report --experiment genre-suite-digits --output docs/results.md
 
 # A local MLflow tracking server (SQLite + proxied artifacts) on http://127.0.0.1:5000.
 server: install

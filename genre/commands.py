@@ -229,13 +229,16 @@ def report_command(config: ReportConfig) -> int:
     report = write_report(config)
     tags = {"genre.stage": "report"}
     with tracked_run(report.experiment, "report", tags) as tracker:
-        tracker.log_params({"format": config.format, "experiments_shown": len(report.rows)})
+        tracker.log_params({"config.format": config.format, "experiments_shown": len(report.rows)})
         tracker.log_artifact(report.page, "report")
         for figure in report.figures.values():
             tracker.log_artifact(figure, f"report/{report.page.stem}")
+    from genre.report import best_run
+
+    best = best_run(report.rows)
     print(
         f"wrote {report.page} ({len(report.rows)} experiments, {len(report.figures)} figures); "
-        f"best: {report.rows[0].first.name} at {100 * report.rows[0].best_run.val_accuracy:.2f}% validation"
+        f"best: {best.name} on {best.dataset}/{best.variant} at {100 * best.val_accuracy:.2f}% validation"
     )
     print(f"MLflow run {tracker.run_id} at {mask_password(tracking_uri())} holds the report")
     return EXIT_OK

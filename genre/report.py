@@ -15,7 +15,7 @@ from pathlib import Path
 from genre.config import setting
 from genre.errors import TrackingError
 from genre.figures import accuracy_bars, overlaid_curves
-from genre.results import TABLE_HEADER, ResultRow, result_rows, table_cells
+from genre.results import TABLE_HEADER, ResultRow, by_data, result_rows, table_cells
 from genre.tracking import runs
 from genre.tracking.store import mask_password, tracking_uri
 
@@ -23,7 +23,7 @@ ACCURACY, CURVES, CONFUSION = "accuracy.png", "learning_curves.png", "confusion_
 EXPLANATION = (
     "Validation accuracy is the best epoch's for networks (the epoch whose model is kept and tested) and the fitted "
     "model's for baselines; test accuracy is that model on the test split. Mean ± sample standard deviation over "
-    "seeds, best first by validation accuracy."
+    "seeds, best first by validation accuracy, one table per dataset variant (their validation splits differ)."
 )
 
 
@@ -67,12 +67,17 @@ def _figures(rows: list[ResultRow], folder: Path) -> dict[str, Path]:
         figure.savefig(folder / name, dpi=110)
         plt.close(figure)
         made[name] = folder / name
-    best = rows[0].best_run
+    best = best_run(rows)
     confusion = runs.download(best.run_id, "confusion_test.png", folder / ".download")
     if confusion:
         made[CONFUSION] = confusion.replace(folder / CONFUSION)
         (folder / ".download").rmdir()
     return made
+
+
+def best_run(rows: list[ResultRow]):
+    """The best run of the first table (the first dataset's full variant, where validation is largest)."""
+    return by_data(rows)[0][1][0].best_run
 
 
 def _intro(report: Report, generated: str) -> list[str]:
@@ -86,7 +91,7 @@ def _intro(report: Report, generated: str) -> list[str]:
 
 
 def _best_line(report: Report) -> str:
-    best = report.rows[0].best_run
+    best = best_run(report.rows)
     return (
         f"Best run: {best.name} seed {best.seed} (run {best.run_id}), validation {100 * best.val_accuracy:.2f}%, "
         f"test {100 * best.test_accuracy:.2f}%."
@@ -94,17 +99,18 @@ def _best_line(report: Report) -> str:
 
 
 def render_markdown(report: Report, generated: str) -> str:
-    cells = table_cells(report.rows)
-    lines = [f"# Results: {report.experiment}", "", *_intro(report, generated), ""]
-    lines.append("| " + " | ".join(TABLE_HEADER) + " |")
-    lines.append("|" + "|".join("---" for _ in TABLE_HEADER) + "|")
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    lines = [f"# Results: {report.experiment}", "", *_intro(report, generated)]
+    for data, rows in by_data(report.rows):
+        lines += ["", f"## {data}", ""]
+        lines.append("| " + " | ".join(TABLE_HEADER) + " |")
+        lines.append("|" + "|".join("---" for _ in TABLE_HEADER) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in table_cells(rows)]
     captions = {
         ACCURACY: "Accuracy per experiment",
         CURVES: "Validation accuracy per epoch",
         CONFUSION: "Test confusion matrix of the best run",
     }
-    lines.append("")
+    lines += ["", "## Figures", ""]
     for name, caption in captions.items():
         if name in report.figures:
             if name == CONFUSION:
@@ -119,11 +125,21 @@ def _embedded(path: Path, caption: str) -> str:
     return f"<figure>{image}<figcaption>{caption}</figcaption></figure>"
 
 
+def _html_row(cells: list[str]) -> str:
+    return "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>"
+
+
 def render_html(report: Report, generated: str) -> str:
     """A standalone page: the figures are embedded, so the file can be mailed or logged alone."""
-    cells = table_cells(report.rows)
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in TABLE_HEADER)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in cells)
+    tables = "".join(
+        f"<h2>{html.escape(data)}</h2><table><thead><tr>{head}</tr></thead><tbody>"
+        + "".join(
+            "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in table_cells(rows)
+        )
+        + "</tbody></table>"
+        for data, rows in by_data(report.rows)
+    )
     captions = {ACCURACY: "Accuracy per experiment", CURVES: "Validation accuracy per epoch"}
     figures = [_embedded(report.figures[name], caption) for name, caption in captions.items() if name in report.figures]
     if CONFUSION in report.figures:
@@ -136,7 +152,7 @@ def render_html(report: Report, generated: str) -> str:
     )
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head>"
-        f"<body><h1>{title}</h1>{intro}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        f"<body><h1>{title}</h1>{intro}{tables}<h2>Figures</h2>"
         f"{''.join(figures)}</body></html>\n"
     )
 

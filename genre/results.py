@@ -74,17 +74,25 @@ def percent(values: list[float]) -> str:
     return f"{100 * mean:.2f}" if math.isnan(std) else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
-TABLE_HEADER = ("#", "experiment", "model", "data", "seeds", "val accuracy %", "test accuracy %", "s per run")
+def by_data(rows: list[ResultRow]) -> list[tuple[str, list[ResultRow]]]:
+    """`[('digits/full', rows), ('digits/dev', rows), ...]`: one table per dataset variant, since accuracies on
+    different validation splits do not rank against each other. Full before dev; rows keep their order."""
+    tables: dict[tuple[str, bool, str], list[ResultRow]] = defaultdict(list)
+    for row in rows:
+        tables[row.first.dataset, row.first.variant != "full", row.first.variant].append(row)
+    return [(f"{dataset}/{variant}", tables[dataset, dev, variant]) for dataset, dev, variant in sorted(tables)]
+
+
+TABLE_HEADER = ("#", "experiment", "model", "seeds", "val accuracy %", "test accuracy %", "s per run")
 
 
 def table_cells(rows: list[ResultRow]) -> list[list[str]]:
-    """The results table as text cells, one list per row, in `TABLE_HEADER` order."""
+    """A results table as text cells, one list per row, in `TABLE_HEADER` order."""
     return [
         [
             str(rank),
             row.first.name,
             row.first.model,
-            f"{row.first.dataset}/{row.first.variant}",
             ",".join(map(str, row.seeds)),
             percent(row.val),
             percent(row.test),

@@ -18,6 +18,7 @@ from genre.data.prepare import PrepareConfig
 from genre.errors import ConfigError, DataError, GenreError
 from genre.stages import baseline_stage, ensure_dataset, train_stage
 from genre.tracking import runs
+from genre.tracking.reports import config_params
 from genre.tracking.tracker import experiment_name, tracked_run
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def run_suite(config: SuiteConfig, experiment: str | None, progress: bool) -> tu
     tags = {"genre.stage": "suite", runs.SUITE: name}
     failed = ran = skipped = 0
     with tracked_run(experiment_name(experiment, f"genre-suite-{name}"), f"suite-{name}", tags) as parent:
-        parent.log_params({"suite": name, "experiments": config.experiments, "seeds": config.seeds})
+        parent.log_params(config_params(dataclasses.asdict(config) | {"name": name}))
         experiment_id = mlflow.get_run(parent.run_id).info.experiment_id
         for number, item in enumerate(planned, 1):
             try:

@@ -103,3 +103,19 @@ def test_tune_entry_point_leaves_parent_and_child_runs(tmp_path: Path) -> None:
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 2 and parent.info.status == "FINISHED"
     assert "best_val_accuracy" in parent.data.metrics
+
+
+def test_suite_and_report_entry_points(tmp_path: Path) -> None:
+    result = mlflow_run("suite", {"experiments": "rf-digits", "seeds": "0,1"}, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = mlflow_run("report", {"experiment": "mlproject-test", "output": str(tmp_path / "results.md")}, tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("mlproject-test").experiment_id])
+    (suite,) = [r for r in runs if r.data.tags.get("genre.stage") == "suite"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == suite.info.run_id]
+    assert sorted(r.info.run_name for r in children) == ["rf-digits-seed0", "rf-digits-seed1"]
+    assert all(r.info.status == "FINISHED" for r in [suite, *children])
+    page = (tmp_path / "results.md").read_text()
+    assert "## digits/full" in page and "| 1 | rf-digits | rf on 32x32 RGB pixels | 0,1 |" in page

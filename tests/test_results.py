@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from genre.results import percent, result_rows, table_cells
+from genre.results import by_data, percent, result_rows, table_cells
 from genre.tracking.runs import MemberRun
 
 
@@ -33,8 +33,8 @@ def test_rows_are_best_first_by_mean_validation_accuracy() -> None:
     assert [row.first.name for row in rows] == ["cnn", "mlp"] and left_out == 0
     assert rows[1].seeds == [0, 1] and rows[1].best_run.seed == 1
     cells = table_cells(rows)
-    assert cells[1][:6] == ["2", "mlp", "convnet", "digits/full", "0,1", "91.00 ± 1.41"]
-    assert cells[0][5] == "97.00"  # one seed: a mean, no spread
+    assert cells[1][:5] == ["2", "mlp", "convnet", "0,1", "91.00 ± 1.41"]
+    assert cells[0][4] == "97.00"  # one seed: a mean, no spread
 
 
 def test_only_the_newest_version_of_a_changed_experiment_is_shown() -> None:
@@ -52,6 +52,17 @@ def test_variants_are_rows_of_their_own_and_a_repeated_seed_keeps_its_newest_run
     rows, left_out = result_rows(members)
 
     assert [(row.first.variant, row.val) for row in rows] == [("full", [0.8]), ("dev", [0.7])] and left_out == 1
+
+
+def test_each_dataset_variant_is_a_table_of_its_own_full_first() -> None:
+    members = [run("dev-net", 0, 1.0, 1.0, 1, variant="dev"), run("full-net", 0, 0.9, 0.9, 2)]
+
+    tables = by_data(result_rows(members)[0])
+
+    assert [(data, [row.first.name for row in rows]) for data, rows in tables] == [
+        ("digits/full", ["full-net"]),
+        ("digits/dev", ["dev-net"]),
+    ]
 
 
 def test_percent_is_mean_and_sample_std() -> None:

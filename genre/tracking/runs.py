@@ -68,9 +68,7 @@ def _member(run: Any) -> MemberRun | None:
     val = metrics.get("best_val_accuracy" if kind == "train" else "val_accuracy")
     if val is None or "test_accuracy" not in metrics:
         return None
-    model = params.get("config.model", "?")
-    if kind == "baseline":
-        model = f"{model} on {params.get('features', 'pixels')}"
+    model = describe_model(kind, params)
     return MemberRun(
         run_id=run.info.run_id,
         name=tags[NAME],
@@ -87,6 +85,20 @@ def _member(run: Any) -> MemberRun | None:
         seconds=((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000,
         start_time=run.info.start_time,
     )
+
+
+def describe_model(kind: str, params: dict[str, str]) -> str:
+    """'rf on 50x50 gray pixels', 'convnet 32,64,128 x2', 'mlp 512', 'resnet18_v1b pretrained'."""
+    model = params.get("config.model", "?")
+    if kind == "baseline":
+        return f"{model} on {params.get('features', 'pixels')}"
+    if model == "convnet":
+        per_block = params.get("config.convs_per_block", "1")
+        return f"convnet {params.get('config.conv_filters', '')}" + (f" x{per_block}" if per_block != "1" else "")
+    if model == "mlp":
+        return f"mlp {params.get('config.hidden_units', '')}"
+    pretrained = params.get("config.pretrained") == "True" or params.get("config.pretrained_params") not in ("", None)
+    return f"{model} pretrained" if pretrained else model
 
 
 def suite_members(experiment: str) -> list[MemberRun]:
