@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,7 @@ from genre.tracking.store import mask_password, tracking_uri
 from genre.tracking.tracker import experiment_name, tracked_run
 
 if TYPE_CHECKING:  # training modules import mxnet, which prepare and baseline do not need
+    from genre.launch.roles import LaunchConfig
     from genre.training.config import TrainConfig
     from genre.training.evaluate import EvaluateConfig
     from genre.tuning.study import TuneConfig
@@ -102,24 +104,49 @@ def train_command(config: TrainConfig, experiment: str | None, config_file: Path
     from genre import devices
     from genre.training.checkpoint import CheckpointStore
     from genre.training.config import TrainConfig
+    from genre.training.distributed import join_cluster
     from genre.training.train import train
 
     resume = config.resume
     if resume:
         saved = CheckpointStore(Path(config.checkpoint_dir) / resume).read_state()
-        config = build(TrainConfig, ("checkpoint of run " + resume, saved.config | {"resume": resume}))
+        # how many processes train is the command's choice, not the checkpoint's
+        config = build(
+            TrainConfig, ("checkpoint of run " + resume, saved.config | {"resume": resume, "kvstore": config.kvstore})
+        )
         print(f"resuming run {resume} after epoch {saved.epoch} of {config.epochs}")
     contexts = devices.contexts(config.gpus, config.cpu_contexts)  # a missing GPU fails before any work
-    _ensure_dataset(config, progress)
+    cluster = join_cluster(config.kvstore)  # None for one process; else waits until every worker and server is up
+    if cluster is None or cluster.is_chief:
+        _ensure_dataset(config, progress)
+    if cluster is not None:
+        owns = "logs the MLflow run and writes the checkpoints" if cluster.is_chief else "worker 0 logs the run"
+        print(
+            f"joined the {cluster.kind} job as worker {cluster.rank} of {cluster.workers} (pid {os.getpid()}; {owns})"
+        )
+        cluster.barrier()  # the others wait for the dataset worker 0 may be preparing
+        if not cluster.is_chief:
+            from genre.tracking.tracker import NullTracker
+
+            shared = CheckpointStore(Path(config.checkpoint_dir) / resume) if resume else None
+            train(config, contexts, NullTracker(), shared, cluster=cluster)
+            cluster.finish()
+            print(f"worker {cluster.rank} of {cluster.workers}: done")
+            return EXIT_OK
     info = DatasetInfo.read(Path(config.data))
     tags = {"genre.stage": "train", **_config_tags(config_file)} | ({"genre.resumed_from": resume} if resume else {})
+    tags |= cluster.tags() if cluster else {}
     name = experiment_name(experiment, f"genre-{info.name}")
     with tracked_run(name, f"train-{config.model}", tags, run_id=resume) as tracker:
         checkpoints = CheckpointStore(Path(config.checkpoint_dir) / (resume or tracker.run_id))
         if not checkpoints.exists():
             log_training_start(tracker, config, info, devices.describe(contexts))
-        outcome = train(config, contexts, tracker, checkpoints)
+            if cluster is not None:
+                tracker.log_params(cluster.params())
+        outcome = train(config, contexts, tracker, checkpoints, cluster=cluster)
         log_training_outcome(tracker, outcome, _example_image(config))
+    if cluster is not None:
+        cluster.finish()
     print(
         f"{config.model} on {info.name}/{config.variant}: test accuracy {outcome.test.accuracy:.2%} "
         f"(top-3 {outcome.test.top3_accuracy:.2%}), best validation {outcome.validation.accuracy:.2%} "
@@ -254,3 +281,26 @@ def register_command(run_id: str, name: str, alias: str) -> int:
         raise TrackingError(f"cannot register the model of run {run_id}: {error.message}") from None
     print(f"registered runs:/{run_id}/model as {name} version {version}; models:/{name}@{alias} now points at it")
     return EXIT_OK
+
+
+def launch_command(config: LaunchConfig, command: list[str]) -> int:
+    """`genre launch`: run a distributed job; when it fails, end its MLflow run FAILED if worker 0 could not."""
+    import sys
+    import uuid
+
+    from genre.launch.roles import LOCALHOST, address_towards, free_port, plan_roles, read_hosts
+    from genre.launch.supervisor import EXIT_OK, Job
+    from genre.tracking.jobs import fail_unfinished_runs
+
+    hosts = read_hosts(Path(config.hosts)) if config.hosts else []
+    scheduler_host = config.scheduler_host or (address_towards(hosts[0].name) if hosts else LOCALHOST)
+    launch_id = uuid.uuid4().hex
+    roles = plan_roles(config, command, hosts, launch_id, config.port or free_port(), scheduler_host)
+    status = Job(roles, config.grace_seconds, config.workdir or os.getcwd()).run()
+    if status != EXIT_OK:
+        for run_id in fail_unfinished_runs(launch_id):
+            print(
+                f"genre launch: MLflow run {run_id} ended FAILED (worker 0 was stopped before it could)",
+                file=sys.stderr,
+            )
+    return status
