@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -87,10 +86,11 @@ def read_hosts(path: Path) -> list[Host]:
 
 
 def worker_command(command: list[str]) -> tuple[str, ...]:
-    """The command after `--`; a bare `genre` that is not on PATH becomes this Python's `-m genre.cli`."""
+    """The command after `--`; a leading `genre` runs as `-m genre.cli` of this Python (the servers' Python too:
+    on other hosts it must be at the same path, e.g. the same venv location)."""
     if not command:
         raise ConfigError("no command to run: put the worker command after --, e.g. -- genre train --kvstore dist_sync")
-    if command[0] == "genre" and shutil.which("genre") is None:
+    if command[0] == "genre":
         return (sys.executable, "-m", "genre.cli", *command[1:])
     return tuple(command)
 
