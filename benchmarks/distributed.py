@@ -74,13 +74,16 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> float:
     return time.monotonic() - started
 
 
-def epoch_rate(tracking: str, stage_filter: str) -> tuple[float, int]:
-    """Median images/s over the epochs after the first, and the run's epochs, of the one run matching the filter."""
+def epoch_rates(tracking: str) -> dict[bool, tuple[float, int]]:
+    """Per arm (distributed or not): median images/s over the epochs after the first, and the epochs."""
     client = MlflowClient(tracking)
     experiment = client.get_experiment_by_name("genre-digits")
-    (found,) = client.search_runs([experiment.experiment_id], stage_filter)
-    history = sorted(client.get_metric_history(found.info.run_id, "images_per_second"), key=lambda m: m.step)
-    return statistics.median(m.value for m in history[1:] or history), len(history)
+    rates = {}
+    for found in client.search_runs([experiment.experiment_id], "tags.`genre.stage` = 'train'"):
+        history = sorted(client.get_metric_history(found.info.run_id, "images_per_second"), key=lambda m: m.step)
+        rate = statistics.median(m.value for m in history[1:] or history)
+        rates["distributed.workers" in found.data.params] = (rate, len(history))
+    return rates
 
 
 def main() -> None:
@@ -118,8 +121,8 @@ def main() -> None:
     job_seconds = run(launch, folder, env)
     moved = loopback_bytes() - before
 
-    single_rate, epochs = epoch_rate(tracking, "params.`distributed.workers` = ''")
-    job_rate, _ = epoch_rate(tracking, "params.`distributed.workers` = '2'")
+    rates = epoch_rates(tracking)
+    (single_rate, epochs), (job_rate, _) = rates[False], rates[True]
     parameters = trainable_parameters(args.model, 32)
     steps = epochs * -(-1439 // BATCH)  # the digits' training split: 1439 images
     per_worker = 4 * parameters
