@@ -164,6 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+", type=Path, metavar="COVER", help="image files")
     predict.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     predict.set_defaults(handler=_predict)
+
+    from genre.launch.roles import LaunchConfig
+
+    launch = commands.add_parser(
+        "launch",
+        help="run distributed training: a scheduler, servers and workers, here or over ssh",
+        description="Start MXNet's parameter-server job (scheduler, --servers, --workers) on this machine or on the "
+        "--hosts over ssh; each worker runs the command after --, e.g. `genre launch --workers 2 --servers 1 -- "
+        "genre train --kvstore dist_sync`. Output is prefixed with each role; when one role dies, all are stopped.",
+    )
+    config.add_arguments(launch, LaunchConfig, "job")
+    launch.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="what each worker runs")
+    launch.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    launch.set_defaults(handler=_launch, config_folder="")
     return parser
 
 
@@ -244,6 +258,15 @@ def _predict(args: argparse.Namespace) -> int:
     from genre.commands import predict_command
 
     return predict_command(args.model_uri, args.files, args.top)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from genre.commands import launch_command
+    from genre.launch.roles import LaunchConfig
+
+    settings, _ = config.load(LaunchConfig, args, "")
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return launch_command(settings, command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

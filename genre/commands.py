@@ -6,6 +6,7 @@ These are the only places that join a stage to tracking; `cli.py` only turns arg
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from genre.tracking.store import mask_password, tracking_uri
 from genre.tracking.tracker import experiment_name, tracked_run
 
 if TYPE_CHECKING:  # training modules import mxnet, which prepare and baseline do not need
+    from genre.launch.roles import LaunchConfig
     from genre.report import ReportConfig
     from genre.suite import SuiteConfig
     from genre.training.config import TrainConfig
@@ -71,9 +73,11 @@ def train_command(config: TrainConfig, experiment: str | None, config_file: Path
     """`genre train`: train, evaluate on the test split, log everything and the model; or `--resume RUN_ID`."""
     if config.resume:
         resume = config.resume
-        config, completed = resume_config(resume, config.checkpoint_dir)
+        config, completed = resume_config(resume, config.checkpoint_dir, config.kvstore)
         print(f"resuming run {resume} after epoch {completed} of {config.epochs}")
     staged = train_stage(config, experiment, _config_tags(config_file), progress)
+    if staged is None:  # a distributed worker other than 0: worker 0 reports the job
+        return EXIT_OK
     outcome = staged.result
     print(
         f"{config.model} on {staged.info.name}/{config.variant}: test accuracy {outcome.test.accuracy:.2%} "
@@ -242,3 +246,26 @@ def report_command(config: ReportConfig) -> int:
     )
     print(f"MLflow run {tracker.run_id} at {mask_password(tracking_uri())} holds the report")
     return EXIT_OK
+
+
+def launch_command(config: LaunchConfig, command: list[str]) -> int:
+    """`genre launch`: run a distributed job; when it fails, end its MLflow run FAILED if worker 0 could not."""
+    import sys
+    import uuid
+
+    from genre.launch.roles import LOCALHOST, address_towards, free_port, plan_roles, read_hosts
+    from genre.launch.supervisor import EXIT_OK, Job
+    from genre.tracking.jobs import fail_unfinished_runs
+
+    hosts = read_hosts(Path(config.hosts)) if config.hosts else []
+    scheduler_host = config.scheduler_host or (address_towards(hosts[0].name) if hosts else LOCALHOST)
+    launch_id = uuid.uuid4().hex
+    roles = plan_roles(config, command, hosts, launch_id, config.port or free_port(), scheduler_host)
+    status = Job(roles, config.grace_seconds, config.workdir or os.getcwd()).run()
+    if status != EXIT_OK:
+        for run_id in fail_unfinished_runs(launch_id):
+            print(
+                f"genre launch: MLflow run {run_id} ended FAILED (worker 0 was stopped before it could)",
+                file=sys.stderr,
+            )
+    return status

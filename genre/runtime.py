@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+USER_THREADS = os.environ.get("OMP_NUM_THREADS") or None  # the user's own choice, read before configure_threads
+
 
 def usable_cores() -> int:
     """Cores this process may run on (respects CPU affinity and container limits, unlike `os.cpu_count`)."""

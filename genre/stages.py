@@ -5,6 +5,7 @@ A stage returns what it made and prints nothing; its caller decides what to say.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,13 +61,17 @@ def baseline_stage(
     return Staged(tracker.run_id, info, config, result)
 
 
-def resume_config(run_id: str, checkpoint_dir: str) -> tuple[TrainConfig, int]:
-    """The settings a killed run was started with and the epochs it completed, from its last checkpoint."""
+def resume_config(run_id: str, checkpoint_dir: str, kvstore: str = "local") -> tuple[TrainConfig, int]:
+    """The settings a killed run was started with and the epochs it completed, from its last checkpoint.
+
+    How many processes train (`kvstore`) is the resuming command's choice, not the checkpoint's.
+    """
     from genre.training.checkpoint import CheckpointStore
     from genre.training.config import TrainConfig
 
     saved = CheckpointStore(Path(checkpoint_dir) / run_id).read_state()
-    return build(TrainConfig, ("checkpoint of run " + run_id, saved.config | {"resume": run_id})), saved.epoch
+    settings = saved.config | {"resume": run_id, "kvstore": kvstore}
+    return build(TrainConfig, ("checkpoint of run " + run_id, settings)), saved.epoch
 
 
 def train_stage(
@@ -77,24 +82,51 @@ def train_stage(
     example: bytes | None = None,
     nested: bool = False,
     run_name: str | None = None,
-) -> Staged:
-    """Train (or, with `config.resume`, continue) a network in its own run, then log its test report and model."""
+) -> Staged | None:
+    """Train (or, with `config.resume`, continue) a network in its own run, then log its test report and model.
+
+    In a distributed job (`config.kvstore` dist_*), worker 0 owns the run and the checkpoints; the other workers
+    train beside it, log nothing and return None.
+    """
     from genre import devices
     from genre.training.checkpoint import CheckpointStore
+    from genre.training.distributed import join_cluster
     from genre.training.train import train
 
     resume = config.resume
     contexts = devices.contexts(config.gpus, config.cpu_contexts)  # a missing GPU fails before any work
-    ensure_dataset(config.data, progress)
+    cluster = join_cluster(config.kvstore)  # None for one process; else waits until every worker and server is up
+    if cluster is None or cluster.is_chief:
+        ensure_dataset(config.data, progress)
+    if cluster is not None:
+        owns = "logs the MLflow run and writes the checkpoints" if cluster.is_chief else "worker 0 logs the run"
+        print(
+            f"joined the {cluster.kind} job as worker {cluster.rank} of {cluster.workers} (pid {os.getpid()}; {owns})"
+        )
+        cluster.barrier()  # the others wait for the dataset worker 0 may be preparing
+        if not cluster.is_chief:
+            from genre.tracking.tracker import NullTracker
+
+            shared = CheckpointStore(Path(config.checkpoint_dir) / resume) if resume else None
+            train(config, contexts, NullTracker(), shared, cluster=cluster)
+            cluster.finish()
+            print(f"worker {cluster.rank} of {cluster.workers}: done")
+            return None
     info = DatasetInfo.read(Path(config.data))
     tags = {"genre.stage": "train", **tags} | ({"genre.resumed_from": resume} if resume else {})
+    tags |= cluster.tags() if cluster else {}
     name = None if nested else experiment_name(experiment, f"genre-{info.name}")
     with tracked_run(name, run_name or f"train-{config.model}", tags, run_id=resume, nested=nested) as tracker:
         checkpoints = CheckpointStore(Path(config.checkpoint_dir) / (resume or tracker.run_id))
         if not checkpoints.exists():
             log_training_start(tracker, config, info, devices.describe(contexts))
-        outcome: TrainOutcome = train(config, contexts, tracker, checkpoints)
+            if cluster is not None:
+                tracker.log_params(cluster.params())
+        outcome: TrainOutcome | None = train(config, contexts, tracker, checkpoints, cluster=cluster)
+        assert outcome is not None  # worker 0 and single processes always get the outcome
         log_training_outcome(tracker, outcome, example if example is not None else example_image(config))
+    if cluster is not None:
+        cluster.finish()
     return Staged(tracker.run_id, info, config, outcome)
 
 

@@ -131,6 +131,8 @@ def run_planned(item: Planned, suite: str, experiment_id: str, progress: bool) -
         config = dataclasses.replace(config, resume=resume)
         print(f"{item.label}: resuming killed run {resume} from its last checkpoint")
     staged = train_stage(config, None, tags, progress, nested=True, run_name=item.run_name)
+    if staged is None:
+        return f"trained {item.label} as a distributed worker; worker 0 logs the run"
     return f"ran {item.label}: run {staged.run_id}, test accuracy {staged.result.test.accuracy:.2%}"
 
 

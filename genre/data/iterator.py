@@ -26,10 +26,19 @@ from genre.runtime import release_large_blocks
 
 @dataclass
 class Batch:
-    """One batch, already on the devices: per used context, uint8 images `(n, H, W, 3)` and float labels `(n,)`."""
+    """One batch, already on the devices: per used context, uint8 images `(n, H, W, 3)` and float labels `(n,)`.
+
+    `step_size` is the examples of the whole optimiser step when other workers train the rest of it
+    (`genre.data.shards`); the gradient is normalised by it. A worker's share may be empty (`size` 0).
+    """
 
     shards: list[tuple[nd.NDArray, nd.NDArray]]
     size: int
+    step_size: int | None = None
+
+    @property
+    def step_examples(self) -> int:
+        return self.size if self.step_size is None else self.step_size
 
 
 @dataclass
@@ -45,6 +54,27 @@ def shard_sizes(batch: int, devices: int) -> list[int]:
     """Split `batch` examples over `devices` as evenly as possible (first devices take the remainder)."""
     base, extra = divmod(batch, devices)
     return [base + (1 if i < extra else 0) for i in range(devices)]
+
+
+def batch_runs(count: int, batch_size: int) -> list[int]:
+    """The sizes of the batches `count` examples make: full ones, then the partial rest."""
+    full, rest = divmod(count, batch_size)
+    return [batch_size] * full + ([rest] if rest else [])
+
+
+def chunk_orders(count: int, chunk_size: int, shuffle: bool, seed: int, epoch: int) -> list[np.ndarray]:
+    """The example indices of each chunk of `count` examples, in the order an epoch visits them.
+
+    Shuffled, the order of chunks and of examples within each chunk come from `(seed, epoch)` alone.
+    """
+    ranges = [np.arange(start, min(start + chunk_size, count)) for start in range(0, count, chunk_size)]
+    if not shuffle:
+        return ranges
+    rng = np.random.default_rng([seed, epoch])
+    return [rng.permutation(ranges[k]) for k in rng.permutation(len(ranges))]
+
+
+ChunkPlan = tuple[np.ndarray, list[tuple[int, int]]]  # indices to load; per batch, (examples here, in the step)
 
 
 class ChunkedIterator:
@@ -87,14 +117,13 @@ class ChunkedIterator:
 
     def chunk_order(self, epoch: int) -> list[np.ndarray]:
         """The example indices of each chunk, in the order the epoch visits them."""
-        starts = list(range(0, len(self.pack), self.chunk_size))
-        ranges = [np.arange(start, min(start + self.chunk_size, len(self.pack))) for start in starts]
-        if not self.shuffle:
-            return ranges
-        rng = np.random.default_rng([self.seed, epoch])
-        return [rng.permutation(ranges[k]) for k in rng.permutation(len(ranges))]
+        return chunk_orders(len(self.pack), self.chunk_size, self.shuffle, self.seed, epoch)
 
-    def _load(self, indices: np.ndarray) -> _Chunk:
+    def plan(self, epoch: int) -> list[ChunkPlan]:
+        """Per chunk: the indices this process loads and, per batch, its examples here and in the whole step."""
+        return [(chunk, [(n, n) for n in batch_runs(len(chunk), self.batch_size)]) for chunk in self.chunk_order(epoch)]
+
+    def _load(self, indices: np.ndarray, steps: list[tuple[int, int]]) -> _Chunk:
         """Read one chunk from the pack and copy each device's share to it (runs in the background thread).
 
         Each device's share is gathered straight from the memory map (one host copy, in shuffled order) and
@@ -104,9 +133,9 @@ class ChunkedIterator:
         parts: list[list[int]] = [[] for _ in self.contexts]
         layout: list[list[tuple[int, int]]] = []
         filled = [0] * len(self.contexts)
-        for start in range(0, len(indices), self.batch_size):
-            stop = min(start + self.batch_size, len(indices))
-            sizes = shard_sizes(stop - start, len(self.contexts))
+        start = 0
+        for examples, _ in steps:
+            sizes = shard_sizes(examples, len(self.contexts))
             offset, spans = start, []
             for device, size in enumerate(sizes):
                 parts[device].extend(range(offset, offset + size))
@@ -114,6 +143,7 @@ class ChunkedIterator:
                 filled[device] += size
                 offset += size
             layout.append(spans)
+            start = offset
         device_images: list[nd.NDArray | None] = []
         device_labels: list[nd.NDArray | None] = []
         for rows, ctx in zip(parts, self.contexts, strict=True):
@@ -134,21 +164,21 @@ class ChunkedIterator:
 
     def epoch(self, epoch: int = 0) -> Iterator[Batch]:
         """All batches of one epoch."""
-        order = self.chunk_order(epoch)
+        order = self.plan(epoch)
         if not order:
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk") as reader:
-            pending: Future[_Chunk] | None = reader.submit(self._load, order[0]) if self.prefetch else None
-            for position, indices in enumerate(order):
-                chunk = pending.result() if pending is not None else self._load(indices)
+            pending: Future[_Chunk] | None = reader.submit(self._load, *order[0]) if self.prefetch else None
+            for position, (indices, steps) in enumerate(order):
+                chunk = pending.result() if pending is not None else self._load(indices, steps)
                 pending = None
                 if self.prefetch and position + 1 < len(order):
-                    pending = reader.submit(self._load, order[position + 1])
-                for spans in chunk.batches:
+                    pending = reader.submit(self._load, *order[position + 1])
+                for spans, (_, step) in zip(chunk.batches, steps, strict=True):
                     shards = [
                         (chunk.images[d][start:stop], chunk.labels[d][start:stop])
                         for d, (start, stop) in enumerate(spans)
                         if stop > start
                     ]
-                    yield Batch(shards, sum(stop - start for start, stop in spans))
+                    yield Batch(shards, sum(stop - start for start, stop in spans), step)
                 del chunk

@@ -181,3 +181,33 @@ def _ending(run: Any, finished_on: tuple[type[BaseException], ...]) -> Iterator[
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+class NullTracker:
+    """Records nothing: a worker of a distributed job that does not own the run (worker 0 logs the global numbers)."""
+
+    run_id = ""
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        pass
+
+    def log_text(self, text: str, name: str) -> None:
+        pass
+
+    def log_dataset(self, name: str, digest: str, source_uri: str, context: str, shape: tuple[int, ...]) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        pass
+
+    def log_model(self, net: Any, genres: list[str], image_size: int, example: bytes) -> None:
+        pass

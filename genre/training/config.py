@@ -36,3 +36,9 @@ class TrainConfig(NetworkSpec, AugmentSpec):
     chunk_size: int = setting(2048, "images moved to the devices at a time (bounds host and device memory)")
     checkpoint_dir: str = setting("checkpoints", "folder of per-run checkpoints (<dir>/<run id>/)")
     resume: str | None = setting(None, "MLflow run id of a killed run to continue from its last checkpoint")
+    kvstore: str = setting(
+        "",
+        "train across processes started by `genre launch`: dist_sync (CPU workers) or dist_device_sync (GPU "
+        "workers); --batch-size stays the global batch; empty = this process alone",
+        ("", "dist_sync", "dist_device_sync"),
+    )

@@ -61,12 +61,14 @@ class Evaluation:
 
 
 def _zero_unused_gradients(net: gluon.Block, used: set[mx.Context]) -> None:
-    """A device that got no examples this step must add nothing to the summed gradient."""
+    """A device that got no examples this step must add nothing to the summed gradient (and still take the step:
+    the trainer refuses gradients no backward pass wrote, and a distributed step needs every worker)."""
     for param in net.collect_params().values():
         if param.grad_req != "null":
-            for grad in param.list_grad():
+            for data, grad in zip(param.list_data(), param.list_grad(), strict=True):
                 if grad.context not in used:
                     grad[:] = 0
+                    data._fresh_grad = True  # noqa: SLF001 - the zero gradient is this step's
 
 
 def _check_finite(loss_sum: float, epoch: int, batch: int) -> None:
@@ -102,7 +104,7 @@ def train_one_epoch(
             loss.backward()
         if len(batch.shards) < device_count:
             _zero_unused_gradients(net, {x.context for x, _ in batch.shards})
-        trainer.step(batch.size)
+        trainer.step(batch.step_examples)
         for out, loss, (_, y) in zip(outputs, losses, batch.shards, strict=True):
             loss_parts.append(loss.sum())
             correct_parts.append((out.argmax(axis=1) == y).sum())

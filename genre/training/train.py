@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mxnet as mx
 from mxnet import gluon
@@ -23,6 +24,9 @@ from genre.training.checkpoint import CheckpointStore, TrainingState
 from genre.training.config import TrainConfig
 from genre.training.loop import Evaluation, TrainingDiverged, evaluate, train_one_epoch
 from genre.training.schedule import Schedule, ScheduleAdapter, parse_steps
+
+if TYPE_CHECKING:
+    from genre.training.distributed import Cluster
 
 log = logging.getLogger(__name__)
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -41,9 +45,16 @@ class TrainOutcome:
 
 
 def make_trainer(
-    net: gluon.HybridBlock, config: TrainConfig, updates_per_epoch: int, contexts: list[mx.Context]
+    net: gluon.HybridBlock,
+    config: TrainConfig,
+    updates_per_epoch: int,
+    contexts: list[mx.Context],
+    cluster: Cluster | None = None,
 ) -> gluon.Trainer:
-    """The Gluon trainer with the schedule inside `optimizer_params` (so its state is saved with the trainer)."""
+    """The Gluon trainer with the schedule inside `optimizer_params` (so its state is saved with the trainer).
+
+    In a distributed job (`cluster`), the gradients are summed over the workers before each worker's update.
+    """
     schedule = Schedule(
         kind=config.lr_schedule,
         base_lr=config.learning_rate,
@@ -61,6 +72,10 @@ def make_trainer(
     if config.optimizer in ("sgd", "nag"):
         params["momentum"] = config.momentum
     trainable = {name: p for name, p in net.collect_params().items() if p.grad_req != "null"}
+    if cluster is not None:
+        from genre.training.distributed import WorkerTrainer
+
+        return WorkerTrainer(cluster, trainable, config.optimizer, params, len(contexts))
     return gluon.Trainer(trainable, config.optimizer, params, kvstore="device" if len(contexts) > 1 else "local")
 
 
@@ -80,38 +95,60 @@ def train(
     config: TrainConfig,
     contexts: list[mx.Context],
     tracker: Tracker,
-    checkpoints: CheckpointStore,
+    checkpoints: CheckpointStore | None,
     on_epoch_end: EpochCallback | None = None,
-) -> TrainOutcome:
-    """Train (or continue training from `checkpoints`) and evaluate the best epoch on the test split."""
+    cluster: Cluster | None = None,
+) -> TrainOutcome | None:
+    """Train (or continue training from `checkpoints`) and evaluate the best epoch on the test split.
+
+    In a distributed job (`cluster`), only worker 0 writes checkpoints and evaluates the test split; the other
+    workers return None (their `checkpoints` is None, or the shared folder of the run they resume).
+    """
+    from genre.training import distributed
+
     root = Path(config.data)
     info = DatasetInfo.read(root)
     packs = {split: open_pack(root, config.variant, split) for split in ("train", "val", "test")}
-    train_batches = ChunkedIterator(
-        packs["train"], config.batch_size, config.chunk_size, contexts, shuffle=True, seed=config.seed
-    )
+    args = (packs["train"], config.batch_size, config.chunk_size, contexts)
+    if cluster is None:
+        train_batches = ChunkedIterator(*args, shuffle=True, seed=config.seed)
+    else:
+        train_batches = distributed.training_batches(cluster, *args, seed=config.seed)
+    owner = cluster is None or cluster.is_chief
     val_batches, test_batches = (
         ChunkedIterator(packs[split], config.batch_size, config.chunk_size, contexts) for split in ("val", "test")
     )
     mx.random.seed(config.seed)
     net = build_network(config, len(info.genres), contexts, info.image_size)
-    trainer = make_trainer(net, config, len(train_batches), contexts)
+    trainer = make_trainer(net, config, len(train_batches), contexts, cluster)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
 
     state = TrainingState(config=dataclasses.asdict(config))
-    if checkpoints.exists():
+    if checkpoints is not None and checkpoints.exists():
         state = checkpoints.read_state()
+    if cluster is not None:
+        hint = "resume with every worker reading the same checkpoint (a --checkpoint-dir they share)"
+        distributed.check_agree(cluster, "the completed epochs", state.epoch, hint)
+    if checkpoints is not None and state.epoch:
         checkpoints.restore(net, trainer, state)
         log.info("resuming after epoch %d from %s", state.epoch, checkpoints.folder)
+    if cluster is not None:
+        distributed.broadcast_parameters(cluster, net)
 
     stopped_early = False
     for epoch in range(state.epoch + 1, config.epochs + 1):
         try:
             stats = train_one_epoch(net, trainer, train_batches, epoch, config, config.seed, loss_fn)
         except TrainingDiverged as error:
-            kept = f"the last good checkpoint (epoch {state.epoch}) is kept in {checkpoints.folder}"
-            raise TrainingDiverged(f"{error}; {kept}" if state.epoch else str(error)) from None
-        validation = evaluate(net, val_batches, loss_fn)
+            kept = (
+                f"the last good checkpoint (epoch {state.epoch}) is kept in {checkpoints.folder}" if checkpoints else ""
+            )
+            raise TrainingDiverged(f"{error}; {kept}" if state.epoch and kept else str(error)) from None
+        if cluster is None:
+            validation = evaluate(net, val_batches, loss_fn)
+        else:
+            stats = distributed.finish_epoch(cluster, net, train_batches, stats, epoch)
+            validation = distributed.evaluate_shared(cluster, net, packs["val"], *args[1:], loss_fn)
         metrics = epoch_metrics(stats, validation, trainer.learning_rate)
         tracker.log_metrics(metrics, step=epoch)
         improved = validation.accuracy > state.best_val_accuracy
@@ -119,7 +156,8 @@ def train(
         state.history.append({"epoch": epoch, **metrics})
         if improved:
             state.best_epoch, state.best_val_accuracy = epoch, validation.accuracy
-        checkpoints.save(net, trainer, state, improved)
+        if owner and checkpoints is not None:
+            checkpoints.save(net, trainer, state, improved)
         log.info(
             "epoch %d/%d: train loss %.4f accuracy %.4f | val loss %.4f accuracy %.4f | %.0f img/s",
             epoch, config.epochs, stats.loss, stats.accuracy, validation.loss, validation.accuracy,
@@ -132,6 +170,8 @@ def train(
             stopped_early = True
             break
 
+    if not owner or checkpoints is None:
+        return None
     checkpoints.restore_best(net, contexts)
     validation = evaluate(net, val_batches, loss_fn)
     test = evaluate(net, test_batches, loss_fn)
