@@ -89,7 +89,7 @@ def log_baseline(tracker: Tracker, config: BaselineConfig, result: BaselineResul
     facts = {
         "dataset_name": info.name,
         "dataset_digest": info.digest,
-        "features": result.features,
+        "feature_set": result.features,  # not "features": `mlflow run` logs that -P parameter itself
         "genres": ",".join(info.genres),
         "genre_version": __version__,
     }

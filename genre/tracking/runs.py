@@ -91,7 +91,7 @@ def describe_model(kind: str, params: dict[str, str]) -> str:
     """'rf on 50x50 gray pixels', 'convnet 32,64,128 x2', 'mlp 512', 'resnet18_v1b pretrained'."""
     model = params.get("config.model", "?")
     if kind == "baseline":
-        return f"{model} on {params.get('features', 'pixels')}"
+        return f"{model} on {params.get('feature_set', 'pixels')}"
     if model == "convnet":
         per_block = params.get("config.convs_per_block", "1")
         return f"convnet {params.get('config.conv_filters', '')}" + (f" x{per_block}" if per_block != "1" else "")

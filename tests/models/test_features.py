@@ -79,6 +79,6 @@ def test_random_forest_on_network_features_of_the_digits(tracking_store: str, tm
     (run,) = client.search_runs(
         [client.get_experiment_by_name("genre-digits").experiment_id], "tags.`genre.stage` = 'baseline'"
     )
-    assert run.data.params["features"] == f"{SMALL} features (256)"
+    assert run.data.params["feature_set"] == f"{SMALL} features (256)"
     assert run.data.params["config.network"] == SMALL
     assert run.data.metrics["test_accuracy"] > 0.3  # random-weight features still beat chance (10%) on digits
