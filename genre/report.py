@@ -53,6 +53,7 @@ def _figures(rows: list[ResultRow], folder: Path) -> dict[str, Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     made: dict[str, Path] = {}
+    rows = [row for _, table in by_data(rows) for row in table]  # in the tables' order: full first
     labels = [f"{row.first.name} ({row.first.variant})" for row in rows]
     chance = next((1 / row.first.classes for row in rows if row.first.classes), None)
     figures = {ACCURACY: accuracy_bars(labels, [row.val for row in rows], [row.test for row in rows], chance)}
@@ -98,8 +99,14 @@ def _best_line(report: Report) -> str:
     )
 
 
+def _title(report: Report) -> str:
+    suites = sorted({run.suite for row in report.rows for run in row.runs if run.suite})
+    named = f"suite {', '.join(suites)}" if suites else "a suite"
+    return f"Results of {named} (MLflow experiment {report.experiment})"
+
+
 def render_markdown(report: Report, generated: str) -> str:
-    lines = [f"# Results: {report.experiment}", "", *_intro(report, generated)]
+    lines = [f"# {_title(report)}", "", *_intro(report, generated)]
     for data, rows in by_data(report.rows):
         lines += ["", f"## {data}", ""]
         lines.append("| " + " | ".join(TABLE_HEADER) + " |")
@@ -145,7 +152,7 @@ def render_html(report: Report, generated: str) -> str:
     if CONFUSION in report.figures:
         figures += [f"<p>{html.escape(_best_line(report))}</p>", _embedded(report.figures[CONFUSION], "Best run")]
     intro = "".join(f"<p>{html.escape(text)}</p>" for text in _intro(report, generated))
-    title = html.escape(f"Results: {report.experiment}")
+    title = html.escape(_title(report))
     style = (
         "body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}img{max-width:100%}"

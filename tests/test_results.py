@@ -9,6 +9,7 @@ from genre.tracking.runs import MemberRun
 def run(name: str, seed: int, val: float, test: float, start: int, settings: str = "s1", variant: str = "full"):
     return MemberRun(
         run_id=f"{name}-{seed}-{start}",
+        suite="digits",
         name=name,
         kind="train",
         seed=seed,

@@ -47,6 +47,7 @@ class MemberRun:
     """A finished run of a suite, as a report reads it."""
 
     run_id: str
+    suite: str
     name: str
     kind: str  # train or baseline
     seed: int
@@ -71,6 +72,7 @@ def _member(run: Any) -> MemberRun | None:
     model = describe_model(kind, params)
     return MemberRun(
         run_id=run.info.run_id,
+        suite=tags.get(SUITE, ""),
         name=tags[NAME],
         kind=kind,
         seed=int(tags.get(SEED, params.get("config.seed", 0))),
