@@ -51,7 +51,8 @@ bench:
 	.venv-bench/bin/python benchmarks/prepare.py
 	.venv-bench/bin/python benchmarks/iterator_memory.py
 	.venv-bench/bin/python benchmarks/train_throughput.py --wait-idle 120
-	.venv-bench/bin/python benchmarks/pruning.py
+	.venv-bench/bin/python benchmarks/pruning.py --seeds 0,1,2,3,4
+	.venv-bench/bin/python benchmarks/distributed.py
 
 # Regenerate requirements.lock after changing a pin in pyproject.toml.
 lock:
