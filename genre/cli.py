@@ -18,7 +18,9 @@ from genre.models.baselines import BaselineConfig
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 
 
-def _common(parser: argparse.ArgumentParser, named: str | None, folder: str = "") -> None:
+def _common(
+    parser: argparse.ArgumentParser, named: str | None, folder: str = "", default_experiment: str = "genre-<dataset>"
+) -> None:
     """`--<named> NAME|FILE` picks a YAML of settings in experiments/<folder>; flags override it."""
     if named:
         parser.add_argument(
@@ -32,7 +34,7 @@ def _common(parser: argparse.ArgumentParser, named: str | None, folder: str = ""
     parser.add_argument(
         "--mlflow-experiment",
         metavar="NAME",
-        help="MLflow experiment (default: MLFLOW_EXPERIMENT_NAME, else genre-<dataset>)",
+        help=f"MLflow experiment (default: MLFLOW_EXPERIMENT_NAME, else {default_experiment})",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
 
@@ -115,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         "runs the suite --suite (default: digits, the bundled-data suite).",
     )
     suite.add_argument("names", nargs="*", metavar="EXPERIMENT", help="experiments to run (instead of the suite's)")
-    _common(suite, "suite", "suites")
+    _common(suite, "suite", "suites", default_experiment="genre-suite-<name>")
     config.add_arguments(suite, SuiteConfig, "suite")
     suite.set_defaults(handler=_suite)
 
