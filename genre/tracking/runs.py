@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,14 @@ SUITE, NAME, CONFIG_DIGEST, SETTINGS_DIGEST, DATA_DIGEST, SEED = (
 
 def client():
     """An `MlflowClient` on the configured store, failing fast (one line) when it cannot be reached."""
+    return _client_for(tracking_uri())
+
+
+@functools.cache
+def _client_for(uri: str):
+    """One client per store: a report or a suite asks many times, and the reachability check is a round trip."""
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri()
     check_reachable(uri)
     return MlflowClient(uri)
 
