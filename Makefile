@@ -51,6 +51,7 @@ bench:
 	.venv-bench/bin/python benchmarks/prepare.py
 	.venv-bench/bin/python benchmarks/iterator_memory.py
 	.venv-bench/bin/python benchmarks/train_throughput.py --wait-idle 120
+	.venv-bench/bin/python benchmarks/finetune_speed.py --wait-idle 120
 	.venv-bench/bin/python benchmarks/pruning.py --seeds 0,1,2,3,4
 	.venv-bench/bin/python benchmarks/distributed.py
 

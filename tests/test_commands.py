@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -89,7 +91,10 @@ def test_a_bad_config_file_is_one_line_naming_the_key(tracking_store: str, capsy
 
 def test_an_unknown_config_name_lists_the_known_ones(project_configs: Path, capsys) -> None:
     assert main(["prepare", "--dataset", "nope"]) == 2
-    assert "known names: covers, covers-128, covers-64, digits" in capsys.readouterr().err
+    assert (
+        "known names: covers, covers-128, covers-256, covers-64, covers-dev, covers-dev-128, digits"
+        in capsys.readouterr().err
+    )
 
 
 def test_a_wrong_flag_is_refused_by_the_parser(tracking_store: str, capsys) -> None:
@@ -112,3 +117,29 @@ def test_an_unreachable_tracking_server_fails_fast_before_any_work(tracking_stor
 def test_a_baseline_on_a_folder_that_was_never_prepared_says_how_to_prepare(tracking_store: str, capsys) -> None:
     assert main(["baseline", "--data", "nowhere"]) == 2
     assert "nowhere is not a prepared dataset" in capsys.readouterr().err
+
+
+def test_a_baseline_on_unbalanced_genres_logs_balanced_accuracy_macro_f1_and_each_genres_recall(
+    unbalanced_covers: Path, tracking_store: str
+) -> None:
+    from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
+
+    from genre.models.baselines import BaselineConfig
+    from genre.stages import baseline_stage
+
+    staged = baseline_stage(BaselineConfig(data=str(unbalanced_covers), trees=20, workers=1), None, {})
+
+    metrics = MlflowClient(tracking_store).get_run(staged.run_id).data.metrics
+    genres = ["genre0", "genre1", "genre2"]
+    for split in ("train", "val", "test"):
+        # The run's predictions, as pairs (true genre, predicted genre): every metric here is blind to their order.
+        matrix = staged.result.scores[split].confusion
+        labels, predicted = (np.repeat(axis, matrix.ravel()) for axis in np.indices(matrix.shape).reshape(2, -1))
+        present = sorted(set(labels))
+        assert metrics[f"{split}_balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, predicted))
+        macro = f1_score(labels, predicted, average="macro", zero_division=0)
+        assert metrics[f"{split}_macro_f1"] == pytest.approx(macro)
+        recall = recall_score(labels, predicted, labels=present, average=None)
+        assert [metrics[f"{split}_recall_{genres[g]}"] for g in present] == pytest.approx(recall)
+    assert sorted(name for name in metrics if name.startswith("test_recall_")) == [f"test_recall_{g}" for g in genres]
+    assert math.isnan(metrics["val_recall_genre2"]), "genre2 has no validation cover: no recall, rather than 0"

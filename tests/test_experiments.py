@@ -68,8 +68,8 @@ def test_the_catalogue_has_each_kind_of_model_of_the_original_study(monkeypatch:
 
     pixel_variants = {(c.model, c.grayscale, c.pixels) for c in baselines if c.features == "pixels" and c.pixels}
     assert {(m, g, p) for m in ("rf", "svm") for g in (True, False) for p in (50, 100)} <= pixel_variants
-    assert {c.model for c in baselines if c.features == "network"} == {"rf", "svm"}
-    assert {"mlp", "convnet", "alexnet", "vgg11_bn", "resnet18_v1b"} <= networks
+    assert {c.model for c in baselines if c.features == "network"} == {"rf", "svm", "logreg"}
+    assert {"mlp", "convnet", "alexnet", "vgg11_bn", "resnet18_v1b", "efficientnet_lite0"} <= networks
     assert any(e.config.pretrained for e in catalogue.values() if e.kind == "train"), "a fine-tuning experiment"
     assert {e.config.variant for e in catalogue.values()} == {"full", "dev"}
 

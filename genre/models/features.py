@@ -11,8 +11,7 @@ import numpy as np
 from mxnet import gluon
 
 from genre.data.transforms import network_input
-from genre.models import zoo
-from genre.models.networks import BUILTIN_MODELS, OUTPUT, NetworkSpec, build_network
+from genre.models.networks import NetworkSpec, build_network, input_for, output_prefixes
 
 FEATURE_BATCH = 64
 
@@ -26,14 +25,19 @@ def _block_at(net: gluon.Block, structural_name: str) -> gluon.Block:
 
 
 class FeatureExtractor:
-    """A network whose output layer is watched: `__call__` returns what that layer was given, flattened."""
+    """A network whose output layer is watched: `__call__` returns what that layer was given, flattened.
+
+    Images packed at `image_size` reach the network as training's evaluation feeds them: the centre crop at the
+    network's own resolution where the pack is large enough (224 of 256 for efficientnet_lite0), normalised as its
+    weights expect.
+    """
 
     def __init__(self, spec: NetworkSpec, image_size: int, ctx: mx.Context) -> None:
         classes = 2  # the class scores are never used; the output layer starts fresh in any case
-        self.net = build_network(spec, classes, [ctx], image_size)
+        self.input = input_for(spec.model, 0, image_size)
+        self.net = build_network(spec, classes, [ctx], self.input.size)
         self.net.hybridize(active=False)  # hooks see only imperative calls
-        model = spec.model.strip().lower()
-        prefixes = (OUTPUT,) if model in BUILTIN_MODELS else zoo.output_prefixes(self.net, model, classes)
+        prefixes = output_prefixes(self.net, spec.model, classes)
         self.ctx = ctx
         self._seen: list[mx.nd.NDArray] = []
         _block_at(self.net, prefixes[0]).register_forward_pre_hook(lambda block, inputs: self._seen.append(inputs[0]))
@@ -45,6 +49,6 @@ class FeatureExtractor:
             batch = mx.nd.array(np.asarray(images[start : start + FEATURE_BATCH]), ctx=self.ctx, dtype="uint8")
             self._seen.clear()
             with mx.autograd.predict_mode():
-                self.net(network_input(batch))
+                self.net(network_input(batch, self.input))
             parts.append(self._seen[0].reshape((batch.shape[0], -1)).asnumpy())
         return np.concatenate(parts) if parts else np.empty((0, 0), dtype=np.float32)

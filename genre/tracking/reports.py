@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,13 @@ from genre.data.prepare import PrepareConfig, PreparedDataset
 from genre.figures import confusion_matrix_figure, learning_curves, sample_grid
 from genre.models.baselines import BaselineConfig, BaselineResult
 from genre.tracking.tracker import Tracker
-from genre.training.metrics import confusion, per_genre_table
+from genre.training.metrics import (
+    balanced_accuracy_from_confusion,
+    confusion,
+    macro_f1_from_confusion,
+    per_genre_table,
+    recall_from_confusion,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +90,40 @@ def log_prepared(tracker: Tracker, config: PrepareConfig, prepared: PreparedData
     tracker.log_figure(sample_grid(prepared.sample_images), "samples.png")
 
 
+def genre_keys(genres: list[str]) -> list[str]:
+    """Each genre as it can end a metric name: MLflow allows letters, digits and `_ - . / : space`, so anything else
+    (and, to keep names easy to search, a space, a slash or a colon) becomes `_`; a genre that would then clash with
+    an earlier one gets its label appended (`R&B`, `R_B` -> `R_B`, `R_B_1`)."""
+    keys: list[str] = []
+    for label, genre in enumerate(genres):
+        key = re.sub(r"[^\w.-]", "_", genre)
+        keys.append(f"{key}_{label}" if key in keys else key)
+    return keys
+
+
+def balanced_metrics(prefix: str, matrix: np.ndarray, genres: list[str]) -> dict[str, float]:
+    """The metrics that weigh every genre alike, from a split's `(genres, genres)` confusion counts:
+    `<prefix>_balanced_accuracy`, `<prefix>_macro_f1` and `<prefix>_recall_<genre>` for every genre (NaN for a
+    genre with no examples in the split). See `genre.training.metrics` for the conventions."""
+    metrics = {
+        f"{prefix}_balanced_accuracy": balanced_accuracy_from_confusion(matrix),
+        f"{prefix}_macro_f1": macro_f1_from_confusion(matrix),
+    }
+    recall = recall_from_confusion(matrix)
+    metrics.update({f"{prefix}_recall_{key}": float(r) for key, r in zip(genre_keys(genres), recall, strict=True)})
+    return metrics
+
+
+def _split_confusion(evaluation: Evaluation, genres: list[str]) -> np.ndarray:
+    return confusion(evaluation.predictions, evaluation.labels, len(genres))
+
+
+def _accuracies(accuracy: float, balanced: float) -> str:
+    return f"accuracy {accuracy:.1%}, balanced {balanced:.1%}"
+
+
 def log_baseline(tracker: Tracker, config: BaselineConfig, result: BaselineResult, info: DatasetInfo) -> None:
-    """Params, accuracies per split, a confusion-matrix figure and the per-genre report of a baseline."""
+    """Params, accuracies (plain and per genre) per split, a confusion-matrix figure and the per-genre report."""
     settings = dataclasses.asdict(config)
     facts = {
         "dataset_name": info.name,
@@ -104,11 +143,13 @@ def log_baseline(tracker: Tracker, config: BaselineConfig, result: BaselineResul
         (sum(info.counts[config.variant].values()), size, size, 3),
     )
     metrics = {f"{split}_accuracy": score.accuracy for split, score in result.scores.items()}
+    for split, score in result.scores.items():
+        metrics |= balanced_metrics(split, score.confusion, result.genres)
     metrics["fit_seconds"] = result.fit_seconds
     tracker.log_metrics(metrics)
     for split in ("val", "test"):
         score = result.scores[split]
-        title = f"{config.model} baseline, {split} accuracy {score.accuracy:.1%}"
+        title = f"{config.model} baseline, {split} {_accuracies(score.accuracy, score.balanced_accuracy)}"
         tracker.log_figure(confusion_matrix_figure(score.confusion, result.genres, title), f"confusion_{split}.png")
         tracker.log_text(score.report, f"classification_report_{split}.txt")
 
@@ -155,7 +196,11 @@ def log_training_start(tracker: Tracker, config: TrainConfig, info: DatasetInfo,
 
 
 def log_training_outcome(tracker: Tracker, outcome: TrainOutcome, example: bytes) -> None:
-    """Test metrics, the per-genre table, the confusion matrix, learning curves and the model."""
+    """Test metrics, the best epoch's validation metrics, the per-genre table, the confusion matrix, learning curves
+    and the model.
+
+    The best epoch's validation metrics are `best_val_*`: `val_*` are the per-epoch curves.
+    """
     test, genres = outcome.test, outcome.info.genres
     tracker.log_metrics(
         {
@@ -165,17 +210,19 @@ def log_training_outcome(tracker: Tracker, outcome: TrainOutcome, example: bytes
             "best_val_accuracy": outcome.validation.accuracy,
             "best_epoch": outcome.state.best_epoch,
         }
+        | balanced_metrics("test", _split_confusion(test, genres), genres)
+        | balanced_metrics("best_val", _split_confusion(outcome.validation, genres), genres)
     )
     log_split_report(tracker, test, genres, "test", f"best epoch {outcome.state.best_epoch}")
     tracker.log_figure(learning_curves(outcome.state.history), "learning_curves.png")
-    tracker.log_model(outcome.net, genres, outcome.info.image_size, example)
+    tracker.log_model(outcome.net, genres, outcome.info.image_size, example, outcome.network)
 
 
 def log_split_report(tracker: Tracker, evaluation: Evaluation, genres: list[str], split: str, note: str) -> None:
     """The per-genre precision/recall/F1 table and the confusion-matrix figure of one split."""
-    matrix = confusion(evaluation.predictions, evaluation.labels, len(genres))
+    matrix = _split_confusion(evaluation, genres)
     tracker.log_text(per_genre_table(matrix, genres), f"{split}_per_genre.csv")
-    title = f"{split} accuracy {evaluation.accuracy:.1%} ({note})"
+    title = f"{split} {_accuracies(evaluation.accuracy, balanced_accuracy_from_confusion(matrix))} ({note})"
     tracker.log_figure(confusion_matrix_figure(matrix, genres, title), f"confusion_{split}.png")
 
 
@@ -192,6 +239,7 @@ def log_evaluation(tracker: Tracker, config: EvaluateConfig, info: DatasetInfo, 
             f"{split}_top3_accuracy": evaluation.top3_accuracy,
             f"{split}_loss": evaluation.loss,
         }
+        | balanced_metrics(split, _split_confusion(evaluation, info.genres), info.genres)
     )
     log_split_report(tracker, evaluation, info.genres, split, config.model_uri)
 

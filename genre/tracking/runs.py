@@ -67,12 +67,15 @@ class MemberRun:
     test_accuracy: float
     seconds: float
     start_time: int
+    val_balanced_accuracy: float | None = None  # None: the run predates balanced accuracy
+    test_balanced_accuracy: float | None = None
 
 
 def _member(run: Any) -> MemberRun | None:
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     kind = tags.get("genre.stage", "")
-    val = metrics.get("best_val_accuracy" if kind == "train" else "val_accuracy")
+    best = "best_val" if kind == "train" else "val"  # a network's val_* are per-epoch curves; best_val_* its kept epoch
+    val = metrics.get(f"{best}_accuracy")
     if val is None or "test_accuracy" not in metrics:
         return None
     model = describe_model(kind, params)
@@ -92,6 +95,8 @@ def _member(run: Any) -> MemberRun | None:
         test_accuracy=metrics["test_accuracy"],
         seconds=((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000,
         start_time=run.info.start_time,
+        val_balanced_accuracy=metrics.get(f"{best}_balanced_accuracy"),
+        test_balanced_accuracy=metrics.get("test_balanced_accuracy"),
     )
 
 

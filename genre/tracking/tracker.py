@@ -31,7 +31,7 @@ class Tracker(Protocol):
     def log_text(self, text: str, name: str) -> None: ...
     def log_dataset(self, name: str, digest: str, source_uri: str, context: str, shape: tuple[int, ...]) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
-    def log_model(self, net: Any, genres: list[str], image_size: int, example: bytes) -> None: ...
+    def log_model(self, net: Any, genres: list[str], image_size: int, example: bytes, network: Any = None) -> None: ...
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -99,11 +99,12 @@ class MlflowTracker:
 
         mlflow.set_tags(dict(tags))
 
-    def log_model(self, net: Any, genres: list[str], image_size: int, example: bytes) -> None:
-        """The network as an `mlflow.pyfunc` model under `model/` (see `genre.tracking.model`)."""
+    def log_model(self, net: Any, genres: list[str], image_size: int, example: bytes, network: Any = None) -> None:
+        """The network as an `mlflow.pyfunc` model under `model/` (see `genre.tracking.model`); `network` is its
+        `NetworkInput` (input side and normalisation)."""
         from genre.tracking.model import log_cover_model
 
-        log_cover_model(net, genres, image_size, example, name="model")
+        log_cover_model(net, genres, image_size, example, name="model", network=network)
 
 
 def _experiment_id(name: str) -> str:
@@ -209,5 +210,5 @@ class NullTracker:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         pass
 
-    def log_model(self, net: Any, genres: list[str], image_size: int, example: bytes) -> None:
+    def log_model(self, net: Any, genres: list[str], image_size: int, example: bytes, network: Any = None) -> None:
         pass

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from genre.config import setting
 from genre.data.prepare import DEFAULT_DATASET
 from genre.data.transforms import AugmentSpec
-from genre.models.networks import NetworkSpec
+from genre.errors import ConfigError
+from genre.models.networks import NetworkSpec, require_loaded_weights
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,20 @@ class TrainConfig(NetworkSpec, AugmentSpec):
     lr_steps: str = setting("", "step schedule: epochs at which the rate is multiplied by --lr-factor, e.g. '10,20'")
     lr_factor: float = setting(0.1, "step schedule: the multiplier at each step")
     warmup_epochs: int = setting(1, "epochs of linear warm-up from 0 to the peak rate (0 = none)")
+    freeze_epochs: int = setting(
+        0, "first epochs that train only the output layer, the loaded backbone held still (needs pretrained weights)"
+    )
+    probe_head: bool = setting(
+        False,
+        "start the output layer from a logistic regression on the pretrained features of the training split, then "
+        "fine-tune (LP-FT; needs pretrained weights)",
+    )
+    label_smoothing: float = setting(0.0, "share of each label's target spread evenly over the genres (0 = none)")
+    crop_size: int = setting(
+        0,
+        "side of the network's input, cropped from the packed images (random-resized when training, centre when "
+        "evaluating); 0 = the network's own resolution where the pack is large enough, else the pack's size",
+    )
     patience: int = setting(0, "stop after this many epochs without a better validation accuracy (0 = never)")
     seed: int = setting(0, "seed of initialisation, shuffling, augmentation and dropout")
     gpus: str = setting("", "GPUs to train on, e.g. '0,1' (data parallel); empty = CPU")
@@ -42,3 +57,14 @@ class TrainConfig(NetworkSpec, AugmentSpec):
         "workers); --batch-size stays the global batch; empty = this process alone",
         ("", "dist_sync", "dist_device_sync"),
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.freeze_epochs < 0:
+            raise ConfigError(f"'freeze_epochs' must be at least 0, got {self.freeze_epochs}")
+        require_loaded_weights(self, "freeze_epochs", "holds a loaded backbone still")
+        require_loaded_weights(self, "probe_head", "fits the output layer on pretrained features")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"'label_smoothing' must be in [0, 1), got {self.label_smoothing}")
+        if self.crop_size < 0 or 0 < self.crop_size < 8:
+            raise ConfigError(f"'crop_size' must be 0 (automatic) or at least 8 pixels, got {self.crop_size}")

@@ -30,6 +30,7 @@ from mxnet import gluon, nd
 from genre.data.iterator import ChunkedIterator, shard_sizes
 from genre.data.pack import Pack
 from genre.data.shards import ShardedIterator
+from genre.data.transforms import NetworkInput
 from genre.errors import ConfigError, GenreError
 from genre.launch.roles import LAUNCH_ID_VARIABLE
 from genre.tracking.jobs import LAUNCH_TAG
@@ -264,6 +265,7 @@ def evaluate_shared(
     chunk_size: int,
     contexts: list[mx.Context],
     loss_fn: gluon.loss.Loss,
+    network: NetworkInput | None = None,
 ) -> Evaluation:
     """Each worker predicts a contiguous slice of `pack`; the probabilities of all slices are gathered, so every
     worker holds the evaluation of the whole split, in pack order (what one process's `evaluate` returns)."""
@@ -275,7 +277,7 @@ def evaluate_shared(
     loss_sum = 0.0
     if stop > start:
         part = Pack(pack.images[start:stop], pack.labels[start:stop], pack.genres, pack.files[start:stop])
-        local = evaluate(net, ChunkedIterator(part, batch_size, chunk_size, contexts), loss_fn)
+        local = evaluate(net, ChunkedIterator(part, batch_size, chunk_size, contexts), loss_fn, network)
         probabilities[start:stop] = local.probabilities
         loss_sum = local.loss * (stop - start)
     total = cluster.sum(f"evaluation of {len(pack)} examples", np.append(probabilities.ravel(), loss_sum))

@@ -16,9 +16,9 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from genre.data.iterator import ChunkedIterator
-from genre.data.transforms import AugmentSpec, network_input, training_input
+from genre.data.transforms import AugmentSpec, NetworkInput, network_input, training_input
 from genre.errors import GenreError
-from genre.training.metrics import accuracy, top_k_accuracy
+from genre.training.metrics import accuracy, balanced_accuracy, macro_f1, per_genre_recall, top_k_accuracy
 
 SYNC_EVERY = 20  # batches between host syncs: often enough to stop a diverged run early, rare enough to stay async
 
@@ -57,7 +57,25 @@ class Evaluation:
 
     @property
     def predictions(self) -> np.ndarray:
+        """`(N,)` the most probable genre of each example (empty for an empty split, whose probabilities are
+        `(0, 0)`)."""
+        if not len(self.probabilities):
+            return np.zeros(0, dtype=np.int64)
         return np.argmax(self.probabilities, axis=1)
+
+    @property
+    def balanced_accuracy(self) -> float:
+        """Mean per-genre recall over the genres present (what accuracy hides on unbalanced genres)."""
+        return balanced_accuracy(self.predictions, self.labels, self.probabilities.shape[1])
+
+    @property
+    def macro_f1(self) -> float:
+        return macro_f1(self.predictions, self.labels, self.probabilities.shape[1])
+
+    @property
+    def per_genre_recall(self) -> np.ndarray:
+        """`(genres,)` recall of each genre, NaN for a genre with no examples here."""
+        return per_genre_recall(self.predictions, self.labels, self.probabilities.shape[1])
 
 
 def _zero_unused_gradients(net: gluon.Block, used: set[mx.Context]) -> None:
@@ -87,8 +105,12 @@ def train_one_epoch(
     augment: AugmentSpec,
     seed: int,
     loss_fn: gluon.loss.Loss,
+    network: NetworkInput | None = None,
 ) -> EpochStats:
-    """Train one pass over `batches` (shuffled by epoch); raise `TrainingDiverged` on a non-finite loss."""
+    """Train one pass over `batches` (shuffled by epoch); raise `TrainingDiverged` on a non-finite loss.
+
+    `network` is the input the net takes (side and normalisation); None takes the images as they are packed.
+    """
     mx.random.seed(seed * 100_003 + epoch)  # dropout: a resumed epoch draws what the original would have
     augment_rng = np.random.default_rng([seed, epoch, 1])
     started = time.perf_counter()
@@ -98,7 +120,7 @@ def train_one_epoch(
     loss_sum, correct, images = 0.0, 0.0, 0
     for index, batch in enumerate(batches.epoch(epoch)):
         with autograd.record():
-            outputs = [net(training_input(x, augment, augment_rng)) for x, _ in batch.shards]
+            outputs = [net(training_input(x, augment, augment_rng, network)) for x, _ in batch.shards]
             losses = [loss_fn(out, y) for out, (_, y) in zip(outputs, batch.shards, strict=True)]
         for loss in losses:
             loss.backward()
@@ -120,14 +142,16 @@ def train_one_epoch(
     return EpochStats(loss_sum / max(images, 1), correct / max(images, 1), images, time.perf_counter() - started)
 
 
-def evaluate(net: gluon.HybridBlock, batches: ChunkedIterator, loss_fn: gluon.loss.Loss) -> Evaluation:
-    """Loss and probabilities over `batches` in order (every example once, no augmentation)."""
+def evaluate(
+    net: gluon.HybridBlock, batches: ChunkedIterator, loss_fn: gluon.loss.Loss, network: NetworkInput | None = None
+) -> Evaluation:
+    """Loss and probabilities over `batches` in order (every example once, no augmentation, the centre crop)."""
     probabilities: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     loss_sum = 0.0
     for batch in batches.epoch(0):
         for x, y in batch.shards:
-            out = net(network_input(x))
+            out = net(network_input(x, network))
             loss_sum += loss_fn(out, y).sum().asscalar()
             probabilities.append(nd.softmax(out, axis=1).asnumpy())
             labels.append(y.asnumpy().astype(np.int64))

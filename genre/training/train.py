@@ -18,11 +18,15 @@ from mxnet import gluon
 
 from genre.data.iterator import ChunkedIterator
 from genre.data.pack import DatasetInfo, open_pack
-from genre.models.networks import build_network
+from genre.data.transforms import NetworkInput
+from genre.models import zoo
+from genre.models.networks import build_network, input_for, output_prefixes
 from genre.tracking.tracker import Tracker
 from genre.training.checkpoint import CheckpointStore, TrainingState
 from genre.training.config import TrainConfig
 from genre.training.loop import Evaluation, TrainingDiverged, evaluate, train_one_epoch
+from genre.training.losses import training_loss
+from genre.training.probe import fit_probe_head
 from genre.training.schedule import Schedule, ScheduleAdapter, parse_steps
 
 if TYPE_CHECKING:
@@ -38,10 +42,39 @@ class TrainOutcome:
 
     net: gluon.HybridBlock
     info: DatasetInfo
+    network: NetworkInput
     state: TrainingState
     validation: Evaluation
     test: Evaluation
     stopped_early: bool
+
+
+def backbone_parameters(net: gluon.HybridBlock, model: str, classes: int) -> list[gluon.Parameter]:
+    """Every trainable parameter but the output layer's: what `freeze_epochs` holds still (BatchNorm's running
+    statistics are not parameters a gradient reaches, so they still adapt to the covers)."""
+    backbone, _ = zoo.split_parameters(net, output_prefixes(net, model, classes))
+    return [param for param in backbone.values() if param.grad_req != "null"]
+
+
+def hold_backbone(backbone: list[gluon.Parameter], frozen: bool) -> None:
+    """Hold the backbone still (no gradient at all, so a frozen epoch costs little more than a forward pass) or
+    release it. The trainer skips parameters whose `grad_req` is 'null', so its state carries over unchanged."""
+    wanted = "null" if frozen else "write"
+    for param in backbone:
+        if param.grad_req != wanted:
+            param.grad_req = wanted
+
+
+def better_epoch(validation: Evaluation, state: TrainingState) -> bool:
+    """Whether this epoch beats the best so far: a higher validation accuracy, or the same with a lower loss.
+
+    A validation split of a hundred covers ties often; the tie goes to the epoch that is surer of its answers
+    (usually a later one, at a lower learning rate), not to whichever reached that accuracy first.
+    """
+    if validation.accuracy != state.best_val_accuracy:
+        return validation.accuracy > state.best_val_accuracy
+    best = [row["val_loss"] for row in state.history if row["epoch"] == state.best_epoch]
+    return validation.loss < (best[0] if best else float("inf"))
 
 
 def make_trainer(
@@ -80,11 +113,13 @@ def make_trainer(
 
 
 def epoch_metrics(stats, validation: Evaluation, learning_rate: float) -> dict[str, float]:
+    """One epoch's curve points; balanced accuracy beside accuracy shows when the small genres lag behind."""
     return {
         "train_loss": stats.loss,
         "train_accuracy": stats.accuracy,
         "val_loss": validation.loss,
         "val_accuracy": validation.accuracy,
+        "val_balanced_accuracy": validation.balanced_accuracy,
         "learning_rate": learning_rate,
         "images_per_second": stats.images_per_second,
         "epoch_seconds": stats.seconds,
@@ -119,9 +154,13 @@ def train(
         ChunkedIterator(packs[split], config.batch_size, config.chunk_size, contexts) for split in ("val", "test")
     )
     mx.random.seed(config.seed)
-    net = build_network(config, len(info.genres), contexts, info.image_size)
+    network = input_for(config.model, config.crop_size, info.image_size)
+    net = build_network(config, len(info.genres), contexts, network.size)
     trainer = make_trainer(net, config, len(train_batches), contexts, cluster)
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    train_loss = training_loss(config.label_smoothing)
+    backbone = backbone_parameters(net, config.model, len(info.genres)) if config.freeze_epochs else []
+    log.info("network input: %dx%d crops of the %d-px pack", network.size, network.size, info.image_size)
 
     state = TrainingState(config=dataclasses.asdict(config))
     if checkpoints is not None and checkpoints.exists():
@@ -132,26 +171,40 @@ def train(
     if checkpoints is not None and state.epoch:
         checkpoints.restore(net, trainer, state)
         log.info("resuming after epoch %d from %s", state.epoch, checkpoints.folder)
+    elif config.probe_head and owner:  # the other workers get it with the chief's parameters below
+        probe_batches = ChunkedIterator(packs["train"], config.batch_size, config.chunk_size, contexts)
+        fit_probe_head(net, probe_batches, network, len(info.genres), config.seed)
+        probed = evaluate(net, val_batches, loss_fn, network)  # step 0 of the curves: where fine-tuning starts
+        tracker.log_metrics(
+            {
+                "val_loss": probed.loss,
+                "val_accuracy": probed.accuracy,
+                "val_balanced_accuracy": probed.balanced_accuracy,
+            },
+            step=0,
+        )
+        log.info("linear probe head: val accuracy %.4f, balanced %.4f", probed.accuracy, probed.balanced_accuracy)
     if cluster is not None:
         distributed.broadcast_parameters(cluster, net)
 
     stopped_early = False
     for epoch in range(state.epoch + 1, config.epochs + 1):
+        hold_backbone(backbone, epoch <= config.freeze_epochs)
         try:
-            stats = train_one_epoch(net, trainer, train_batches, epoch, config, config.seed, loss_fn)
+            stats = train_one_epoch(net, trainer, train_batches, epoch, config, config.seed, train_loss, network)
         except TrainingDiverged as error:
             kept = (
                 f"the last good checkpoint (epoch {state.epoch}) is kept in {checkpoints.folder}" if checkpoints else ""
             )
             raise TrainingDiverged(f"{error}; {kept}" if state.epoch and kept else str(error)) from None
         if cluster is None:
-            validation = evaluate(net, val_batches, loss_fn)
+            validation = evaluate(net, val_batches, loss_fn, network)
         else:
             stats = distributed.finish_epoch(cluster, net, train_batches, stats, epoch)
-            validation = distributed.evaluate_shared(cluster, net, packs["val"], *args[1:], loss_fn)
+            validation = distributed.evaluate_shared(cluster, net, packs["val"], *args[1:], loss_fn, network)
         metrics = epoch_metrics(stats, validation, trainer.learning_rate)
         tracker.log_metrics(metrics, step=epoch)
-        improved = validation.accuracy > state.best_val_accuracy
+        improved = better_epoch(validation, state)
         state.epoch = epoch
         state.history.append({"epoch": epoch, **metrics})
         if improved:
@@ -173,6 +226,6 @@ def train(
     if not owner or checkpoints is None:
         return None
     checkpoints.restore_best(net, contexts)
-    validation = evaluate(net, val_batches, loss_fn)
-    test = evaluate(net, test_batches, loss_fn)
-    return TrainOutcome(net, info, state, validation, test, stopped_early)
+    validation = evaluate(net, val_batches, loss_fn, network)
+    test = evaluate(net, test_batches, loss_fn, network)
+    return TrainOutcome(net, info, network, state, validation, test, stopped_early)

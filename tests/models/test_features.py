@@ -82,3 +82,29 @@ def test_random_forest_on_network_features_of_the_digits(tracking_store: str, tm
     assert run.data.params["feature_set"] == f"{SMALL} features (256)"
     assert run.data.params["config.network"] == SMALL
     assert run.data.metrics["test_accuracy"] > 0.3  # random-weight features still beat chance (10%) on digits
+
+
+def test_a_second_baseline_on_the_same_features_reads_them_from_the_cache(
+    tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "imagenet.params"
+    mx.random.seed(0)
+    imagenet_weights(SMALL, path)
+    assert main(["prepare", "--quiet"]) == 0
+    common = ["--features", "network", "--network", SMALL, "--pretrained-params", str(path), "--variant", "dev"]
+    assert main(["baseline", "-q", "--model", "logreg", *common]) == 0
+    cached = sorted(p.name for p in (Path("data/prepared/digits-32/features")).glob("*/*.npy"))
+    assert cached == ["dev-test.npy", "dev-train.npy", "dev-val.npy"]
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network ran although its features were cached")
+
+    monkeypatch.setattr("genre.models.baselines.network_describer", no_network)
+    assert main(["baseline", "-q", "--model", "svm", *common]) == 0
+    client = MlflowClient(tracking_store)
+    found = client.search_runs(
+        [client.get_experiment_by_name("genre-digits").experiment_id], "tags.`genre.stage` = 'baseline'"
+    )
+    by_model = {run.data.params["config.model"]: run for run in found}
+    assert set(by_model) == {"logreg", "svm"}
+    assert by_model["logreg"].data.metrics["test_accuracy"] > 0.3  # a linear probe on random-weight features

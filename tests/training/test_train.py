@@ -1,4 +1,5 @@
-"""Training as a user runs it: on the bundled digits, on two CPU contexts, killed and resumed, diverging."""
+"""Training as a user runs it: on the bundled digits, on two CPU contexts, killed and resumed, diverging, and on
+unbalanced genres."""
 
 from __future__ import annotations
 
@@ -146,3 +147,114 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(digits16: Path, tr
         steps = {m.step: m.value for m in client.get_metric_history(finished.info.run_id, name)}
         assert sorted(steps) == [1, 2, 3, 4]
         assert [steps[s] for s in range(1, 5)] == pytest.approx(original, rel=1e-5), name
+
+
+def test_a_run_on_unbalanced_genres_logs_balanced_accuracy_macro_f1_and_recall_like_scikit_learn(
+    unbalanced_covers: Path, tracking_store: str
+) -> None:
+    from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
+
+    from genre.stages import train_stage
+
+    config = TrainConfig(data=str(unbalanced_covers), epochs=2, batch_size=16, conv_filters="8,16", dense_units="32")
+    staged = train_stage(config, None, {}, progress=False)
+
+    client = MlflowClient(tracking_store)
+    metrics = client.get_run(staged.run_id).data.metrics
+    genres = ["genre0", "genre1", "genre2"]
+    for prefix, evaluation in (("test", staged.result.test), ("best_val", staged.result.validation)):
+        labels, predicted = evaluation.labels, evaluation.predictions
+        present = sorted(set(labels))
+        assert metrics[f"{prefix}_balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, predicted))
+        macro = f1_score(labels, predicted, average="macro", zero_division=0)
+        assert metrics[f"{prefix}_macro_f1"] == pytest.approx(macro)
+        recall = recall_score(labels, predicted, labels=present, average=None)
+        assert [metrics[f"{prefix}_recall_{genres[g]}"] for g in present] == pytest.approx(recall)
+    assert sorted(name for name in metrics if name.startswith("test_recall_")) == [f"test_recall_{g}" for g in genres]
+    assert np.isnan(metrics["best_val_recall_genre2"]), "genre2 has no validation cover"
+    curve = client.get_metric_history(staged.run_id, "val_balanced_accuracy")
+    assert sorted(m.step for m in curve) == [1, 2]
+
+    model = f"runs:/{staged.run_id}/model"
+    assert main(["evaluate", "-q", "--model-uri", model, "--data", str(unbalanced_covers), "--split", "test"]) == 0
+    evaluation = next(r for r in runs(tracking_store, "genre-unbalanced")[1] if r.info.run_id != staged.run_id)
+    for name in ("test_balanced_accuracy", "test_macro_f1", *(f"test_recall_{g}" for g in genres)):
+        assert evaluation.data.metrics[name] == pytest.approx(metrics[name], abs=1e-9), name
+
+
+def test_frozen_epochs_train_only_the_output_layer_then_release_the_backbone(digits16: Path, tmp_path: Path) -> None:
+    from genre.models.networks import build_network
+    from genre.tracking.tracker import NullTracker
+
+    small = {"conv_filters": "8,16", "dense_units": "32", "batch_size": 32, "warmup_epochs": 0}
+    start = tmp_path / "start.params"
+    build_network(TrainConfig(**small), 10, [mx.cpu()], 16).save_parameters(str(start))
+    loaded = mx.nd.load(str(start))
+
+    def trained(epochs: int) -> dict[str, np.ndarray]:
+        config = TrainConfig(data=str(digits16), epochs=epochs, freeze_epochs=1, pretrained_params=str(start), **small)
+        outcome = train(config, [mx.cpu()], NullTracker(), CheckpointStore(tmp_path / f"run{epochs}"))
+        return {key: p.data().asnumpy() for key, p in outcome.net._collect_params_with_prefix().items()}
+
+    frozen, released = trained(1), trained(2)
+
+    conv = "features.0.weight"
+    np.testing.assert_array_equal(frozen[conv], loaded[conv].asnumpy())  # held still through the frozen epoch
+    assert not np.allclose(frozen["output.weight"], released["output.weight"])
+    assert not np.allclose(released[conv], loaded[conv].asnumpy()), "the backbone trains once released"
+
+
+def test_frozen_epochs_without_loaded_weights_are_refused() -> None:
+    from genre.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'freeze_epochs' holds a loaded backbone still"):
+        TrainConfig(freeze_epochs=2)
+
+
+def test_a_crop_smaller_than_the_pack_is_what_the_logged_model_takes(digits16: Path, tracking_store: str) -> None:
+    from genre.tracking.model import load_cover_model
+
+    args = ["--data", str(digits16), "--crop-size", "12", "--epochs", "2", "--conv-filters", "8", "--dense-units", ""]
+    assert main(["train", "-q", *args]) == 0
+    _, (run,) = runs(tracking_store)
+    model = load_cover_model(f"runs:/{run.info.run_id}/model").unwrap_python_model()
+    assert (model.image_size, model.network.size) == (16, 12)
+    pixels = np.asarray(open_pack(digits16, "full", "test").images[:3])
+    assert list(model.predict(None, pixels).columns[:2]) == ["genre", "p_0"]
+
+
+def test_a_probe_head_predicts_what_the_logistic_regression_on_its_features_predicts(digits16: Path) -> None:
+    from genre.data.iterator import ChunkedIterator
+    from genre.data.transforms import NetworkInput, network_input
+    from genre.models.networks import build_network
+    from genre.training.probe import fit_probe_head
+
+    net = build_network(TrainConfig(conv_filters="8,16", dense_units="32"), 10, [mx.cpu()], 16)
+    pack = open_pack(digits16, "full", "train")
+    network = NetworkInput(16)
+
+    train_accuracy = fit_probe_head(net, ChunkedIterator(pack, 64, 512, [mx.cpu()]), network, 10, seed=0)
+
+    with mx.autograd.predict_mode():
+        logits = net(network_input(mx.nd.array(np.asarray(pack.images), dtype="uint8"), network)).asnumpy()
+    assert train_accuracy > 0.5  # random conv features of digits are linearly separable enough
+    assert np.mean(logits.argmax(axis=1) == pack.labels) == pytest.approx(train_accuracy, abs=2 / len(pack))
+
+
+def test_frozen_batch_norm_keeps_the_loaded_statistics_while_the_rest_trains(digits16: Path, tmp_path: Path) -> None:
+    from genre.tracking.tracker import NullTracker
+
+    small = {"conv_filters": "8,16", "dense_units": "32", "batch_size": 32, "warmup_epochs": 0, "epochs": 1}
+    first = train(TrainConfig(data=str(digits16), **small), [mx.cpu()], NullTracker(), CheckpointStore(tmp_path / "a"))
+    start = tmp_path / "start.params"
+    first.net.save_parameters(str(start))  # statistics of real digits, as a pretrained network has of its images
+    loaded = {key: value.asnumpy() for key, value in mx.nd.load(str(start)).items()}
+    config = TrainConfig(data=str(digits16), pretrained_params=str(start), freeze_batch_norm=True, **small)
+
+    outcome = train(config, [mx.cpu()], NullTracker(), CheckpointStore(tmp_path / "b"))
+
+    trained = {key: p.data().asnumpy() for key, p in outcome.net._collect_params_with_prefix().items()}
+    np.testing.assert_array_equal(trained["features.1.running_mean"], loaded["features.1.running_mean"])
+    np.testing.assert_array_equal(trained["features.1.running_var"], loaded["features.1.running_var"])
+    assert not np.allclose(trained["features.1.gamma"], loaded["features.1.gamma"])
+    assert outcome.validation.accuracy >= first.validation.accuracy - 0.05  # training still works on top of them
