@@ -11,7 +11,7 @@ import numpy as np
 from mxnet import gluon
 
 from genre.data.transforms import network_input
-from genre.models.networks import NetworkSpec, build_network, input_for, output_prefixes
+from genre.models.networks import NetworkSpec, build_network, feature_block, input_for, output_prefixes
 
 FEATURE_BATCH = 64
 
@@ -36,11 +36,14 @@ class FeatureExtractor:
         classes = 2  # the class scores are never used; the output layer starts fresh in any case
         self.input = input_for(spec.model, 0, image_size)
         self.net = build_network(spec, classes, [ctx], self.input.size)
-        self.net.hybridize(active=False)  # hooks see only imperative calls
-        prefixes = output_prefixes(self.net, spec.model, classes)
         self.ctx = ctx
         self._seen: list[mx.nd.NDArray] = []
-        _block_at(self.net, prefixes[0]).register_forward_pre_hook(lambda block, inputs: self._seen.append(inputs[0]))
+        self._features = feature_block(self.net)  # hybridized, where the layout allows: no hook needed
+        if self._features is None:
+            self.net.hybridize(active=False)  # hooks see only imperative calls
+            prefixes = output_prefixes(self.net, spec.model, classes)
+            output = _block_at(self.net, prefixes[0])
+            output.register_forward_pre_hook(lambda block, inputs: self._seen.append(inputs[0]))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """`(N, H, W, 3)` uint8 (a memory map is fine) -> `(N, D)` float32 features, a batch at a time."""
@@ -49,6 +52,9 @@ class FeatureExtractor:
             batch = mx.nd.array(np.asarray(images[start : start + FEATURE_BATCH]), ctx=self.ctx, dtype="uint8")
             self._seen.clear()
             with mx.autograd.predict_mode():
-                self.net(network_input(batch, self.input))
+                if self._features is not None:
+                    self._seen.append(self._features(network_input(batch, self.input)))
+                else:
+                    self.net(network_input(batch, self.input))
             parts.append(self._seen[0].reshape((batch.shape[0], -1)).asnumpy())
         return np.concatenate(parts) if parts else np.empty((0, 0), dtype=np.float32)

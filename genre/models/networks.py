@@ -357,3 +357,10 @@ def hold_batch_norm_statistics(net: gluon.Block) -> int:
 
     net.apply(hold)
     return layers
+
+
+def feature_block(net: gluon.Block) -> gluon.Block | None:
+    """`net.features` when the output layer reads it directly, as in our networks (`features`, then a Dense
+    `output`; the dropout between them is the identity outside training); None for other layouts."""
+    features, output = getattr(net, "features", None), getattr(net, "output", None)
+    return features if features is not None and isinstance(output, nn.Dense) else None

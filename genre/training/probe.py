@@ -16,6 +16,7 @@ from mxnet import autograd, gluon
 from genre.data.iterator import ChunkedIterator
 from genre.data.transforms import NetworkInput, network_input
 from genre.errors import ConfigError
+from genre.models.networks import feature_block
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +25,13 @@ PROBE_C = 0.03  # inverse L2 strength on standardised features: the best of 0.01
 
 def head_of(net: gluon.Block) -> tuple[gluon.Block, gluon.nn.Dense]:
     """`(features, output)` of a network laid out as ours are; a `ConfigError` for any other layout."""
-    features, output = getattr(net, "features", None), getattr(net, "output", None)
-    if features is None or not isinstance(output, gluon.nn.Dense):
+    features = feature_block(net)
+    if features is None:
         raise ConfigError(
             "'probe_head' needs a network made of `features` then one Dense `output` layer (efficientnet_lite*, "
-            "convnet, mlp); turn it off for GluonCV zoo models"
+            "convnet, mlp, GluonCV's vgg and alexnet); turn it off for other zoo models"
         )
-    return features, output
+    return features, net.output
 
 
 def pooled_features(features: gluon.Block, batches: ChunkedIterator, network: NetworkInput) -> tuple[np.ndarray, ...]:
