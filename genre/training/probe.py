@@ -16,11 +16,10 @@ from mxnet import autograd, gluon
 from genre.data.iterator import ChunkedIterator
 from genre.data.transforms import NetworkInput, network_input
 from genre.errors import ConfigError
+from genre.models.baselines import PROBE_C
 from genre.models.networks import feature_block
 
 log = logging.getLogger(__name__)
-
-PROBE_C = 0.03  # inverse L2 strength on standardised features: the best of 0.01-1 for lite0 on covers-dev
 
 
 def head_of(net: gluon.Block) -> tuple[gluon.Block, gluon.nn.Dense]:
