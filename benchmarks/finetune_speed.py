@@ -4,7 +4,7 @@ Usage, from the project root in the benchmark venv (PyTorch CPU, `efficientnet-l
 package; `make bench` sets it up)::
 
     .venv-bench/bin/python benchmarks/finetune_speed.py [--seconds 6] [--batch-size 32] [--size 224]
-                                                        [--frozen-blocks 5] [--wait-idle SECONDS]
+                                                        [--frozen-blocks 10] [--wait-idle SECONDS]
 
 Every case runs in a fresh subprocess (MXNet and PyTorch never share a process or an OpenMP pool) on the same
 random uint8 `(N, size, size, 3)` batches, converted inside the timed step to normalised float32 at the network's
@@ -14,9 +14,9 @@ side (224 for `--size` 224 or more: the centre crop, as evaluation takes it; no 
   (hybridized, static_alloc), input from `input_for` through `training_input` (training) or `network_input`
   (forward), `training_loss(0)` and an SGD `gluon.Trainer` over the trainable parameters, the step of
   `genre.training.loop.train_one_epoch`. Modes: fine-tuning every layer; fine-tuning with the stem and the first
-  `--frozen-blocks` inverted residual blocks frozen (grad_req 'null', as `freeze_backbone` does for the whole
-  backbone); forward only in predict mode, hybridized; and `genre.models.features.FeatureExtractor` as `genre`
-  runs it (which turns hybridization off to watch the output layer's input).
+  `--frozen-blocks` inverted residual blocks held (`--frozen-layers`, as the finetune-lite0 experiments train:
+  10 blocks); forward only in predict mode, hybridized; and `genre.models.features.FeatureExtractor` as `genre`
+  runs it (the hybridized features block, the pooled 1280 features the output layer reads).
 - PyTorch reference: `EfficientNet.from_pretrained("efficientnet-lite0", weights_path=<the weights package's .pth>,
   num_classes=10, drop_connect_rate=0)` in eager mode, NCHW and channels_last; the same training step (train mode,
   `F.cross_entropy`, `torch.optim.SGD` with the same settings, the same frozen modules) and forward only in eval
@@ -104,10 +104,9 @@ def mxnet_worker(job: dict) -> dict:
         result.update(time_steps(step, drain, drain, job["batch"], job["warmup"], job["seconds"], job["repeats"]))
         return result
 
+    if job["mode"] == "frozen":  # genre's own --frozen-layers: the stem's 3 layers, then one per block
+        spec = NetworkSpec(model=MODEL, pretrained=True, frozen_layers=FEATURES_FIRST_BLOCK + job["frozen_blocks"])
     net = build_network(spec, CLASSES, [ctx], network.size)
-    if job["mode"] == "frozen":
-        for index in range(FEATURES_FIRST_BLOCK + job["frozen_blocks"]):
-            net.features[index].collect_params().setattr("grad_req", "null")
     trainable = {name: p for name, p in net.collect_params().items() if p.grad_req != "null"}
     trainer = gluon.Trainer(
         trainable, "sgd", {"learning_rate": LEARNING_RATE, "momentum": MOMENTUM, "wd": WEIGHT_DECAY}
@@ -202,6 +201,9 @@ def torch_worker(job: dict) -> dict:
 
     if job["mode"] == "forward":
         model.eval()
+    elif job["mode"] == "frozen":  # held layers keep their batch-norm statistics, as --frozen-layers does
+        for module in (model._conv_stem, model._bn0, *model._blocks[: job["frozen_blocks"]]):  # noqa: SLF001
+            module.eval()
     step = forward_step if job["mode"] == "forward" else train_step
     result = time_steps(step, value, value, job["batch"], job["warmup"], job["seconds"], job["repeats"])
     if job["mode"] != "forward":
@@ -242,8 +244,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--frozen-blocks",
         type=int,
-        default=5,
-        help="blocks frozen after the stem in the frozen rows (5: stages 1-3, the 112-28 px maps); 0 skips those rows",
+        default=10,
+        help="blocks held after the stem in the frozen rows (10: the finetune-lite0 experiments'); 0 skips those rows",
     )
     parser.add_argument(
         "--wait-idle",
@@ -297,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         results = [("MXNet, hybridized" if mode == "forward" else "MXNet", ours)]
         if mode == "forward":
             job = {**common, "kind": "mxnet", "mode": "extractor", "label": "MXNet FeatureExtractor"}
-            results.append(("MXNet, FeatureExtractor (not hybridized)", run_worker(job, args.wait_idle)))
+            results.append(("MXNet, FeatureExtractor", run_worker(job, args.wait_idle)))
         for channels_last in (False, True):
             framework = "PyTorch channels_last" if channels_last else "PyTorch NCHW"
             job = {**common, "kind": "torch", "mode": mode, "channels_last": channels_last, "network": network}

@@ -233,15 +233,19 @@ def report_command(config: ReportConfig) -> int:
     report = write_report(config)
     tags = {"genre.stage": "report"}
     with tracked_run(report.experiment, "report", tags) as tracker:
-        tracker.log_params({"config.format": config.format, "experiments_shown": len(report.rows)})
+        tracker.log_params(
+            {"config.format": config.format, "config.section": config.section, "experiments_shown": len(report.rows)}
+        )
         tracker.log_artifact(report.page, "report")
-        for figure in report.figures.values():
-            tracker.log_artifact(figure, f"report/{report.page.stem}")
+        for figure in report.figures.values():  # where the page links them: beside it, as in the file tree
+            folder = figure.parent.relative_to(report.page.parent).as_posix()
+            tracker.log_artifact(figure, f"report/{folder}")
     from genre.report import best_run
 
     best = best_run(report.rows)
+    section = f", section {config.section}," if config.section else ""
     print(
-        f"wrote {report.page} ({len(report.rows)} experiments, {len(report.figures)} figures); "
+        f"wrote {report.page}{section} ({len(report.rows)} experiments, {len(report.figures)} figures); "
         f"best: {best.name} on {best.dataset}/{best.variant} at {100 * best.val_accuracy:.2f}% validation"
     )
     print(f"MLflow run {tracker.run_id} at {mask_password(tracking_uri())} holds the report")

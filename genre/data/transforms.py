@@ -100,7 +100,8 @@ def augment(batch: nd.NDArray, parameters: np.ndarray, side: int | None = None) 
     """Apply drawn crops/flips and colour jitter to `(N, 3, H, W)` floats in [0, 1]; the result is `side` square.
 
     A crop is one bilinear resample straight to `side` (a random-resized crop: a crop of the whole image at scale
-    1, smaller parts as drawn); without crops or flips, the centre `side` square is kept as evaluation does.
+    1, smaller parts as drawn); without crops or flips, the centre `side` square is kept as evaluation does
+    (`training_input` takes that centre square first when no crops are drawn, so flips mirror what evaluation sees).
     """
     ctx = batch.context
     side = side or batch.shape[2]
@@ -135,6 +136,8 @@ def training_input(
         network = NetworkInput(images.shape[1])
     batch = to_float_nchw(images)
     if rng is not None and spec.active:
+        if spec.random_crop_area >= 1:  # flips and colour alone: of the centre square evaluation sees
+            batch = fit_to_side(batch, network.size)
         batch = augment(batch, draw_augmentation(batch.shape[0], spec, rng), network.size)
     else:
         batch = fit_to_side(batch, network.size)

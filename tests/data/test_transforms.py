@@ -82,3 +82,17 @@ def test_without_augmentation_training_sees_what_evaluation_sees() -> None:
     trained_on = training_input(pixels, off, np.random.default_rng(0), network).asnumpy()
 
     np.testing.assert_allclose(trained_on, network_input(pixels, network).asnumpy(), rtol=1e-6)
+
+
+def test_flips_alone_mirror_the_centre_square_evaluation_sees() -> None:
+    pixels = nd.array(gradient_images(8, 40), dtype="uint8")
+    network = NetworkInput(32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    centre = network_input(pixels, network).asnumpy()
+
+    flipped = training_input(pixels, AugmentSpec(random_crop_area=1.0, flip=True), np.random.default_rng(1), network)
+
+    rows = flipped.asnumpy()
+    mirrored = [np.allclose(row, centre[0][:, :, ::-1], atol=1e-5) for row in rows]
+    kept = [np.allclose(row, centre[0], atol=1e-5) for row in rows]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=True)), "each image is the centre square, mirrored or not"
+    assert any(mirrored) and any(kept)

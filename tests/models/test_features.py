@@ -34,10 +34,12 @@ def test_features_are_what_the_output_layer_reads(tmp_path: Path) -> None:
 
     expected = extractor.net.features(network_input(mx.nd.array(batch, dtype="uint8"))).asnumpy()
     assert features.shape == (70, 24)
-    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)  # no dropout outside training
+    # No dropout outside training; the hybridized graph may sum in another order, so the tolerance is on the scale
+    # of the features (a few units), not on each element's relative error near ReLU's zero.
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
     from_file = NetworkSpec(conv_filters="4,8", dense_units="24", pretrained_params=str(path))
     again = FeatureExtractor(from_file, SIZE, mx.cpu())
-    np.testing.assert_allclose(again(batch), features, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(again(batch), features, rtol=1e-4, atol=1e-4)
 
 
 def test_zoo_features_come_from_the_pretrained_file(tmp_path: Path) -> None:

@@ -154,6 +154,8 @@ def test_mlp_hidden_units_and_dropout() -> None:
         ({"pretrained": True}, "pretrained"),  # convnet has no GluonCV weights
         ({"model": "mobilenet0.25", "pretrained": True, "pretrained_params": "x.params"}, "pretrained_params"),
         ({"freeze_backbone": True}, "freeze_backbone"),
+        ({"frozen_layers": 3}, "frozen_layers"),  # no loaded weights to hold
+        ({"frozen_layers": -1, "pretrained_params": "x.params"}, "frozen_layers"),
     ],
 )
 def test_unusable_settings_are_one_line_config_errors_naming_the_setting(settings: dict, named: str) -> None:

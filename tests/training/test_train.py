@@ -20,6 +20,7 @@ from PIL import Image
 from genre.cli import main
 from genre.data.pack import open_pack
 from genre.data.prepare import PrepareConfig, prepare
+from genre.errors import ConfigError
 from genre.tracking.tracker import tracked_run
 from genre.training.checkpoint import CheckpointStore
 from genre.training.config import TrainConfig
@@ -205,8 +206,6 @@ def test_frozen_epochs_train_only_the_output_layer_then_release_the_backbone(dig
 
 
 def test_frozen_epochs_without_loaded_weights_are_refused() -> None:
-    from genre.errors import ConfigError
-
     with pytest.raises(ConfigError, match="'freeze_epochs' holds a loaded backbone still"):
         TrainConfig(freeze_epochs=2)
 
@@ -258,3 +257,34 @@ def test_frozen_batch_norm_keeps_the_loaded_statistics_while_the_rest_trains(dig
     np.testing.assert_array_equal(trained["features.1.running_var"], loaded["features.1.running_var"])
     assert not np.allclose(trained["features.1.gamma"], loaded["features.1.gamma"])
     assert outcome.validation.accuracy >= first.validation.accuracy - 0.05  # training still works on top of them
+
+
+def test_frozen_layers_hold_the_first_layers_while_the_later_ones_train(digits16: Path, tmp_path: Path) -> None:
+    from genre.tracking.tracker import NullTracker
+
+    small = {"conv_filters": "8,16", "dense_units": "32", "batch_size": 32, "warmup_epochs": 0, "epochs": 1}
+    first = train(TrainConfig(data=str(digits16), **small), [mx.cpu()], NullTracker(), CheckpointStore(tmp_path / "a"))
+    start = tmp_path / "start.params"
+    first.net.save_parameters(str(start))
+    loaded = {key: value.asnumpy() for key, value in mx.nd.load(str(start)).items()}
+    config = TrainConfig(data=str(digits16), pretrained_params=str(start), frozen_layers=2, **small)
+
+    outcome = train(config, [mx.cpu()], NullTracker(), CheckpointStore(tmp_path / "b"))
+
+    trained = {key: p.data().asnumpy() for key, p in outcome.net._collect_params_with_prefix().items()}
+    for held in ("features.0.weight", "features.1.gamma", "features.1.running_mean", "features.1.running_var"):
+        np.testing.assert_array_equal(trained[held], loaded[held], err_msg=held)
+    assert not np.allclose(trained["features.4.weight"], loaded["features.4.weight"])  # the second conv trains
+
+
+def test_frozen_layers_must_leave_something_to_train(digits16: Path, tmp_path: Path) -> None:
+    from genre.tracking.tracker import NullTracker
+
+    start = tmp_path / "start.params"
+    small = {"conv_filters": "8", "dense_units": "", "batch_size": 32, "warmup_epochs": 0, "epochs": 1}
+    first = train(TrainConfig(data=str(digits16), **small), [mx.cpu()], NullTracker(), CheckpointStore(tmp_path / "a"))
+    first.net.save_parameters(str(start))
+    config = TrainConfig(data=str(digits16), pretrained_params=str(start), frozen_layers=50, **small)
+
+    with pytest.raises(ConfigError, match="'frozen_layers' 50 would hold all"):
+        train(config, [mx.cpu()], NullTracker(), CheckpointStore(tmp_path / "b"))
