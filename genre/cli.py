@@ -145,6 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     server.set_defaults(handler=_server, config_folder="")
 
+    from genre.tracking.serving import ServeConfig
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve a logged model over HTTP (mlflow models serve, from any shell)",
+        description="Run `mlflow models serve` on a cover model in this environment (on 127.0.0.1 unless --host), "
+        "with the environment's scripts first on PATH so that MLflow finds uvicorn even when the venv is not "
+        "activated. POST covers as base64 to /invocations (docs/serving.md).",
+    )
+    config.add_arguments(serve, ServeConfig, "serving")
+    serve.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    serve.set_defaults(handler=_serve, config_folder="")
+
     register = commands.add_parser(
         "register", help="register a run's model in the MLflow model registry and point an alias at it"
     )
@@ -177,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
         "genre train --kvstore dist_sync`. Output is prefixed with each role; when one role dies, all are stopped.",
     )
     config.add_arguments(launch, LaunchConfig, "job")
-    launch.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="what each worker runs")
+    launch.add_argument(
+        "worker_command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="what each worker runs"
+    )  # not `command`: that names the genre command in error messages
     launch.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     launch.set_defaults(handler=_launch, config_folder="")
     return parser
@@ -250,6 +265,13 @@ def _server(args: argparse.Namespace) -> int:
     return run_server(settings)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from genre.tracking.serving import ServeConfig, serve_model
+
+    settings, _ = config.load(ServeConfig, args, "")
+    serve_model(settings)
+
+
 def _register(args: argparse.Namespace) -> int:
     from genre.commands import register_command
 
@@ -267,7 +289,7 @@ def _launch(args: argparse.Namespace) -> int:
     from genre.launch.roles import LaunchConfig
 
     settings, _ = config.load(LaunchConfig, args, "")
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = args.worker_command[1:] if args.worker_command[:1] == ["--"] else args.worker_command
     return launch_command(settings, command)
 
 

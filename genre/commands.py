@@ -5,8 +5,12 @@ These are the only places that join a stage to tracking; `cli.py` only turns arg
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,10 +40,31 @@ def _config_tags(config_file: Path | None) -> dict[str, str]:
     return {"genre.config_file": str(config_file)} if config_file else {}
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (`kill PID`) stops the command the way Ctrl-C does: `KeyboardInterrupt` in the
+    main thread, so worker processes are stopped, the run ends KILLED and finished work is kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def prepare_command(config: PrepareConfig, experiment: str | None, config_file: Path | None, progress: bool) -> int:
     """`genre prepare`: exit 0 when everything was packed, 1 when some covers failed to download."""
     tags = {"genre.stage": "prepare", **_config_tags(config_file)}
-    with tracked_run(experiment_name(experiment, f"genre-{config.dataset_name}"), "prepare", tags) as tracker:
+    with (
+        sigterm_as_interrupt(),
+        tracked_run(experiment_name(experiment, f"genre-{config.dataset_name}"), "prepare", tags) as tracker,
+    ):
         prepared = prepare(config, progress=progress)
         log_prepared(tracker, config, prepared)
     counts = prepared.info.counts
@@ -117,6 +142,8 @@ def predict_command(model_uri: str, files: list[Path], top: int) -> int:
 
     from genre.tracking.model import load_cover_model
 
+    if top < 1:
+        raise ConfigError(f"'top' must be at least 1, got {top}")
     model = load_cover_model(model_uri)
     failed = 0
     for path in files:

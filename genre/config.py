@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -20,11 +22,54 @@ from genre.errors import ConfigError
 
 T = TypeVar("T")
 EXPERIMENTS_DIR = Path("experiments")
+COMMAND_LINE = "command line"  # where flag values come from, in error messages
 
 
 def setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:  # noqa: A002
     """A config field with its help text (and allowed values), shown by `--help`."""
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+def check_range(
+    config: Any,
+    name: str,
+    low: float,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    optional: bool = False,
+    note: str = "",
+) -> None:
+    """A one-line `ConfigError` naming setting `name` of `config` and its range, unless its value is a finite number
+    from `low` to `high` (ends included unless `*_open`; no upper limit when `high` is None). Give float bounds
+    for a float setting: the message then says "a finite number >= 0" or "in [0, 1)" rather than "at least 0".
+
+    Configs call this from `__post_init__`, so a bad value stops a command before it opens an MLflow run.
+    `optional`: None (unset, e.g. "use the default") passes. `note` follows the range, e.g. " (0 = every core)".
+    """
+    value = getattr(config, name)
+    if value is None and optional:
+        return
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    above = number and (value > low if low_open else value >= low)
+    below = high is None or (number and (value < high if high_open else value <= high))
+    if number and above and below:
+        return
+    integers = isinstance(low, int) and isinstance(high, int | None) and not (low_open or high_open)
+    start, end = (f"{x:g}" if isinstance(x, float) else str(x) for x in (low, high))
+    if high is None and integers:
+        allowed = f"at least {start}"
+    elif high is None:
+        allowed = f"a finite number {'>' if low_open else '>='} {start}"
+    elif integers:
+        allowed = f"in {start}..{end}"
+    else:
+        allowed = f"in {'(' if low_open else '['}{start}, {end}{')' if high_open else ']'}"
+    raise ConfigError(f"'{name}' must be {allowed}{note}, got {value!r}")
+
+
+SEEDS = (0, 2**32 - 1)  # what numpy, scikit-learn and Optuna's samplers all accept
 
 
 def _base_type(annotation: Any) -> type:
@@ -72,10 +117,12 @@ def _convert(cls: type, key: str, value: Any, kind: type, where: str) -> Any:
 def build(cls: type[T], *layers: tuple[str, Mapping[str, Any]]) -> T:
     """Make `cls` from its defaults overlaid by each `(where, values)` layer in turn.
 
-    Unknown keys are errors that name the key, where it came from and the valid keys.
+    Unknown keys are errors that name the key, where it came from and the valid keys; a value the config refuses
+    (its `__post_init__`) is named with the file it came from.
     """
     kinds = _field_types(cls)
     values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     for where, layer in layers:
         for key, value in layer.items():
             name = key.replace("-", "_")
@@ -83,7 +130,15 @@ def build(cls: type[T], *layers: tuple[str, Mapping[str, Any]]) -> T:
                 valid = ", ".join(sorted(kinds))
                 raise ConfigError(f"{where}: unknown setting '{key}'; valid settings are: {valid}")
             values[name] = _convert(cls, name, value, kinds[name], where)
-    return cls(**values)
+            origins[name] = where
+    try:
+        return cls(**values)
+    except ConfigError as error:
+        named = re.match(r"'(\w+)'", str(error))
+        where = origins.get(named.group(1), COMMAND_LINE) if named else COMMAND_LINE
+        if where == COMMAND_LINE:  # the user just typed it
+            raise
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def find_config_file(name_or_path: str, folder: str) -> Path:
@@ -167,5 +222,5 @@ def load(cls: type[T], args: argparse.Namespace, folder: str) -> tuple[T, Path |
     if getattr(args, "named_config", None):
         path = find_config_file(args.named_config, folder)
         layers.append((str(path), read_config_file(path)))
-    layers.append(("command line", flag_values(args, cls)))
+    layers.append((COMMAND_LINE, flag_values(args, cls)))
     return build(cls, *layers), path

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,6 +36,19 @@ def write_cover_folder(root: Path, genres: int = 3, per_genre: int | Sequence[in
         for n in range(count):
             (folder / f"{n:03d}.jpg").write_bytes(jpeg_bytes((size, size), seed=g * 1000 + n))
     return root
+
+
+def refused(make: Callable[..., Any], settings: dict[str, Any], named: str) -> str:
+    """`make(**settings)` must raise a one-line `ConfigError` that starts by naming setting `named` (what the CLI
+    prints after "genre COMMAND: error: "); returns the message."""
+    from genre.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        make(**settings)
+    message = str(caught.value)
+    assert message.startswith(f"'{named}'"), message
+    assert "\n" not in message and "got" in message, message
+    return message
 
 
 @pytest.fixture

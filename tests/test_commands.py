@@ -79,6 +79,7 @@ def test_a_named_config_is_found_and_flags_override_it(project_configs: Path, tm
     [
         ("image_sise: 64\n", "unknown setting 'image_sise'"),
         ("image_size: big\n", "'image_size' must be int, got 'big'"),
+        ("image_size: 0\n", "'image_size' must be in 8..1024 pixels"),
         ("- a list\n", "must hold a mapping"),
     ],
 )
@@ -102,6 +103,24 @@ def test_a_wrong_flag_is_refused_by_the_parser(tracking_store: str, capsys) -> N
         main(["prepare", "--image-size", "large"])
     assert exit_info.value.code == 2
     assert "--image-size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "error"),
+    [
+        (["prepare", "--dev-size", "-1"], "'dev_size' must be at least 0 (0 = no development subset), got -1"),
+        (["prepare", "--image-size", "0"], "'image_size' must be in 8..1024 pixels (unset = 350, digits 32), got 0"),
+        (["baseline", "--trees", "0"], "'trees' must be at least 1, got 0"),
+        (["evaluate", "--batch-size", "0"], "'batch_size' must be at least 1, got 0"),
+        (["predict", "-m", "runs:/0/model", "--top", "0", "cover.jpg"], "'top' must be at least 1, got 0"),
+        (["server", "--port", "70000"], "'port' must be in 1..65535, got 70000"),
+        (["launch", "--workers", "0", "--", "genre", "train"], "'workers' must be at least 1, got 0"),
+    ],
+)
+def test_a_number_out_of_range_is_one_line_before_any_work(tracking_store: str, capsys, command, error) -> None:
+    assert main(command) == 2
+    assert capsys.readouterr().err == f"genre {command[0]}: error: {error}\n"
+    assert not Path("data").exists() and not Path("mlflow.db").exists()
 
 
 def test_an_unreachable_tracking_server_fails_fast_before_any_work(tracking_store: str, monkeypatch, capsys) -> None:

@@ -2,24 +2,30 @@
 
 Nothing here talks to MLflow: `prepare()` returns a `PreparedDataset` that the tracking layer logs.
 A killed run loses nothing finished: downloads are atomic and resumable, and packs are built in a
-`.partial/` folder and moved into place only when complete (`dataset.json` last).
+`.partial/` folder and moved into place only when complete (`dataset.json` last). Nor does it leave
+processes behind: the decode workers exit when the preparing process does (`watch_parent`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import multiprocessing
+import os
 import shutil
+import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from genre.config import setting
+from genre.config import SEEDS, check_range, setting
 from genre.data import pack
 from genre.data.download import DownloadConfig, DownloadResult, download_covers
 from genre.data.images import decode_outcome
@@ -34,6 +40,7 @@ log = logging.getLogger(__name__)
 
 COVER_SIZE = 350  # the original work's cover size
 DIGIT_SIZE = 32  # 4x the 8x8 digits: enough for conv nets, small enough for CPU work
+MIN_SIZE, MAX_SIZE = 8, 1024  # packed image sides
 MANIFEST_DATASET_NAME = "covers"
 DEFAULT_DATASET = f"data/prepared/digits-{DIGIT_SIZE}"  # where `genre prepare` with no flags puts the bundled digits
 
@@ -46,9 +53,14 @@ class PrepareConfig:
     folder: str | None = setting(None, "folder of images laid out ROOT/<genre>/<file> to pack")
     out: str | None = setting(None, "output folder (default: data/prepared/<name>-<image size>)")
     name: str | None = setting(None, "dataset name (default: digits, covers, or the folder's name)")
-    image_size: int | None = setting(None, "side of the packed square images in pixels (default: 350; digits 32)")
+    image_size: int | None = setting(
+        None,
+        f"side of the packed square images, {MIN_SIZE}..{MAX_SIZE} pixels (default: {COVER_SIZE}; digits {DIGIT_SIZE})",
+    )
     seed: int = setting(2015, "seed of the static split")
-    dev_size: int = setting(1000, "images drawn from the training part for the development subset")
+    dev_size: int = setting(
+        1000, "images drawn from the training part for the development subset (0 = none: its packs are empty)"
+    )
     train_fraction: float = setting(0.8, "share of each genre for training")
     val_fraction: float = setting(0.1, "share of each genre for validation")
     test_fraction: float = setting(0.1, "share of each genre for test")
@@ -58,6 +70,25 @@ class PrepareConfig:
     retries: int = setting(3, "retries of a download after a 5xx, timeout or broken connection")
     timeout_seconds: float = setting(20.0, "connect/read timeout of one download")
     max_download_mb: float = setting(10.0, "largest cover accepted, in MiB")
+
+    def __post_init__(self) -> None:
+        unset = f" pixels (unset = {COVER_SIZE}, digits {DIGIT_SIZE})"
+        check_range(self, "image_size", MIN_SIZE, MAX_SIZE, optional=True, note=unset)
+        check_range(self, "seed", *SEEDS)
+        check_range(self, "dev_size", 0, note=" (0 = no development subset)")
+        for name in ("train_fraction", "val_fraction", "test_fraction"):
+            check_range(self, name, 0.0, 1.0)
+        shares = (self.train_fraction, self.val_fraction, self.test_fraction)
+        if abs(sum(shares) - 1.0) > 1e-6:
+            raise ConfigError(
+                "'train_fraction', 'val_fraction' and 'test_fraction' must sum to 1, got "
+                f"{' + '.join(f'{share:g}' for share in shares)} = {sum(shares):g}"
+            )
+        check_range(self, "workers", 0, note=" (0 = every usable core)")
+        check_range(self, "connections", 1)
+        check_range(self, "retries", 0)
+        check_range(self, "timeout_seconds", 0.0, low_open=True)
+        check_range(self, "max_download_mb", 0.0, low_open=True)
 
     @property
     def source_kind(self) -> str:
@@ -76,10 +107,9 @@ class PrepareConfig:
 
     @property
     def size(self) -> int:
-        size = self.image_size or (DIGIT_SIZE if self.source_kind == "digits" else COVER_SIZE)
-        if not 8 <= size <= 1024:
-            raise ConfigError(f"--image-size {size} is outside 8..1024 pixels")
-        return size
+        if self.image_size is not None:
+            return self.image_size
+        return DIGIT_SIZE if self.source_kind == "digits" else COVER_SIZE
 
     @property
     def out_dir(self) -> Path:
@@ -163,10 +193,32 @@ def decode_rows(staging_path: Path, start: int, paths: list[Path], size: int) ->
     return reasons
 
 
+def watch_parent(alive: Connection) -> None:
+    """Worker initializer: exit as soon as the preparing process is gone, however it went (SIGKILL included).
+
+    A forkserver worker is the fork server's child, not the preparing process's, and it waits for tasks on a
+    queue whose writing end it holds itself, so it never sees its parent die; the fork server and resource
+    tracker live on as long as it does. `alive` is the reading end of a pipe whose only writer is the preparing
+    process: the kernel closes that end when the process exits, and the read here returns.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent handles it
+
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            alive.recv_bytes()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
 def decode_all(
     images: list[SourceImage], size: int, staging_path: Path, workers: int, progress: bool
 ) -> list[str | None]:
-    """Decode every image into row i of the staging pack in parallel; return the reason for each one that failed."""
+    """Decode every image into row i of the staging pack in parallel; return the reason for each one that failed.
+
+    Interrupted (Ctrl-C, or SIGTERM under `genre prepare`), it cancels the queued work and stops the
+    workers at once instead of finishing the queue; killed, its workers exit by themselves (`watch_parent`).
+    """
     paths = [image.path for image in images]
     workers = workers or usable_cores()
     rows_per_task = max(1, min(64, len(paths) // (workers * 8) or 1))
@@ -175,13 +227,23 @@ def decode_all(
     bar = tqdm(total=len(images), desc="decode", unit="img", disable=not progress)
     # forkserver: worker processes must not inherit MLflow's or tqdm's threads through fork.
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as executor:
+    alive, alive_writer = context.Pipe(duplex=False)
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=watch_parent, initargs=(alive,))
+    try:
         tasks = [executor.submit(decode_rows, staging_path, i, paths[i : i + rows_per_task], size) for i in starts]
         for task in tasks:
             part = task.result()
             reasons.extend(part)
             bar.update(len(part))
-    bar.close()
+    except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        executor.shutdown(wait=True)
+    finally:
+        alive_writer.close()  # after an interruption, this is what stops the workers
+        alive.close()
+        bar.close()
     return reasons
 
 

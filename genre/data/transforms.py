@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from mxnet import nd
 
-from genre.config import setting
+from genre.config import check_range, setting
 
 # ImageNet statistics: what GluonCV's pretrained networks expect, and harmless for networks trained here.
 MEAN = (0.485, 0.456, 0.406)
@@ -42,6 +42,10 @@ class AugmentSpec:
     random_crop_area: float = setting(0.8, "smallest share of the image a random crop keeps (1 = no cropping)")
     flip: bool = setting(False, "random horizontal flips (off for digits, whose mirror images are other shapes)")
     color_jitter: float = setting(0.0, "strength of random brightness, contrast and saturation changes (0 = off)")
+
+    def __post_init__(self) -> None:
+        check_range(self, "random_crop_area", 0.0, 1.0, low_open=True, note=" (1 = no cropping)")
+        check_range(self, "color_jitter", 0.0, 1.0, note=" (0 = off)")
 
     @property
     def active(self) -> bool:

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genre.config import setting
+from genre.config import check_range, setting
 from genre.errors import ConfigError
 from genre.runtime import USER_THREADS, usable_cores
 
@@ -42,6 +42,12 @@ class LaunchConfig:
     port: int = setting(0, "scheduler port (0 = a free one)")
     workdir: str = setting("", "with --hosts: folder to run in on every host (default: this folder's path)")
     grace_seconds: float = setting(5.0, "when a role dies, seconds the others get to stop on SIGTERM before SIGKILL")
+
+    def __post_init__(self) -> None:
+        check_range(self, "workers", 1)
+        check_range(self, "servers", 1)
+        check_range(self, "port", 0, 65535, note=" (0 = a free one)")
+        check_range(self, "grace_seconds", 0.0)
 
 
 @dataclass(frozen=True)
@@ -120,8 +126,6 @@ def plan_roles(
 
     A remote role gets OMP_NUM_THREADS only when the user set it (its host's cores are its own business).
     """
-    if config.workers < 1 or config.servers < 1:
-        raise ConfigError(f"--workers and --servers must be >= 1, got {config.workers} and {config.servers}")
     argv = worker_command(command)
     python = (sys.executable, *SERVER_COMMAND)
     common = {

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from genre.config import setting
+from genre.config import SEEDS, check_range, setting
 from genre.data.feature_cache import FeatureCache
 from genre.data.pack import DatasetInfo, Pack, open_pack
 from genre.data.prepare import DEFAULT_DATASET
@@ -61,6 +61,14 @@ class BaselineConfig:
     workers: int = setting(0, "parallel jobs for the forest; 0 = every usable core")
 
     def __post_init__(self) -> None:
+        check_range(self, "pixels", 1, optional=True, note=" (unset = the pack's size, at most 50)")
+        check_range(self, "trees", 1)
+        check_range(self, "max_depth", 1, optional=True, note=" (unset = no limit)")
+        check_range(self, "svm_alpha", 0.0, low_open=True)
+        check_range(self, "svm_epochs", 1)
+        check_range(self, "logreg_c", 0.0, low_open=True)
+        check_range(self, "seed", *SEEDS)
+        check_range(self, "workers", 0, note=" (0 = every usable core)")
         if self.features == "network" and not (self.pretrained or self.pretrained_params):
             raise ConfigError(
                 "'features: network' needs trained weights: set pretrained (GluonCV, downloads them) "

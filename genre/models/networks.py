@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ from mxnet import gluon
 from mxnet.base import MXNetError
 from mxnet.gluon import nn
 
-from genre.config import setting
+from genre.config import check_range, setting
 from genre.data import transforms
 from genre.errors import ConfigError
 from genre.models import efficientnet_lite, zoo
@@ -141,18 +140,14 @@ def check_model_name(name: str) -> None:
 def check_spec(spec: NetworkSpec) -> None:
     """Every setting usable as given, or a one-line `ConfigError` naming the setting."""
     check_model_name(spec.model)
-    if spec.hidden_units < 1:
-        raise ConfigError(f"'hidden_units' must be at least 1, got {spec.hidden_units}")
-    if spec.convs_per_block < 1:
-        raise ConfigError(f"'convs_per_block' must be at least 1, got {spec.convs_per_block}")
+    check_range(spec, "hidden_units", 1)
+    check_range(spec, "convs_per_block", 1)
     conv_blocks(spec)
     dense_layers(spec)
     if spec.pool not in POOLS:
         raise ConfigError(f"'pool' must be one of {', '.join(POOLS)}, got {spec.pool!r}")
-    if not 0.0 <= spec.dropout < 1.0:
-        raise ConfigError(f"'dropout' must be in [0, 1), got {spec.dropout}")
-    if not (math.isfinite(spec.backbone_lr_mult) and spec.backbone_lr_mult >= 0):
-        raise ConfigError(f"'backbone_lr_mult' must be a number >= 0, got {spec.backbone_lr_mult}")
+    check_range(spec, "dropout", 0.0, 1.0, high_open=True)
+    check_range(spec, "backbone_lr_mult", 0.0)
     builtin = spec.model.strip().lower() in BUILTIN_MODELS
     if spec.pretrained and builtin:
         raise ConfigError(
@@ -163,8 +158,7 @@ def check_spec(spec: NetworkSpec) -> None:
         raise ConfigError("'pretrained' and 'pretrained_params' both set; pick one source of starting weights")
     require_loaded_weights(spec, "freeze_backbone", "would train only the output layer on a random backbone")
     require_loaded_weights(spec, "freeze_batch_norm", "keeps loaded batch-norm statistics")
-    if spec.frozen_layers < 0:
-        raise ConfigError(f"'frozen_layers' must be 0 or more, got {spec.frozen_layers}")
+    check_range(spec, "frozen_layers", 0, note=" (0 = none)")
     require_loaded_weights(spec, "frozen_layers", "holds leading layers at their loaded weights")
 
 

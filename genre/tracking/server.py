@@ -13,8 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from genre.config import setting
-from genre.errors import ConfigError
+from genre.config import check_range, setting
 from genre.tracking.store import DEFAULT_TRACKING_URI, mask_password
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -37,11 +36,13 @@ class ServerConfig:
         None, "Host headers accepted when bound beyond loopback, e.g. 'mlflow.lab:5000'"
     )
 
+    def __post_init__(self) -> None:
+        check_range(self, "port", 1, 65535)
+        check_range(self, "workers", 1)
+
 
 def server_invocation(config: ServerConfig) -> tuple[list[str], dict[str, str]]:
     """The `mlflow server` command line and the environment that carries the backend store URI."""
-    if not 1 <= config.port <= 65535:
-        raise ConfigError(f"--port must be 1..65535, got {config.port}")
     mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
     command = [
         mlflow, "server",

@@ -5,13 +5,17 @@ Flat on purpose: every field is one `genre train` flag, one `MLproject` paramete
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from genre.config import setting
+from genre.config import SEEDS, check_range, setting
 from genre.data.prepare import DEFAULT_DATASET
 from genre.data.transforms import AugmentSpec
 from genre.errors import ConfigError
 from genre.models.networks import NetworkSpec, require_loaded_weights
+from genre.training.schedule import parse_steps
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,11 @@ class TrainConfig(NetworkSpec, AugmentSpec):
     lr_schedule: str = setting("cosine", "learning-rate schedule", ("constant", "step", "cosine"))
     lr_steps: str = setting("", "step schedule: epochs at which the rate is multiplied by --lr-factor, e.g. '10,20'")
     lr_factor: float = setting(0.1, "step schedule: the multiplier at each step")
-    warmup_epochs: int = setting(1, "epochs of linear warm-up from 0 to the peak rate (0 = none)")
+    warmup_epochs: int = setting(
+        1,
+        "epochs of linear warm-up from 0 to the peak rate (0 = none); a warm-up as long as the run is shortened to "
+        "epochs - 1, so at least the last epoch trains past it",
+    )
     freeze_epochs: int = setting(
         0, "first epochs that train only the output layer, the loaded backbone held still (needs pretrained weights)"
     )
@@ -48,7 +56,9 @@ class TrainConfig(NetworkSpec, AugmentSpec):
     seed: int = setting(0, "seed of initialisation, shuffling, augmentation and dropout")
     gpus: str = setting("", "GPUs to train on, e.g. '0,1' (data parallel); empty = CPU")
     cpu_contexts: int = setting(1, "CPU contexts when no GPU is used (>1 runs the multi-device path on the CPU)")
-    chunk_size: int = setting(2048, "images moved to the devices at a time (bounds host and device memory)")
+    chunk_size: int = setting(
+        2048, "images moved to the devices at a time (bounds host and device memory; rounded to whole batches)"
+    )
     checkpoint_dir: str = setting("checkpoints", "folder of per-run checkpoints (<dir>/<run id>/)")
     resume: str | None = setting(None, "MLflow run id of a killed run to continue from its last checkpoint")
     kvstore: str = setting(
@@ -59,12 +69,30 @@ class TrainConfig(NetworkSpec, AugmentSpec):
     )
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.freeze_epochs < 0:
-            raise ConfigError(f"'freeze_epochs' must be at least 0, got {self.freeze_epochs}")
+        NetworkSpec.__post_init__(self)
+        AugmentSpec.__post_init__(self)
+        check_range(self, "learning_rate", 0.0, low_open=True)
+        check_range(self, "momentum", 0.0, 1.0, high_open=True)
+        check_range(self, "weight_decay", 0.0)
+        check_range(self, "batch_size", 1)
+        check_range(self, "epochs", 1)
+        check_range(self, "lr_factor", 0.0, low_open=True)
+        parse_steps(self.lr_steps)
+        check_range(self, "warmup_epochs", 0, note=" (0 = none)")
+        check_range(self, "freeze_epochs", 0, note=" (0 = none)")
         require_loaded_weights(self, "freeze_epochs", "holds a loaded backbone still")
         require_loaded_weights(self, "probe_head", "fits the output layer on pretrained features")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"'label_smoothing' must be in [0, 1), got {self.label_smoothing}")
+        check_range(self, "label_smoothing", 0.0, 1.0, high_open=True)
         if self.crop_size < 0 or 0 < self.crop_size < 8:
             raise ConfigError(f"'crop_size' must be 0 (automatic) or at least 8 pixels, got {self.crop_size}")
+        check_range(self, "patience", 0, note=" (0 = never stop early)")
+        check_range(self, "seed", *SEEDS)
+        check_range(self, "cpu_contexts", 1)
+        check_range(self, "chunk_size", 1)
+        if self.warmup_epochs >= self.epochs:
+            shortened = self.epochs - 1
+            log.info(
+                "'warmup_epochs' %d would last the whole %d-epoch run; shortened to %d",
+                self.warmup_epochs, self.epochs, shortened,
+            )  # fmt: skip
+            object.__setattr__(self, "warmup_epochs", shortened)  # frozen: the settings used are the ones logged

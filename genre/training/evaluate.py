@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from genre.config import setting
+from genre.config import check_range, setting
 from genre.data.pack import Pack
 from genre.data.prepare import DEFAULT_DATASET
 from genre.errors import DataError
@@ -25,6 +25,9 @@ class EvaluateConfig:
     variant: str = setting("full", "the full dataset or its development subset", ("full", "dev"))
     split: str = setting("test", "split to evaluate on", ("train", "val", "test"))
     batch_size: int = setting(256, "images per prediction call")
+
+    def __post_init__(self) -> None:
+        check_range(self, "batch_size", 1)
 
 
 def probabilities_of(predictions: Any, genres: list[str]) -> np.ndarray:

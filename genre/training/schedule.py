@@ -51,9 +51,9 @@ def parse_steps(text: str) -> tuple[int, ...]:
     try:
         steps = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
     except ValueError:
-        raise ConfigError(f"--lr-steps takes comma-separated epochs like '10,20', got {text!r}") from None
+        raise ConfigError(f"'lr_steps' takes comma-separated epochs like '10,20', got {text!r}") from None
     if list(steps) != sorted(steps) or any(step < 1 for step in steps):
-        raise ConfigError(f"--lr-steps must be increasing epochs >= 1, got {text!r}")
+        raise ConfigError(f"'lr_steps' must be increasing epochs >= 1 like '10,20', got {text!r}")
     return steps
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import mxnet as mx
 import optuna
 
-from genre.config import setting
+from genre.config import SEEDS, check_range, setting
 from genre.errors import ConfigError, GenreError
 from genre.tracking.store import mask_password
 from genre.tracking.tracker import Tracker
@@ -50,6 +50,19 @@ class TuneConfig:
     checkpoint_dir: str = setting("checkpoints", "folder of the trials' checkpoints (<dir>/<trial run id>/)")
     register: str | None = setting(None, "register the best model in the MLflow registry under this name")
     alias: str = setting("champion", "alias the registered best model gets")
+
+    def __post_init__(self) -> None:
+        check_range(self, "n_trials", 1)
+        check_range(self, "timeout", 0.0, low_open=True, optional=True, note=" (unset = no limit)")
+        check_range(self, "seed", *SEEDS)
+        check_range(self, "heartbeat_seconds", 1)
+        check_range(self, "grace_seconds", 1)
+        if self.grace_seconds <= self.heartbeat_seconds:
+            raise ConfigError(
+                f"'grace_seconds' must be more than 'heartbeat_seconds' ({self.heartbeat_seconds}), or trials that "
+                f"are still running are failed between heartbeats; got {self.grace_seconds}"
+            )
+        check_range(self, "max_retries", 0)
 
     @property
     def study_name(self) -> str:

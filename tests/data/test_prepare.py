@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from PIL import Image
 
 from genre.data.pack import DATASET_FILE, DatasetInfo, open_pack
 from genre.data.prepare import PrepareConfig, prepare
-from tests.conftest import PROJECT_ROOT, jpeg_bytes, write_cover_folder
+from tests.conftest import PROJECT_ROOT, jpeg_bytes, refused, write_cover_folder
 from tests.coverserver import CoverServer, ok
 
 
@@ -101,7 +102,39 @@ def test_the_bundled_digits_pack_without_network(tmp_path: Path) -> None:
     assert prepared.info.image_size == 32 and not prepared.problems
 
 
-def run_prepare(args: list[str], tmp_path: Path) -> subprocess.Popen:
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"image_size": 0}, "image_size"),  # once silently the default size
+        ({"image_size": 7}, "image_size"),
+        ({"image_size": 1025}, "image_size"),
+        ({"seed": -1}, "seed"),
+        ({"dev_size": -1}, "dev_size"),  # once a 9/0/0 development subset
+        ({"train_fraction": -0.1, "val_fraction": 0.5, "test_fraction": 0.6}, "train_fraction"),
+        ({"val_fraction": 1.5}, "val_fraction"),
+        ({"train_fraction": 0.9}, "train_fraction"),  # the three do not sum to 1
+        ({"workers": -1}, "workers"),
+        ({"connections": 0}, "connections"),
+        ({"retries": -1}, "retries"),
+        ({"timeout_seconds": 0.0}, "timeout_seconds"),
+        ({"max_download_mb": 0.0}, "max_download_mb"),
+        ({"max_download_mb": float("inf")}, "max_download_mb"),
+    ],
+)
+def test_a_setting_out_of_range_is_a_one_line_error_naming_it(settings: dict, named: str) -> None:
+    refused(PrepareConfig, settings, named)
+
+
+def test_an_unset_image_size_is_the_sources_default_and_a_development_subset_may_be_empty(tmp_path: Path) -> None:
+    assert PrepareConfig().size == 32 and PrepareConfig(folder="covers").size == 350
+    folder = write_cover_folder(tmp_path / "covers", genres=2, per_genre=5, size=16)
+    config = PrepareConfig(folder=str(folder), out=str(tmp_path / "p"), image_size=8, dev_size=0, workers=1)
+    prepared = prepare(config, progress=False)
+    assert prepared.info.counts["dev"] == {"train": 0, "val": 0, "test": 0}
+    assert sum(prepared.info.counts["full"].values()) == 10
+
+
+def run_prepare(args: list[str], tmp_path: Path, output: IO[str] | int = subprocess.PIPE) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONPATH": str(PROJECT_ROOT)}
     for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         env.pop(name, None)
@@ -109,7 +142,7 @@ def run_prepare(args: list[str], tmp_path: Path) -> subprocess.Popen:
         [sys.executable, "-m", "genre.cli", "prepare", "--quiet", *args],
         cwd=tmp_path,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=output,
         stderr=subprocess.STDOUT,
         text=True,
     )
@@ -144,6 +177,89 @@ def test_killed_mid_pack_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) 
     finish(run_prepare([*common, "--out", "killed"], tmp_path))
     assert pack_files(tmp_path / "killed") == pack_files(tmp_path / "whole")
     assert not (tmp_path / "killed" / ".partial").exists()
+
+
+def process_table() -> dict[int, tuple[str, int, str]]:
+    """Every process now: pid -> (state, parent pid, start time), from /proc/PID/stat."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended while we looked
+            table[int(entry.name)] = (fields[0], int(fields[1]), fields[19])
+    return table
+
+
+def descendants(pid: int, table: dict[int, tuple[str, int, str]]) -> set[int]:
+    found, parents = set(), {pid}
+    while parents:
+        parents = {child for child, (_, parent, _) in table.items() if parent in parents} - found
+        found |= parents
+    return found
+
+
+def maps_file(pid: int, name: str) -> bool:
+    try:
+        return name in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def left_behind(family: dict[int, tuple[str, int, str]], marker: str) -> list[str]:
+    """The processes of `family` still running (same pid and start time, not a zombie), and any process whose
+    command line holds `marker`; as `ps` would list them."""
+    rows = []
+    for pid, (state, parent, started) in process_table().items():
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        known = pid in family and family[pid][2] == started
+        if state != "Z" and (known or marker in command):
+            rows.append(f"{pid} {parent} {command[:160]}")
+    return rows
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc (Linux)")
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killing_prepare_mid_decode_leaves_no_process_behind(tmp_path: Path, signum: signal.Signals) -> None:
+    folder = write_cover_folder(tmp_path / "covers", genres=2, per_genre=8, size=1000)
+    for original in sorted(folder.rglob("*.jpg")):  # 800 files, 16 of them written: seconds of decoding, not of setup
+        for copy in range(1, 50):
+            os.link(original, original.with_name(f"{original.stem}-{copy:02d}.jpg"))
+    log = tmp_path / "prepare.log"
+    args = ["--folder", str(folder), "--image-size", "256", "--workers", "2", "--out", "out"]
+    with log.open("w") as output:
+        process = run_prepare(args, tmp_path, output)
+    staging = str(tmp_path / "out" / ".partial" / "staging.npy")
+    family: dict[int, tuple[str, int, str]] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until both decode workers (children of the fork server) exist and one is writing pixels
+            table = process_table()
+            family = {pid: table[pid] for pid in descendants(process.pid, table)}
+            workers = [pid for pid, (_, parent, _) in family.items() if parent in family]
+            if len(workers) == 2 and any(maps_file(pid, staging) for pid in workers):
+                break
+            assert process.poll() is None, f"prepare ended before decoding:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"prepare never started decoding:\n{log.read_text()}"
+            time.sleep(0.01)
+        process.send_signal(signum)
+        process.wait(timeout=60)
+        assert not (tmp_path / "out" / DATASET_FILE).exists()  # stopped mid-way, not after finishing
+
+        deadline = time.monotonic() + 60
+        while (left := left_behind(family, str(tmp_path))) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not left, "left running after prepare was killed:\n" + "\n".join(left)
+        if signum == signal.SIGTERM:  # stopped like Ctrl-C: says so, keeps what was finished
+            assert process.returncode == 130, log.read_text()
+            assert "interrupted; finished work is kept" in log.read_text()
+    finally:
+        for row in left_behind(family, str(tmp_path)):
+            os.kill(int(row.split()[0]), signal.SIGKILL)
 
 
 def test_killed_mid_download_then_rerun_fetches_only_the_rest(cover_server: CoverServer, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from mxnet import nd
 
 from genre.data.transforms import (
@@ -14,6 +15,7 @@ from genre.data.transforms import (
     network_input,
     training_input,
 )
+from tests.conftest import refused
 
 
 def gradient_images(count: int, side: int) -> np.ndarray:
@@ -96,3 +98,17 @@ def test_flips_alone_mirror_the_centre_square_evaluation_sees() -> None:
     kept = [np.allclose(row, centre[0], atol=1e-5) for row in rows]
     assert all(m or k for m, k in zip(mirrored, kept, strict=True)), "each image is the centre square, mirrored or not"
     assert any(mirrored) and any(kept)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"random_crop_area": 0.0}, "random_crop_area"),
+        ({"random_crop_area": 1.5}, "random_crop_area"),
+        ({"color_jitter": -0.1}, "color_jitter"),
+        ({"color_jitter": 1.5}, "color_jitter"),
+        ({"color_jitter": float("nan")}, "color_jitter"),
+    ],
+)
+def test_augmentation_out_of_range_is_a_one_line_error_naming_the_setting(settings: dict, named: str) -> None:
+    refused(AugmentSpec, settings, named)

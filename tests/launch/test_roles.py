@@ -10,6 +10,7 @@ import pytest
 
 from genre.errors import ConfigError
 from genre.launch.roles import Host, LaunchConfig, plan_roles, read_hosts, ssh_argv
+from tests.conftest import refused
 
 COMMAND = ["genre", "train", "--kvstore", "dist_sync"]
 GENRE = (sys.executable, "-m", "genre.cli", "train", "--kvstore", "dist_sync")
@@ -39,9 +40,21 @@ def test_threads_the_user_chose_are_kept() -> None:
     assert [r.env["OMP_NUM_THREADS"] for r in alone if r.kind == "worker"] == ["1", "1", "1"]  # never 0
 
 
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"workers": 0}, "workers"),
+        ({"servers": 0}, "servers"),
+        ({"port": -1}, "port"),
+        ({"port": 65536}, "port"),
+        ({"grace_seconds": -1.0}, "grace_seconds"),
+    ],
+)
+def test_a_job_setting_out_of_range_is_a_one_line_error_naming_it(settings: dict, named: str) -> None:
+    refused(LaunchConfig, settings, named)
+
+
 def test_bad_jobs_are_one_line_errors() -> None:
-    with pytest.raises(ConfigError, match="--workers and --servers must be >= 1"):
-        plan_roles(LaunchConfig(workers=0), COMMAND, [], "job", 1, "127.0.0.1", {})
     with pytest.raises(ConfigError, match="put the worker command after --"):
         plan_roles(LaunchConfig(), [], [], "job", 1, "127.0.0.1", {})
 

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from genre.cli import main
 from genre.tracking.server import ServerConfig, exposure_warning, server_invocation
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, refused
 
 
 def free_port() -> int:
@@ -121,3 +121,10 @@ def test_the_server_command_keeps_the_password_out_of_its_arguments_and_warns_wh
     assert environment["MLFLOW_BACKEND_STORE_URI"] == "postgresql://genre:s3cret@db/mlflow"
     assert "reachable from every network" in exposure_warning(config)
     assert exposure_warning(ServerConfig()) is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"), [({"port": 0}, "port"), ({"port": 65536}, "port"), ({"workers": 0}, "workers")]
+)
+def test_a_server_setting_out_of_range_is_a_one_line_error_naming_it(settings: dict, named: str) -> None:
+    refused(ServerConfig, settings, named)

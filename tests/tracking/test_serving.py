@@ -1,4 +1,5 @@
-"""`mlflow models serve` on a trained model, over real HTTP: a cover in, its genre out; garbage gets a 400."""
+"""`genre serve` (MLflow's model server) on a trained model, over real HTTP: a cover in, its genre out; garbage
+gets a 400. The server is started with the README's own command line, from a shell where the venv is not active."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import base64
 import io
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -19,7 +21,15 @@ from PIL import Image
 
 from genre.cli import main
 from genre.data.pack import open_pack
+from tests.conftest import PROJECT_ROOT
 from tests.tracking.test_server import free_port
+
+
+def readme_serve_command() -> list[str]:
+    """The README's `genre serve ...` line, as arguments."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    (line,) = [line.split("  #")[0].strip() for line in readme.splitlines() if line.startswith("genre serve ")]
+    return shlex.split(line)
 
 
 def post(url: str, payload: dict) -> tuple[int, dict]:
@@ -41,19 +51,18 @@ def served_model(tracking_store: str, tmp_path: Path):
     from mlflow.tracking import MlflowClient
 
     (run,) = MlflowClient(tracking_store).search_runs(["1"], "tags.`genre.stage` = 'train'")
+    assert main(["register", "-q", "--run-id", run.info.run_id]) == 0  # genre-classifier@champion, as the README
     port = free_port()
-    mlflow_cli = str(Path(sys.executable).parent / "mlflow")
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": tracking_store,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
+    command = readme_serve_command()
+    command[command.index("--port") + 1] = str(port)
+    scripts = Path(sys.executable).parent
+    command[0] = str(scripts / command[0])  # `.venv/bin/genre`: a shell where the venv is not activated
+    path = [folder for folder in os.environ["PATH"].split(os.pathsep) if Path(folder).resolve() != scripts.resolve()]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_store, "PATH": os.pathsep.join(path)}
     log = tmp_path / "serve.log"
     process = subprocess.Popen(
-        [mlflow_cli, "models", "serve", "-m", f"runs:/{run.info.run_id}/model", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=tmp_path, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        command, cwd=tmp_path, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -95,3 +104,12 @@ def test_a_non_image_payload_gets_a_400_with_a_clear_message(served_model) -> No
     status, body = post(f"{url}/invocations", {"dataframe_split": {"columns": ["image"], "data": [[text]]}})
     assert status == 400
     assert "row 0: not an image" in body["message"] and "Traceback" not in body["message"]
+
+
+def test_the_docs_serve_a_model_with_the_readmes_command() -> None:
+    assert shlex.join(readme_serve_command()) in (PROJECT_ROOT / "docs" / "serving.md").read_text()
+
+
+def test_serving_without_a_model_says_which_flag_is_missing(capsys) -> None:
+    assert main(["serve"]) == 2
+    assert "give --model-uri runs:/<run id>/model" in capsys.readouterr().err

@@ -36,7 +36,7 @@ def test_mxnet_passes_one_based_update_counts() -> None:
 
 @pytest.mark.parametrize("text", ["a,b", "20,10", "0"])
 def test_bad_steps_are_refused(text: str) -> None:
-    with pytest.raises(ConfigError, match="--lr-steps"):
+    with pytest.raises(ConfigError, match="'lr_steps'"):
         parse_steps(text)
 
 

@@ -101,6 +101,31 @@ def test_asking_for_an_absent_gpu_fails_at_once_and_says_how_to_get_one(tracking
     assert not Path("data").exists() and not Path("mlflow.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        (["--batch-size", "0"], "'batch_size' must be at least 1, got 0"),
+        (["--batch-size", "-5"], "'batch_size' must be at least 1, got -5"),
+        (["--chunk-size", "0"], "'chunk_size' must be at least 1, got 0"),
+        (["--epochs", "0"], "'epochs' must be at least 1, got 0"),
+        (["--learning-rate", "nan"], "'learning_rate' must be a finite number > 0, got nan"),
+    ],
+)
+def test_a_number_out_of_range_is_one_line_before_any_run_opens(tracking_store: str, capsys, flags, error) -> None:
+    assert main(["train", *flags]) == 2
+    assert capsys.readouterr().err == f"genre train: error: {error}\n"
+    assert not Path("data").exists() and not Path("mlflow.db").exists()
+
+
+def test_one_epoch_trains_with_the_default_warm_up_shortened(digits16: Path, tracking_store: str) -> None:
+    assert main(["train", *SMALL, "--epochs", "1", "--data", str(digits16)]) == 0
+    client, (run,) = runs(tracking_store)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["config.epochs"] == "1" and run.data.params["config.warmup_epochs"] == "0"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
+    assert run.data.metrics["val_accuracy"] > 0.5  # ten genres: chance is 0.1
+
+
 def test_a_diverging_run_stops_fails_and_keeps_the_last_good_checkpoint(digits16: Path, tracking_store, capsys):
     # Epoch 1 trains normally; the step schedule then multiplies the rate by 1e9.
     args = ["train", *SMALL, "--data", str(digits16), "--lr-schedule", "step", "--lr-steps", "1", "--lr-factor", "1e9"]

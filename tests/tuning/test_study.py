@@ -15,7 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from genre.cli import main
 from genre.data.prepare import PrepareConfig, prepare
-from tests.conftest import PROJECT_ROOT
+from genre.tuning.study import TuneConfig
+from tests.conftest import PROJECT_ROOT, refused
 
 
 @pytest.fixture
@@ -92,6 +93,28 @@ def test_the_best_model_is_registered_with_an_alias_and_predicts(small_space: Pa
     image = next(Path("digits16").parent.glob("digits16/images/3/*.png"))
     assert main(["predict", "-m", "models:/genre-classifier@champion", str(image)]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"{image}: ")
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"n_trials": 0}, "n_trials"),
+        ({"timeout": 0.0}, "timeout"),
+        ({"seed": -1}, "seed"),
+        ({"heartbeat_seconds": 0}, "heartbeat_seconds"),
+        ({"grace_seconds": 0}, "grace_seconds"),
+        ({"heartbeat_seconds": 10, "grace_seconds": 10}, "grace_seconds"),  # live trials would be failed
+        ({"max_retries": -1}, "max_retries"),
+    ],
+)
+def test_a_study_setting_out_of_range_is_a_one_line_error_naming_it(settings: dict, named: str) -> None:
+    refused(TuneConfig, settings, named)
+
+
+def test_a_negative_trial_count_is_refused_before_any_study_or_run_opens(tracking_store: str, capsys) -> None:
+    assert main(["tune", "--n-trials", "-1"]) == 2
+    assert capsys.readouterr().err == "genre tune: error: 'n_trials' must be at least 1, got -1\n"
+    assert not Path("optuna.db").exists() and not Path("mlflow.db").exists() and not Path("data").exists()
 
 
 def test_an_unreachable_storage_fails_fast_and_never_shows_the_password(small_space: Path, capsys) -> None:
