@@ -23,9 +23,13 @@ from genre.tracking.store import mask_password, tracking_uri
 
 ACCURACY, CURVES, CONFUSION = "accuracy.png", "learning_curves.png", "confusion_best.png"
 SECTION_NAME = re.compile(r"[A-Za-z0-9_-]+")  # it names a folder and sits in the marker lines
-MARKED_SECTION = re.compile(
-    r"^<!-- genre report --section ([A-Za-z0-9_-]+): begin -->\r?\n"
-    r".*?^<!-- genre report --section \1: end -->(?:\r?\n|\Z)",
+SECTION_BEGIN, SECTION_END = "<!-- genre report --section {}: begin -->", "<!-- genre report --section {}: end -->"
+MARKED_SECTION = re.compile(  # a whole marked section, markers included, of any name
+    "^"
+    + re.escape(SECTION_BEGIN).replace(re.escape("{}"), f"({SECTION_NAME.pattern})")
+    + r"\r?\n.*?^"
+    + re.escape(SECTION_END).replace(re.escape("{}"), r"\1")
+    + r"(?:\r?\n|\Z)",
     re.MULTILINE | re.DOTALL,
 )
 EXPLANATION = (
@@ -173,7 +177,7 @@ def render_markdown(report: Report, generated: str) -> str:
 
 def section_markers(section: str) -> tuple[str, str]:
     """The lines that begin and end section `section` of a page (HTML comments: not shown)."""
-    return f"<!-- genre report --section {section}: begin -->", f"<!-- genre report --section {section}: end -->"
+    return SECTION_BEGIN.format(section), SECTION_END.format(section)
 
 
 def with_section(text: str, section: str, body: str, where: str) -> str:

@@ -58,11 +58,12 @@ def server_invocation(config: ServerConfig) -> tuple[list[str], dict[str, str]]:
     return command, environment
 
 
-def exposure_warning(config: ServerConfig) -> str | None:
-    if config.host in LOOPBACK:
+def exposure_warning(host: str, server: str = "tracking server") -> str | None:
+    """The warning for binding `server` (which has no authentication) to `host`; None on loopback."""
+    if host in LOOPBACK:
         return None
     return (
-        f"warning: binding {config.host} makes the tracking server (which has no authentication) reachable from "
+        f"warning: binding {host} makes the {server} (which has no authentication) reachable from "
         "every network this machine is on; put it behind a proxy with authentication or bind 127.0.0.1"
     )
 
@@ -70,7 +71,7 @@ def exposure_warning(config: ServerConfig) -> str | None:
 def run_server(config: ServerConfig) -> int:
     """Run the server in the foreground until Ctrl-C or SIGTERM; return its exit status."""
     command, environment = server_invocation(config)
-    warning = exposure_warning(config)
+    warning = exposure_warning(config.host)
     if warning:
         print(warning, file=sys.stderr)
     address = f"http://{config.host}:{config.port}"

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from genre.config import check_range, setting
 from genre.errors import ConfigError
-from genre.tracking.server import LOOPBACK
+from genre.tracking.server import exposure_warning
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,9 @@ def serve_invocation(config: ServeConfig) -> tuple[list[str], dict[str, str]]:
 def serve_model(config: ServeConfig) -> NoReturn:
     """Become the model server (exec, so Ctrl-C and SIGTERM reach MLflow directly); returns only by failing."""
     command, environment = serve_invocation(config)
-    if config.host not in LOOPBACK:
-        print(
-            f"warning: binding {config.host} makes the model server (which has no authentication) reachable from "
-            "every network this machine is on; put it behind a proxy with authentication or bind 127.0.0.1",
-            file=sys.stderr,
-        )
+    warning = exposure_warning(config.host, "model server")
+    if warning:
+        print(warning, file=sys.stderr)
     print(
         f"serving {config.model_uri} on http://{config.host}:{config.port} (POST /invocations, GET /ping)", flush=True
     )

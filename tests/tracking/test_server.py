@@ -119,8 +119,8 @@ def test_the_server_command_keeps_the_password_out_of_its_arguments_and_warns_wh
     command, environment = server_invocation(config)
     assert "s3cret" not in " ".join(command)
     assert environment["MLFLOW_BACKEND_STORE_URI"] == "postgresql://genre:s3cret@db/mlflow"
-    assert "reachable from every network" in exposure_warning(config)
-    assert exposure_warning(ServerConfig()) is None
+    assert "reachable from every network" in exposure_warning(config.host)
+    assert exposure_warning(ServerConfig().host) is None
 
 
 @pytest.mark.parametrize(
