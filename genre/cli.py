@@ -11,9 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from genre import __version__, config
+from genre.credentials import keep_password_off_command_line
 from genre.data.prepare import PrepareConfig
-from genre.errors import GenreError
+from genre.disk import disk_fault
+from genre.errors import GenreError, StoreUnreachable
 from genre.models.baselines import BaselineConfig
+from genre.tracking.store import limit_http_retries, tracking_failure
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 
@@ -180,6 +183,26 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     predict.set_defaults(handler=_predict)
 
+    runs = commands.add_parser(
+        "runs",
+        help="list RUNNING runs and whether their process still runs; end the stale ones KILLED",
+        description="A run whose process was killed (SIGKILL, out of memory, a reboot) stays RUNNING in MLflow. Each "
+        "run records its host and process; this lists the RUNNING runs, says which of them no longer have a process, "
+        "and with --end marks those KILLED with a tag saying why. Runs owned on another host are only ended with "
+        "--older-than.",
+    )
+    runs.add_argument("--experiment", help="only this MLflow experiment (default: every active one)")
+    runs.add_argument("--stale", action="store_true", help="only runs whose process is gone")
+    runs.add_argument("--end", action="store_true", help="end the stale runs KILLED, tagged genre.ended_by")
+    runs.add_argument(
+        "--older-than",
+        type=float,
+        metavar="HOURS",
+        help="also count as stale a run owned on another host (or by an older genre) started this long ago",
+    )
+    runs.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    runs.set_defaults(handler=_runs, config_folder="")
+
     from genre.launch.roles import LaunchConfig
 
     launch = commands.add_parser(
@@ -284,6 +307,14 @@ def _predict(args: argparse.Namespace) -> int:
     return predict_command(args.model_uri, args.files, args.top)
 
 
+def _runs(args: argparse.Namespace) -> int:
+    from genre.commands import runs_command
+    from genre.tracking.stale import RunsConfig
+
+    settings, _ = config.load(RunsConfig, args, "")
+    return runs_command(settings)
+
+
 def _launch(args: argparse.Namespace) -> int:
     from genre.commands import launch_command
     from genre.launch.roles import LaunchConfig
@@ -294,6 +325,13 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # this process's own arguments, which `ps` shows: a database password leaves them first
+        command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
+        try:
+            keep_password_off_command_line(command)
+        except GenreError as error:
+            print(f"genre {command}: error: {error}", file=sys.stderr)
+            return EXIT_ERROR
     args = build_parser().parse_args(argv)
     if args.quiet:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -301,14 +339,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    limit_http_retries()  # a tracking server that stops answering fails a command in seconds, not minutes
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # its retries: a failure is one line of ours
     try:
         return args.handler(args)
     except GenreError as error:
         print(f"genre {args.command}: error: {error}", file=sys.stderr)
         return EXIT_ERROR
+    except StoreUnreachable as error:
+        print(f"genre {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"genre {args.command}: interrupted; finished work is kept, rerun to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as error:
+        refused = tracking_failure(error)  # an MLflow call no stage turned into an error of ours
+        if full := disk_fault(error):  # a full or read-only disk no stage expected (SQLite full is not "unreachable")
+            refused = f"{full}; free some space (or make it writable) and rerun: finished work is kept"
+        if refused is None:
+            raise
+        print(f"genre {args.command}: error: {refused}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from genre.data.pack import DatasetInfo, open_pack
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.prepare import PrepareConfig, check_output_folders, prepare
 from genre.data.problems import summarise
-from genre.errors import ConfigError
+from genre.disk import check_writable
+from genre.errors import ConfigError, StoreUnreachable
 from genre.models.baselines import BaselineConfig, BaselineResult
 from genre.stages import baseline_stage, ensure_dataset, example_image, resume_config, train_stage
 from genre.tracking.reports import log_evaluation, log_prepared, log_training_outcome
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # training modules import mxnet, which prepare and baseline d
     from genre.launch.roles import LaunchConfig
     from genre.report import ReportConfig
     from genre.suite import SuiteConfig
+    from genre.tracking.stale import RunsConfig
     from genre.training.config import TrainConfig
     from genre.training.evaluate import EvaluateConfig
     from genre.tuning.study import TuneConfig
@@ -61,6 +63,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def prepare_command(config: PrepareConfig, experiment: str | None, config_file: Path | None, progress: bool) -> int:
     """`genre prepare`: exit 0 when everything was packed, 1 when some covers failed to download."""
     tags = {"genre.stage": "prepare", **_config_tags(config_file)}
+    check_output_folders(config)  # before a run opens that could only fail
     with (
         sigterm_as_interrupt(),
         tracked_run(experiment_name(experiment, f"genre-{config.dataset_name}"), "prepare", tags) as tracker,
@@ -100,7 +103,11 @@ def train_command(config: TrainConfig, experiment: str | None, config_file: Path
         resume = config.resume
         config, completed = resume_config(resume, config.checkpoint_dir, config.kvstore)
         print(f"resuming run {resume} after epoch {completed} of {config.epochs}")
-    staged = train_stage(config, experiment, _config_tags(config_file), progress)
+    try:
+        with sigterm_as_interrupt():
+            staged = train_stage(config, experiment, _config_tags(config_file), progress)
+    except StoreUnreachable as error:
+        raise StoreUnreachable(_with_resume_hint(error, config), error.run_id) from None
     if staged is None:  # a distributed worker other than 0: worker 0 reports the job
         return EXIT_OK
     outcome = staged.result
@@ -113,6 +120,29 @@ def train_command(config: TrainConfig, experiment: str | None, config_file: Path
     return EXIT_OK
 
 
+def _with_resume_hint(error: StoreUnreachable, config: TrainConfig) -> str:
+    """The store's failure, and how to continue once it answers: the finished epochs are checkpointed."""
+    from genre.training.checkpoint import CheckpointStore
+
+    message = str(error)
+    if not error.run_id or not CheckpointStore(Path(config.checkpoint_dir) / error.run_id).exists():
+        return message
+    folder = "" if config.checkpoint_dir == "checkpoints" else f" --checkpoint-dir {config.checkpoint_dir}"
+    return (
+        message.split("; ")[0] + f"; every finished epoch is checkpointed: once the store answers again, "
+        f"`genre train --resume {error.run_id}{folder}` continues the run"
+    )
+
+
+def _reach_model_store(model_uri: str) -> None:
+    """A model held by the tracking store (runs:/, models:/) needs it: check it answers before loading the model,
+    which would otherwise retry for minutes."""
+    from genre.tracking.store import check_reachable
+
+    if model_uri.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
+        check_reachable(tracking_uri())
+
+
 def evaluate_command(config: EvaluateConfig, experiment: str | None) -> int:
     """`genre evaluate`: re-evaluate a logged model on a split and log the same report as training does."""
     from genre.tracking.model import load_cover_model
@@ -122,6 +152,7 @@ def evaluate_command(config: EvaluateConfig, experiment: str | None) -> int:
         raise ConfigError("--model-uri is required, e.g. runs:/<run id>/model or models:/genre-classifier@champion")
     pack = open_pack(Path(config.data), config.variant, config.split)
     info = DatasetInfo.read(Path(config.data))
+    _reach_model_store(config.model_uri)
     model = load_cover_model(config.model_uri)
     tags = {"genre.stage": "evaluate", "genre.model_uri": config.model_uri}
     with tracked_run(experiment_name(experiment, f"genre-{info.name}"), f"evaluate-{config.split}", tags) as tracker:
@@ -144,6 +175,7 @@ def predict_command(model_uri: str, files: list[Path], top: int) -> int:
 
     if top < 1:
         raise ConfigError(f"'top' must be at least 1, got {top}")
+    _reach_model_store(model_uri)
     model = load_cover_model(model_uri)
     failed = 0
     for path in files:
@@ -165,18 +197,22 @@ def tune_command(config: TuneConfig, experiment: str | None, progress: bool) -> 
     from genre import devices
     from genre.errors import GenreError
     from genre.tracking.reports import log_study_progress, log_study_result, log_trial_start, log_tune_start
-    from genre.tracking.store import mask_password
+    from genre.tracking.stale import end_stale_matching
+    from genre.tracking.store import limit_database_connections, mask_password
     from genre.tuning.space import load_space
-    from genre.tuning.study import Objective, check_storage, open_study
+    from genre.tuning.study import InvocationSampler, Objective, check_storage, open_study
 
     space = load_space(config.space)
     base = space.base_config()
     contexts = devices.contexts(base.gpus, base.cpu_contexts)
     check_storage(config.storage_url)
+    check_writable(Path(config.checkpoint_dir), "checkpoint folder", "--checkpoint-dir")
+    limit_database_connections(tracking_uri())  # before anything opens MLflow's store
     ensure_dataset(base.data, progress)
     info = DatasetInfo.read(Path(base.data))
     example = example_image(base)
-    study = open_study(config, base.epochs)
+    sampler = InvocationSampler(config.sampler, config.seed)
+    study = open_study(config, base.epochs, sampler)
     already = len(study.trials)
     print(f"study {config.study_name} at {mask_password(config.storage_url)}: {already} trial(s) so far")
     tags = {"genre.stage": "tune", "optuna.study": config.study_name}
@@ -187,7 +223,11 @@ def tune_command(config: TuneConfig, experiment: str | None, progress: bool) -> 
         return tracked_run(None, f"trial-{trial.number}", trial_tags, nested=True, finished_on=(optuna.TrialPruned,))
 
     name = experiment_name(experiment, f"genre-{info.name}")
-    with tracked_run(name, f"tune-{config.study_name}", tags) as parent:
+    with sigterm_as_interrupt(), tracked_run(name, f"tune-{config.study_name}", tags) as parent:
+        study_name = config.study_name.replace("'", "\\'")
+        ended = end_stale_matching(f"tags.`optuna.study` = '{study_name}'", f"genre tune continuing study {study_name}")
+        if ended:
+            print(f"ended {len(ended)} run(s) of the study KILLED: their process had died ({', '.join(ended)})")
         log_tune_start(parent, config, space, info)
         objective = Objective(
             space,
@@ -204,7 +244,7 @@ def tune_command(config: TuneConfig, experiment: str | None, progress: bool) -> 
             n_trials=config.n_trials,
             timeout=config.timeout,
             catch=(GenreError,),
-            callbacks=[lambda study, trial: log_study_progress(parent, study, trial.number)],
+            callbacks=[lambda study, trial: log_study_progress(parent, study, trial.number, sampler.effective_seed)],
             gc_after_trial=True,
         )
         best_run = log_study_result(parent, study)
@@ -246,7 +286,8 @@ def suite_command(config: SuiteConfig, experiment: str | None, progress: bool) -
     """`genre suite`: run (or finish) a list of experiments x seeds; exit 1 if any of them failed."""
     from genre.suite import run_suite
 
-    run_id, failed = run_suite(config, experiment, progress)
+    with sigterm_as_interrupt():
+        run_id, failed = run_suite(config, experiment, progress)
     print(f"MLflow run {run_id} at {mask_password(tracking_uri())}; `genre report` makes the results table")
     if failed:
         print(f"{failed} run(s) failed (see above); rerun the same command to retry them, finished ones are skipped")
@@ -276,6 +317,49 @@ def report_command(config: ReportConfig) -> int:
         f"best: {best.name} on {best.dataset}/{best.variant} at {100 * best.val_accuracy:.2f}% validation"
     )
     print(f"MLflow run {tracker.run_id} at {mask_password(tracking_uri())} holds the report")
+    return EXIT_OK
+
+
+def runs_command(config: RunsConfig) -> int:
+    """`genre runs`: the RUNNING runs and whether their process still runs; `--end` ends the stale ones KILLED."""
+    import time
+
+    from genre.tracking import stale
+    from genre.tracking.runs import client
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).expanduser().exists():
+        print(f"no runs: the tracking store {uri} does not exist yet")  # and opening it would create it
+        return EXIT_OK
+    experiment_ids = None
+    if config.experiment:
+        found = client().get_experiment_by_name(config.experiment)
+        if found is None:
+            raise ConfigError(f"no MLflow experiment named '{config.experiment}' at {mask_password(tracking_uri())}")
+        experiment_ids = [found.experiment_id]
+    running = stale.running_runs(experiment_ids)
+    names = {e.experiment_id: e.name for e in client().search_experiments()}
+    shown = [run for run in running if stale.is_stale(run, config.older_than) or not (config.stale or config.end)]
+    for run in shown:
+        tags = run.data.tags
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
+        state = "stale" if stale.is_stale(run, config.older_than) else stale.owner_state(tags)
+        print(
+            f"{run.info.run_id}  {state:7}  {names.get(run.info.experiment_id, run.info.experiment_id)}/"
+            f"{run.info.run_name}  ({tags.get('genre.stage', '?')}, started {started} by {stale.describe_owner(tags)})"
+        )
+    if config.end:
+        ended = stale.end_stale(shown, "genre runs --end", config.older_than)
+        print(f"ended {len(ended)} stale run(s) KILLED (tag {stale.ENDED_BY} says why)")
+    else:
+        counts = {state: 0 for state in (stale.ALIVE, stale.GONE, stale.UNKNOWN)}
+        for run in running:
+            counts[stale.owner_state(run.data.tags)] += 1
+        print(
+            f"{len(running)} RUNNING run(s): {counts[stale.ALIVE]} still running, {counts[stale.GONE]} whose process "
+            f"is gone, {counts[stale.UNKNOWN]} owned on another host or by an older genre (cannot tell from here)"
+            + ("; `genre runs --stale --end` ends the stale ones KILLED" if counts[stale.GONE] else "")
+        )
     return EXIT_OK
 
 

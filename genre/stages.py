@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 from genre.config import build
 from genre.data.pack import DATASET_FILE, DatasetInfo
 from genre.data.prepare import DEFAULT_DATASET, PrepareConfig, prepare
+from genre.disk import check_writable
 from genre.models.baselines import BaselineConfig, BaselineResult, run_baseline
 from genre.runtime import usable_cores
 from genre.tracking.reports import log_baseline, log_training_outcome, log_training_start
-from genre.tracking.tracker import experiment_name, tracked_run
+from genre.tracking.tracker import Tracker, experiment_name, tracked_run
 
 if TYPE_CHECKING:  # training modules import mxnet, which prepare and baseline do not need
     from genre.training.config import TrainConfig
@@ -96,7 +97,8 @@ def train_stage(
     resume = config.resume
     contexts = devices.contexts(config.gpus, config.cpu_contexts)  # a missing GPU fails before any work
     cluster = join_cluster(config.kvstore)  # None for one process; else waits until every worker and server is up
-    if cluster is None or cluster.is_chief:
+    if cluster is None or cluster.is_chief:  # the one that writes the checkpoints learns now, not after an epoch
+        check_writable(Path(config.checkpoint_dir), "checkpoint folder", "--checkpoint-dir")
         ensure_dataset(config.data, progress)
     if cluster is not None:
         owns = "logs the MLflow run and writes the checkpoints" if cluster.is_chief else "worker 0 logs the run"
@@ -115,6 +117,10 @@ def train_stage(
     info = DatasetInfo.read(Path(config.data))
     tags = {"genre.stage": "train", **tags} | ({"genre.resumed_from": resume} if resume else {})
     tags |= cluster.tags() if cluster else {}
+    if resume:
+        from genre.tracking.stale import check_not_alive
+
+        tags |= check_not_alive(resume)
     name = None if nested else experiment_name(experiment, f"genre-{info.name}")
     with tracked_run(name, run_name or f"train-{config.model}", tags, run_id=resume, nested=nested) as tracker:
         checkpoints = CheckpointStore(Path(config.checkpoint_dir) / (resume or tracker.run_id))
@@ -122,12 +128,25 @@ def train_stage(
             log_training_start(tracker, config, info, devices.describe(contexts))
             if cluster is not None:
                 tracker.log_params(cluster.params())
+        elif resume:
+            log_unlogged_epochs(tracker, resume, checkpoints.read_state().history)
         outcome: TrainOutcome | None = train(config, contexts, tracker, checkpoints, cluster=cluster)
         assert outcome is not None  # worker 0 and single processes always get the outcome
         log_training_outcome(tracker, outcome, example if example is not None else example_image(config))
     if cluster is not None:
         cluster.finish()
     return Staged(tracker.run_id, info, config, outcome)
+
+
+def log_unlogged_epochs(tracker: Tracker, run_id: str, history: list[dict[str, float]]) -> None:
+    """Log the epochs a killed run checkpointed but never logged (the store stopped answering in between: training
+    writes the checkpoint first), so a resumed run's curves hold every epoch once."""
+    from genre.tracking.runs import metric_history
+
+    logged = {step for step, _ in metric_history(run_id, "epoch_seconds")}  # a metric only epochs log
+    for row in history:
+        if int(row["epoch"]) not in logged:
+            tracker.log_metrics({key: value for key, value in row.items() if key != "epoch"}, step=int(row["epoch"]))
 
 
 def example_image(config: TrainConfig) -> bytes:

@@ -17,7 +17,7 @@ from genre.data.pack import DATASET_FILE, DatasetInfo
 from genre.data.prepare import PrepareConfig
 from genre.errors import ConfigError, DataError, GenreError
 from genre.stages import baseline_stage, ensure_dataset, train_stage
-from genre.tracking import runs
+from genre.tracking import runs, stale
 from genre.tracking.reports import config_params
 from genre.tracking.tracker import experiment_name, tracked_run
 
@@ -120,12 +120,14 @@ def plan(config: SuiteConfig, progress: bool) -> list[Planned]:
 
 
 def _resumable(previous: list) -> str | None:
-    """The newest killed run of the same settings that left a checkpoint to continue from."""
+    """The newest killed run of the same settings that left a checkpoint to continue from (not one whose process
+    still trains it)."""
     from genre.training.checkpoint import CheckpointStore
 
     for run in previous:
         folder = Path(run.data.params.get("config.checkpoint_dir", "checkpoints")) / run.info.run_id
-        if run.info.status != "FINISHED" and CheckpointStore(folder).exists():
+        alive = run.info.status == "RUNNING" and stale.owner_state(run.data.tags) == stale.ALIVE
+        if run.info.status != "FINISHED" and not alive and CheckpointStore(folder).exists():
             return run.info.run_id
     return None
 
@@ -150,11 +152,12 @@ def run_planned(item: Planned, suite: str, experiment_id: str, progress: bool) -
         "genre.config_file": str(item.experiment.file),
     }
     config = item.experiment.config
+    resume = _resumable(previous) if item.experiment.kind != "baseline" else None
+    stale.end_stale([run for run in previous if run.info.run_id != resume], f"genre suite {suite} rerunning it")
     if item.experiment.kind == "baseline":
         staged = baseline_stage(config, None, tags, nested=True, run_name=item.run_name)
         test = staged.result.scores["test"]
         return f"ran {item.label}: run {staged.run_id}, test {_accuracies(test.accuracy, test.balanced_accuracy)}"
-    resume = _resumable(previous)
     if resume:
         config = dataclasses.replace(config, resume=resume)
         print(f"{item.label}: resuming killed run {resume} from its last checkpoint")
@@ -177,6 +180,12 @@ def run_suite(config: SuiteConfig, experiment: str | None, progress: bool) -> tu
     with tracked_run(experiment_name(experiment, f"genre-suite-{name}"), f"suite-{name}", tags) as parent:
         parent.log_params(config_params(dataclasses.asdict(config) | {"name": name}))
         experiment_id = mlflow.get_run(parent.run_id).info.experiment_id
+        quoted = name.replace("'", "\\'")
+        query = f"tags.`genre.stage` = 'suite' and tags.`{runs.SUITE}` = '{quoted}'"
+        stale.end_stale(
+            [run for run in stale.running_runs([experiment_id], query) if run.info.run_id != parent.run_id],
+            f"genre suite {name} rerun as run {parent.run_id}",
+        )
         for number, item in enumerate(planned, 1):
             try:
                 said = run_planned(item, name, experiment_id, progress)

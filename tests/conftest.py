@@ -89,7 +89,7 @@ def postgres_server() -> str:
     import psycopg
 
     try:
-        psycopg.connect(f"{POSTGRES}/postgres", connect_timeout=3).close()
+        psycopg.connect(f"{POSTGRES}/postgres", connect_timeout=30).close()  # absent refuses at once; busy is slow
     except psycopg.OperationalError as error:
         if os.environ.get("GENRE_REQUIRE_POSTGRES"):
             raise
@@ -111,3 +111,61 @@ def postgres_database(postgres_server: str):
     admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
     admin.execute(f"DROP DATABASE {name}")
     admin.close()
+
+
+def mount_small_disk(folder: Path, kilobytes: int, read_only: bool = False) -> bool:
+    """Mount a tmpfs of `kilobytes` on `folder` (made if missing): a disk that really fills up, or a really read-only
+    one. False where this process may not mount (not root, or no CAP_SYS_ADMIN)."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    options = f"size={kilobytes}k" + (",ro" if read_only else "")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    return mounted.returncode == 0
+
+
+def unmount(folder: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "--lazy", str(folder)], capture_output=True, check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """`small_disk(kilobytes)`: a fresh folder on a tmpfs of that size, unmounted afterwards. Skips where this process
+    may not mount; the tests that need no rights make a write fail with ENOSPC at /dev/full instead."""
+    mounted: list[Path] = []
+
+    def make(kilobytes: int) -> Path:
+        folder = tmp_path / f"disk-{len(mounted)}"
+        if not mount_small_disk(folder, kilobytes):
+            pytest.skip("mounting a small tmpfs (a disk that fills up) needs root with CAP_SYS_ADMIN")
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in reversed(mounted):
+        unmount(folder)
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path):
+    """A folder in which no file can be made: mode 0o555 for a user; for root, whom mode bits do not stop, a
+    read-only tmpfs, else an immutable folder (`chattr +i`). Skips only where none of these is allowed."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "read-only"
+    if os.geteuid() != 0:
+        folder.mkdir()
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+    elif mount_small_disk(folder, 1024, read_only=True):
+        yield folder
+        unmount(folder)
+    elif subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+        yield folder
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        pytest.skip("as root, a read-only folder needs a read-only mount or chattr +i, and neither is allowed here")

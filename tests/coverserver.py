@@ -84,6 +84,18 @@ def trickle(body: bytes, every: float) -> Responder:
     return respond
 
 
+def redirect(location: str, code: int = 302) -> Responder:
+    """Send the client to `location` (a URL, or a path on this server)."""
+
+    def respond(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(code)
+        handler.send_header("Location", location)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    return respond
+
+
 class CoverServer(ThreadingHTTPServer):
     """Serves `routes[path]`: the n-th request gets the n-th responder (the last one repeats)."""
 
@@ -99,8 +111,12 @@ class CoverServer(ThreadingHTTPServer):
     def add(self, line: int, relpath: str, *responders: Responder) -> ManifestEntry:
         path = f"/img/{relpath}"
         self.routes[path] = list(responders) or [ok()]
-        host, port = self.server_address[:2]
-        return ManifestEntry(line=line, url=f"http://{host}:{port}{path}", relpath=relpath)
+        return ManifestEntry(line=line, url=self.url(relpath), relpath=relpath)
+
+    def url(self, relpath: str, host: str = "127.0.0.1") -> str:
+        """Where `add` serves `relpath`; host `localhost` names this server by another host name (a cross-host
+        redirect without a second server)."""
+        return f"http://{host}:{self.server_address[1]}/img/{relpath}"
 
     def requests(self, entry: ManifestEntry) -> int:
         return self.hits[f"/img/{entry.relpath}"]
@@ -131,8 +147,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def cover_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[CoverServer]:
-    monkeypatch.setenv("no_proxy", "127.0.0.1")  # a proxy in the environment must not see the test server
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")  # a proxy in the environment must not see the test server
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     httpd = CoverServer()
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

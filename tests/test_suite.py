@@ -78,7 +78,7 @@ def test_a_killed_suite_reruns_only_what_was_lost_and_the_report_matches_the_sto
     suite = start_suite("quick-rf", "small-convnet", "--seeds", "0,1")
     killed = wait_for_first_checkpoint(tracking_store, suite)
     suite.send_signal(signal.SIGKILL)
-    suite.wait(timeout=30)
+    suite.wait(timeout=120)
     before = {(r.data.tags["genre.experiment_name"], r.data.tags["genre.seed"]): r for r in member_runs(tracking_store)}
     finished = {key for key, run in before.items() if run.info.status == "FINISHED"}
     assert finished == {("quick-rf", "0"), ("quick-rf", "1")}
@@ -97,6 +97,12 @@ def test_a_killed_suite_reruns_only_what_was_lost_and_the_report_matches_the_sto
         ("small-convnet", "1", "FINISHED"),
     ]
     assert {r.info.run_id for r in runs} >= {killed, before["quick-rf", "0"].info.run_id}, "no run was redone"
+    client = MlflowClient(tracking_store)
+    everything = client.search_runs([client.get_experiment_by_name("genre-suite-custom").experiment_id])
+    assert [r.info.status for r in everything if r.info.status != "FINISHED"] == ["KILLED"]  # the killed suite's
+    (old_suite,) = [r for r in everything if r.info.status == "KILLED"]
+    assert old_suite.data.tags["genre.stage"] == "suite"
+    assert old_suite.data.tags["genre.ended_by"].startswith("genre suite custom rerun as run ")
     resumed = MlflowClient(tracking_store).get_metric_history(killed, "val_accuracy")
     assert sorted(m.step for m in resumed) == list(range(1, 9)), "the resumed run has every epoch once"
 

@@ -6,6 +6,10 @@ every file that exists and fetches only the rest. Leftover `.part` files (at mos
 per interrupted run) are never read as covers; delete them freely when no download is running.
 
 One bad cover never stops the run: its failure comes back as a `Problem`.
+
+Every redirect hop must pass the manifest's own URL rules (http or https, with a host), and a cover follows at
+most `MAX_REDIRECTS` of them; a redirect that breaks either fails that cover for good (no retry). A cover saved from
+another host than its manifest URL names is kept and listed in `DownloadResult.cross_host`, for the report.
 """
 
 from __future__ import annotations
@@ -20,21 +24,23 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.client import HTTPException, HTTPResponse, IncompleteRead
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
 from genre import __version__
-from genre.data.manifest import PART_SUFFIX, ManifestEntry
+from genre.data.manifest import PART_SUFFIX, ManifestEntry, url_problem
 from genre.data.problems import Problem, summarise
 from genre.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 64 * 2**10
+MAX_REDIRECTS = 5  # a CDN needs one or two; more is a loop or a chain no cover needs
 
 
 @dataclass(frozen=True)
@@ -70,16 +76,27 @@ class DownloadConfig:
         return 3 * self.timeout_seconds
 
 
+@dataclass(frozen=True)
+class CrossHostRedirect:
+    """A cover saved from another host than its manifest URL names: redirects took it to `final_url`."""
+
+    item: str
+    url: str
+    final_url: str
+
+
 @dataclass
 class DownloadResult:
     """What a download run did. Each list is in manifest order.
 
-    `already_present` were on disk before the run and were not requested; `fetched` were downloaded now.
+    `already_present` were on disk before the run and were not requested; `fetched` were downloaded now,
+    `cross_host` those of them that came from another host after redirects.
     """
 
     fetched: list[ManifestEntry]
     already_present: list[ManifestEntry]
     failures: list[Problem]
+    cross_host: list[CrossHostRedirect] = field(default_factory=list)
 
     @property
     def available(self) -> list[ManifestEntry]:
@@ -90,6 +107,7 @@ class DownloadResult:
         return (
             f"{len(self.fetched)} fetched, {len(self.already_present)} already present (skipped), "
             f"{len(self.failures)} failed"
+            + (f", {len(self.cross_host)} saved from another host after redirects" if self.cross_host else "")
         )
 
 
@@ -102,8 +120,38 @@ class _AttemptFailed(Exception):
         self.retry = retry
 
 
+class _CoverFailed(Exception):
+    """One cover could not be saved; `reason` is what the report says."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class _Stopped(Exception):
     """The run is being interrupted (Ctrl-C); give up on this cover without reporting it."""
+
+
+class _RedirectRules(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to a URL the manifest would accept, and at most `MAX_REDIRECTS` in a row.
+
+    urllib alone follows up to 10 hops and to ftp:// too; here a broken rule fails the cover without a retry.
+    """
+
+    max_repeats = max_redirections = MAX_REDIRECTS + 1  # urllib's own loop check never fires first
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        hops = getattr(req, "genre_hops", 0) + 1
+        problem = url_problem(newurl)
+        if problem is None and hops > MAX_REDIRECTS:
+            problem = f"more than {MAX_REDIRECTS} redirects in a row (the next to {newurl})"
+        if problem is not None:
+            fp.close()
+            raise _AttemptFailed(f"HTTP {code} redirect not followed: {problem}", retry=False)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None:
+            new.genre_hops = hops
+        return new
 
 
 def download_covers(
@@ -130,26 +178,30 @@ def download_covers(
 
     fetched: list[ManifestEntry] = []
     failures: list[Problem] = []
-    opener = urllib.request.build_opener()
+    cross_host: list[CrossHostRedirect] = []
+    opener = urllib.request.build_opener(_RedirectRules)
     opener.addheaders = [("User-Agent", f"genre/{__version__}")]
     stop = threading.Event()
     bar = tqdm(total=len(entries), initial=len(already_present), unit="cover", desc="download", disable=not progress)
     pool = ThreadPoolExecutor(max_workers=config.connections, thread_name_prefix="download")
     try:
-        pending: dict[Future[str | None], ManifestEntry] = {
+        pending: dict[Future[str], ManifestEntry] = {
             pool.submit(_download_one, opener, e, dest / e.relpath, config, stop): e for e in todo
         }
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 entry = pending.pop(future)
-                reason = future.result()
-                if reason is None:
-                    fetched.append(entry)
-                else:
-                    failures.append(Problem(stage="download", item=entry.relpath, reason=reason))
-                    log.debug("download failed: %s: %s", entry.relpath, reason)
+                try:
+                    final_url = future.result()
+                except _CoverFailed as failed:
+                    failures.append(Problem(stage="download", item=entry.relpath, reason=failed.reason))
+                    log.debug("download failed: %s: %s", entry.relpath, failed.reason)
                     bar.set_postfix(failed=len(failures))
+                else:
+                    fetched.append(entry)
+                    if urlsplit(final_url).hostname != urlsplit(entry.url).hostname:
+                        cross_host.append(CrossHostRedirect(entry.relpath, entry.url, final_url))
                 bar.update(1)
     except BaseException:
         # Ctrl-C (or a bug): do not wait for the queue; workers in flight see `stop` and quit.
@@ -163,8 +215,13 @@ def download_covers(
     fetched.sort(key=lambda e: e.line)
     order = {e.relpath: e.line for e in todo}
     failures.sort(key=lambda p: order[p.item])
-    result = DownloadResult(fetched=fetched, already_present=already_present, failures=failures)
+    cross_host.sort(key=lambda r: order[r.item])
+    result = DownloadResult(fetched, already_present, failures, cross_host)
     log.info("download: %s", result.summary())
+    if cross_host:
+        first = cross_host[0]
+        warning = "%d cover(s) saved from another host after redirects (first: %s from %s); the report lists them"
+        log.warning(warning, len(cross_host), first.item, first.final_url)
     if failures:
         log.warning("%s", summarise(failures))
     return result
@@ -176,28 +233,28 @@ def _download_one(
     final: Path,
     config: DownloadConfig,
     stop: threading.Event,
-) -> str | None:
-    """Fetch one cover with retries; returns None on success or the last failure's reason."""
+) -> str:
+    """Fetch one cover with retries; returns the URL it came from (after redirects), else raises `_CoverFailed`
+    with the last failure's reason."""
     attempts = 0
     while not stop.is_set():
         attempts += 1
         try:
-            _attempt(opener, entry.url, final, config, stop)
-            return None
+            return _attempt(opener, entry.url, final, config, stop)
         except _Stopped:
             break
         except _AttemptFailed as failed:
             if not failed.retry or attempts > config.retries:
                 tried = f" (gave up after {attempts} attempts)" if attempts > 1 else ""
-                return failed.reason + tried
+                raise _CoverFailed(failed.reason + tried) from None
             delay = config.backoff_seconds * 2 ** (attempts - 1)
             delay += random.uniform(0, delay / 4)
             log.debug("retrying %s in %.2f s: %s", entry.url, delay, failed.reason)
             stop.wait(delay)
         except Exception as exc:  # a bug must not cost the other covers; log it loudly instead
             log.exception("unexpected error downloading %s", entry.url)
-            return f"unexpected error: {exc!r}"
-    return "interrupted"
+            raise _CoverFailed(f"unexpected error: {exc!r}") from None
+    raise _CoverFailed("interrupted")
 
 
 def _attempt(
@@ -206,8 +263,9 @@ def _attempt(
     final: Path,
     config: DownloadConfig,
     stop: threading.Event,
-) -> None:
-    """One GET of `url` into `final`, atomically; raises `_AttemptFailed` with a reason a user can read."""
+) -> str:
+    """One GET of `url` into `final`, atomically; returns the URL the body came from (after redirects), or raises
+    `_AttemptFailed` with a reason a user can read."""
     deadline = time.monotonic() + config.attempt_deadline_seconds
     try:
         with opener.open(url, timeout=config.timeout_seconds) as response:
@@ -218,6 +276,7 @@ def _attempt(
                     retry=False,
                 )
             _save_atomically(final, lambda out: _copy_body(response, out, declared, config, deadline, stop))
+            return str(response.geturl())
     except urllib.error.HTTPError as exc:
         exc.close()
         transient = exc.code >= 500 or exc.code == 429

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from genre.data.split import SPLITS
+from genre.disk import reserve
 from genre.errors import DataError
 
 FORMAT_VERSION = 1
@@ -93,6 +94,7 @@ def write_pack(images_path: Path, labels_path: Path, source: np.ndarray, rows: n
         np.save(images_path, np.zeros(shape, dtype=np.uint8))
     else:
         target = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=shape)
+        reserve(images_path)
         for start in range(0, len(rows), COPY_ROWS):
             block = source[rows[start : start + COPY_ROWS]]
             target[start : start + len(block)] = block

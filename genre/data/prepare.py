@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -33,7 +33,8 @@ from genre.data.manifest import read_manifest
 from genre.data.problems import Problem, write_report
 from genre.data.sources import SourceImage, render_digits, scan_folder
 from genre.data.split import SPLITS, SplitFractions, development_subset, stratified_split
-from genre.errors import ConfigError, DataError
+from genre.disk import check_writable, disk_faults, reserve
+from genre.errors import ConfigError, DataError, DiskError
 from genre.runtime import usable_cores
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ DIGIT_SIZE = 32  # 4x the 8x8 digits: enough for conv nets, small enough for CPU
 MIN_SIZE, MAX_SIZE = 8, 1024  # packed image sides
 MANIFEST_DATASET_NAME = "covers"
 DEFAULT_DATASET = f"data/prepared/digits-{DIGIT_SIZE}"  # where `genre prepare` with no flags puts the bundled digits
+PARTIAL_FOLDER = ".partial"  # packs being written; moved into place only when complete
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,13 @@ class PrepareConfig:
     def fractions(self) -> SplitFractions:
         return SplitFractions(self.train_fraction, self.val_fraction, self.test_fraction)
 
+    @property
+    def download_folder(self) -> Path:
+        """Where a manifest's covers are kept."""
+        if self.download_dir:
+            return Path(self.download_dir)
+        return Path(self.manifest or "").resolve().parent / "covers"
+
     def download_config(self) -> DownloadConfig:
         return DownloadConfig(
             connections=self.connections,
@@ -170,7 +179,7 @@ def gather_sources(
     entries, problems = read_manifest(manifest)
     if not entries:
         raise DataError(f"manifest {manifest} has no usable lines; expected 'URL<TAB>genre/file.jpg' per line")
-    dest = Path(config.download_dir) if config.download_dir else manifest.resolve().parent / "covers"
+    dest = config.download_folder
     result = download_covers(entries, dest, config.download_config(), progress=progress)
     images = [SourceImage(entry.relpath, dest / entry.relpath) for entry in result.available]
     images.sort(key=lambda image: image.relpath)
@@ -256,8 +265,31 @@ def write_split_file(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
     tmp.replace(path)
 
 
+def check_output_folders(config: PrepareConfig) -> None:
+    """A folder `prepare` could not write is named before any download or decoding starts."""
+    check_writable(config.out_dir, "output folder", "--out")
+    if config.source_kind == "manifest":
+        check_writable(config.download_folder, "download folder", "--download-dir")
+
+
 def prepare(config: PrepareConfig, progress: bool = True) -> PreparedDataset:
-    """Run the whole preparation and return what was made. Raises `GenreError` only when nothing can be."""
+    """Run the whole preparation and return what was made. Raises `GenreError` only when nothing can be.
+
+    A full or read-only disk is a one-line `DiskError` naming the file; the downloads and the packs of an earlier
+    run are kept, and this run's half-written packs are removed to give the space back.
+    """
+    check_output_folders(config)
+    root = config.out_dir
+    kept = f"the downloaded covers and any packs an earlier run finished in {root} are kept"
+    try:
+        with disk_faults(root, f"{kept}: free some space and rerun the same command"):
+            return _prepare(config, progress)
+    except DiskError:
+        shutil.rmtree(root / PARTIAL_FOLDER, ignore_errors=True)
+        raise
+
+
+def _prepare(config: PrepareConfig, progress: bool) -> PreparedDataset:
     started = time.perf_counter()
     size, root = config.size, config.out_dir
     fractions = config.fractions
@@ -266,11 +298,14 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedDataset:
     if not images:
         raise DataError(f"no images to pack from {source_uri}; see {root / pack.REPORT_FILE}")
 
-    partial = root / ".partial"
+    partial = root / PARTIAL_FOLDER
     shutil.rmtree(partial, ignore_errors=True)  # what a killed run left half-written
     partial.mkdir()
     staging_path = partial / "staging.npy"
     staging = np.lib.format.open_memmap(staging_path, mode="w+", dtype=np.uint8, shape=(len(images), size, size, 3))
+    reserve(staging_path)
+    pack_bytes = (len(images) + min(config.dev_size, len(images))) * size * size * 3  # the full and dev packs
+    check_writable(partial, "packs", "--out", min_free=pack_bytes)  # now, not after decoding
     reasons = decode_all(images, size, staging_path, config.workers, progress)
     problems += [
         Problem("decode", image.relpath, reason) for image, reason in zip(images, reasons, strict=True) if reason
@@ -338,6 +373,7 @@ def prepare(config: PrepareConfig, progress: bool = True) -> PreparedDataset:
         packed=len(valid),
         downloaded=len(download.fetched) if download else 0,
         already_present=len(download.already_present) if download else 0,
+        cross_host_redirects=[asdict(r) for r in download.cross_host] if download else [],
     )
     info.write(root)
     return PreparedDataset(root, info, source_uri, problems, download, samples, time.perf_counter() - started)

@@ -4,10 +4,15 @@ Workers are named by their kvstore rank once they say it (`joined the dist_sync 
 scheduler assigns ranks, not the launch order), by their process id until then.
 
 A `dist_sync` job cannot lose a process: the others would wait for it forever inside a push or a pull. So the
-supervisor watches every process; the first that exits badly (a worker with a non-zero status or a signal, a
-server or the scheduler at all before the workers are done) is named in one line, and every other process is sent
-SIGTERM, then SIGKILL after a grace period (a worker blocked inside MXNet does not see SIGTERM). When all workers
-exit 0, the servers and the scheduler get the grace period to exit by themselves before they are stopped too.
+supervisor watches every process; the first that exits badly (any role with a non-zero status or a signal) is
+named in one line, and every other process is sent SIGTERM, then SIGKILL after a grace period (a worker blocked
+inside MXNet does not see SIGTERM). When all workers exit 0, the servers and the scheduler get the grace period to
+exit by themselves before they are stopped too.
+
+A server or the scheduler exiting 0 is the job ending, not a fault: they pass MXNet's exit barrier together with
+the workers, and usually leave first, while the workers still tear down MXNet (a second on an idle machine, more on
+a loaded one). So the workers then get `SHUTDOWN_SECONDS` to exit, and their statuses decide the job's; only a
+worker still running after that fails it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from genre.launch.roles import Role, ssh_argv
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 POLL_SECONDS = 0.1
+SHUTDOWN_SECONDS = 60.0  # measured on 2 cores: workers exit up to 2 s after the scheduler at load 5, 4.7 s at 13
 JOINED = re.compile(r"joined the \S+ job as worker (\d+) of \d+")  # what `genre train` prints on joining
 
 
@@ -59,8 +65,6 @@ def describe_exit(name: str, role: Role, status: int) -> str:
             return f"{name} died (killed by {signal.Signals(-status).name})"
         except ValueError:
             return f"{name} died (killed by signal {-status})"
-    if status == 0:
-        return f"{name} exited while workers were still running"
     if role.host is not None and status == 255:
         return f"{name} on {role.host.name} failed (ssh exit status 255: unreachable host or a dropped connection)"
     return f"{name} failed (exit status {status})"
@@ -69,9 +73,17 @@ def describe_exit(name: str, role: Role, status: int) -> str:
 class Job:
     """The running processes of one launch."""
 
-    def __init__(self, roles: list[Role], grace_seconds: float, workdir: str, out: IO[str] = sys.stdout) -> None:
+    def __init__(
+        self,
+        roles: list[Role],
+        grace_seconds: float,
+        workdir: str,
+        out: IO[str] = sys.stdout,
+        shutdown_seconds: float = SHUTDOWN_SECONDS,
+    ) -> None:
         self.roles = roles
         self.grace_seconds = grace_seconds
+        self.shutdown_seconds = shutdown_seconds
         self.workdir = workdir
         self.out = out
         self.lock = threading.Lock()
@@ -112,29 +124,36 @@ class Job:
             signal.signal(signal.SIGTERM, previous)
 
     def _watch(self) -> int:
-        """A non-zero status or a signal fails the job at once. A server or the scheduler exiting cleanly is the
-        job ending (worker 0 stops them), so it fails the job only if a worker still runs a grace period later."""
-        workers = [p for p in self.processes if p.role.kind == "worker"]
-        clean_exit: tuple[Process, float] | None = None
+        """A non-zero status or a signal fails the job at once; all workers exiting 0 ends it well. A server or the
+        scheduler exiting 0 is the job ending (worker 0 stops them), so it fails the job only if a worker still runs
+        `shutdown_seconds` later."""
+        ended: tuple[Process, float] | None = None  # the first server or scheduler that exited 0, and when
         while True:
-            for process in self.processes:
-                status = process.popen.poll()
-                if status is None or (status == 0 and process.role.kind == "worker"):
-                    continue
-                if status == 0:
-                    clean_exit = clean_exit or (process, time.monotonic())
-                    if time.monotonic() - clean_exit[1] < self.grace_seconds:
-                        continue
-                    process = clean_exit[0]
-                if process.reader is not None:
-                    process.reader.join(timeout=2)  # its last lines come before the verdict
-                self.say(f"{describe_exit(process.name, process.role, status)}; stopping the job")
-                self.stop([p for p in self.processes if p is not process])
-                return EXIT_FAILED
-            if all(p.popen.poll() == 0 for p in workers):
+            statuses = [(process, process.popen.poll()) for process in self.processes]  # one look for every verdict
+            failed = [(process, status) for process, status in statuses if status not in (None, 0)]
+            if failed:
+                process, status = failed[0]
+                return self._fail(process, describe_exit(process.name, process.role, status))
+            running = [process.name for process, status in statuses if status is None and process.role.kind == "worker"]
+            if not running:
                 self._finish()
                 return EXIT_OK
+            if ended is None:
+                ended = next(
+                    ((p, time.monotonic()) for p, status in statuses if status == 0 and p.role.kind != "worker"), None
+                )
+            elif time.monotonic() - ended[1] > self.shutdown_seconds:
+                late = f"{', '.join(running)} still running {self.shutdown_seconds:g}s later"
+                return self._fail(ended[0], f"{ended[0].name} exited, but {late}")
             time.sleep(POLL_SECONDS)
+
+    def _fail(self, process: Process, why: str) -> int:
+        """Name what went wrong in one line and stop every other process."""
+        if process.reader is not None:
+            process.reader.join(timeout=2)  # its last lines come before the verdict
+        self.say(f"{why}; stopping the job")
+        self.stop([p for p in self.processes if p is not process])
+        return EXIT_FAILED
 
     def _finish(self) -> None:
         """Workers done: the servers and the scheduler normally exit by themselves at once (worker 0 stops them)."""

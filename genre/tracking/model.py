@@ -28,11 +28,13 @@ from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, DataType, Schema
 from mxnet import nd
+from mxnet.base import MXNetError
 from PIL import Image
 
 import genre
 from genre.data.images import InvalidImage, decode_image, square_resize
 from genre.data.transforms import NetworkInput, network_input
+from genre.disk import failed_write
 
 IMAGE_COLUMN = "image"
 GENRE_COLUMN = "genre"
@@ -217,6 +219,11 @@ def log_cover_model(
         prefix = Path(folder) / "network"
         try:
             net.export(str(prefix))
+            mx.sym.load(f"{prefix}-symbol.json")  # read back: MXNet's writer can drop a failed write's end silently
+            nd.load(f"{prefix}-0000.params")
+        except MXNetError as error:  # a write that failed, with no errno: the disk is full unless it has room
+            needed = sum(int(np.prod(p.shape)) * np.dtype(p.dtype).itemsize for p in net.collect_params().values())
+            raise failed_write(prefix, needed, str(error).strip().splitlines()[-1]) from None
         except RuntimeError as error:
             raise ValueError(f"cannot export the network ({error}); call net.hybridize() before training") from error
         classifier = Path(folder) / "classifier.json"

@@ -264,8 +264,13 @@ def log_trial_start(
     tracker.log_params({"trial_number": trial_number} | {f"trial.{name}": value for name, value in chosen.items()})
 
 
-def log_study_progress(tracker: Tracker, study: optuna.Study, trial_number: int) -> None:
-    """After each trial: the best value so far and how many trials ended in each state."""
+def log_study_progress(
+    tracker: Tracker, study: optuna.Study, trial_number: int, sampler_seed: int | None = None
+) -> None:
+    """After each trial: the best value so far and how many trials ended in each state; and the seed this
+    invocation's sampler drew with (`sampler_seed`, which differs from `--seed` unless the invocation ran trial 0)."""
+    if sampler_seed is not None:
+        tracker.log_params({"sampler_seed": sampler_seed})  # the same value after every trial: MLflow accepts it
     states = [trial.state.name for trial in study.get_trials(deepcopy=False)]
     metrics: dict[str, float] = {
         f"trials_{state.lower()}": states.count(state) for state in ("COMPLETE", "PRUNED", "FAIL")

@@ -151,6 +151,18 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client().get_metric_history(run_id, key))
 
 
+def params_with_passwords(run_id: str) -> dict[str, str]:
+    """The params of run `run_id` whose value holds a URL with a password (`mlflow run` logs each -P as given);
+    empty when there is no such run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        params = client().get_run(run_id).data.params
+    except MlflowException:
+        return {}
+    return {name: value for name, value in params.items() if mask_password(value) != value}
+
+
 def download(run_id: str, artifact: str, into: Path) -> Path | None:
     """One artifact of a run into folder `into`; None if the run has no such artifact."""
     from mlflow.exceptions import MlflowException

@@ -1,6 +1,7 @@
 """`genre server`: MLflow's tracking server with the project's defaults, bound to loopback unless asked.
 
-The backend store URI reaches `mlflow server` through its environment variable, not its arguments, so a
+The backend store URI reaches `mlflow server` through its environment variable, not its arguments, and its
+password through PGPASSWORD (`genre.credentials` moves one typed into `genre server`'s own arguments there), so a
 database password never shows in the process list, the console or a log.
 """
 
@@ -26,7 +27,8 @@ class ServerConfig:
     host: str = setting("127.0.0.1", "address to bind; anything but loopback exposes the server (a warning says so)")
     port: int = setting(5000, "port to listen on")
     backend_store_uri: str = setting(
-        DEFAULT_TRACKING_URI, "where runs live: the embedded SQLite file, or postgresql://USER:PASSWORD@HOST/DB"
+        DEFAULT_TRACKING_URI,
+        "where runs live: the embedded SQLite file, or postgresql://USER@HOST/DB (password in PGPASSWORD or ~/.pgpass)",
     )
     artifacts_destination: str = setting(
         "./mlartifacts", "where the server keeps artifacts it proxies for clients (a folder, or s3://... etc.)"

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
-from genre.errors import TrackingError
+from genre.errors import StoreUnreachable, TrackingError
 
 # MLflow >= 3.7's own default: a SQLite file in the working directory (the project root under `mlflow run`).
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 REACHABILITY_TIMEOUT_SECONDS = 5.0
+
+# MLflow's own defaults retry a call to a server that stopped answering 7 times, waiting up to 120 s for each
+# answer and 2 s doubling between tries: 267 s per call, and a command makes several. These fail a call within
+# 3 s when the server is gone (connection refused) and within 24 s when it stops answering (3 x 7 s + 3 s), while
+# still riding out a 2 s hiccup; with the last try to end the run (2 s), a command stops within 30 s of losing its
+# store (measured: 4.6 s and 27 s). A value the user set wins.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "7",  # seconds to connect, and to wait for an answer, per try
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # waits 0 s, then 2 s (+ up to 1 s of MLflow's jitter)
+    "PGCONNECT_TIMEOUT": "7",  # libpq's, for a postgresql:// tracking store
+}
+LAST_TRY_TIMEOUT_SECONDS = "2"
 
 
 def mask_password(uri: str) -> str:
@@ -23,6 +38,96 @@ def mask_password(uri: str) -> str:
 def tracking_uri() -> str:
     """`MLFLOW_TRACKING_URI` when set, else the embedded SQLite default."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def limit_http_retries(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
+    """Bound how long an MLflow call waits for a store that stopped answering (`HTTP_LIMITS`, unless the user set
+    the variable); returns the values in force. MLflow reads them at each call, so this works at any time."""
+    for name, value in HTTP_LIMITS.items():
+        environ.setdefault(name, value)
+    return {name: environ[name] for name in HTTP_LIMITS}
+
+
+@contextlib.contextmanager
+def single_try() -> Iterator[None]:
+    """MLflow calls in the block try once, briefly: a last word (ending a run FAILED) to a store that just stopped
+    answering should not add another retry cycle before the command can say so."""
+    limits = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": LAST_TRY_TIMEOUT_SECONDS}
+    saved = {name: os.environ.get(name) for name in limits}
+    os.environ.update(limits)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def unreachable_reason(error: BaseException) -> str | None:
+    """Why a failed MLflow call failed, in a few words, when the reason is that the store did not answer (refused
+    connection, no answer in time, server errors after every retry, a database that cannot be connected to); None
+    when it failed for any other reason (a bad request, a missing run), which is not the store's absence."""
+    import requests.exceptions
+    import sqlalchemy.exc
+
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, requests.exceptions.RetryError):
+            return "it answered with server errors on every try"
+        if isinstance(cause, requests.exceptions.Timeout):
+            return f"no answer within {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', '120')} s"
+        if isinstance(cause, requests.exceptions.ConnectionError):  # after the retries, a timeout is one of these too
+            text = str(cause).lower()
+            if "timed out" in text or "timeout" in text:
+                return f"no answer within {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', '120')} s"
+            return "connection refused" if "refused" in text else "connection failed"
+        if isinstance(cause, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+            return "the database connection failed"
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def describe_store(uri: str) -> str:
+    """'tracking server http://...' or 'tracking database postgresql://user:***@...', for messages."""
+    kind = "server" if uri.startswith(("http://", "https://")) else "database" if "://" in uri else "store"
+    return f"tracking {kind} {mask_password(uri)}"
+
+
+@contextlib.contextmanager
+def lost_store_stops(doing: str, run_id: str | None = None) -> Iterator[None]:
+    """An MLflow call in the block that fails because the store stopped answering raises `StoreUnreachable`: one
+    line naming the store, the reason and what was being done (`doing`, e.g. "logging metrics"). Any other failure
+    passes through as it is."""
+    try:
+        yield
+    except Exception as error:
+        reason = unreachable_reason(error)
+        if reason is None:
+            raise
+        raise StoreUnreachable(
+            f"{describe_store(tracking_uri())} stopped answering ({reason}) while {doing}; what was finished is "
+            "kept: rerun the command once the store answers again",
+            run_id,
+        ) from None
+
+
+def tracking_failure(error: Exception) -> str | None:
+    """The one line for an MLflow call that failed outside any `lost_store_stops` block (loading a model, reading
+    runs back): the store's absence, or MLflow's own first line; None when `error` did not come from MLflow."""
+    reason = unreachable_reason(error)
+    if reason is not None:
+        return (
+            f"{describe_store(tracking_uri())} cannot be reached ({reason}); what was finished is kept: rerun the "
+            "command once the store answers again"
+        )
+    if type(error).__module__.startswith("mlflow."):
+        first = (getattr(error, "message", None) or str(error)).strip().splitlines()
+        return f"MLflow at {mask_password(tracking_uri())}: {first[0] if first else type(error).__name__}"
+    return None
 
 
 def check_reachable(uri: str) -> None:
@@ -45,9 +150,15 @@ def check_reachable(uri: str) -> None:
                 "or unset MLFLOW_TRACKING_URI to use the local SQLite store"
             ) from error
     elif uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).expanduser().resolve().parent
+        database = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+        folder = database.parent
         if not folder.is_dir():
             raise TrackingError(f"tracking store {shown}: folder {folder} does not exist; create it or fix the URI")
+        from genre.disk import check_writable  # else SQLAlchemy retries opening it for two minutes
+
+        check_writable(folder, f"tracking store {shown}: folder", "MLFLOW_TRACKING_URI")
+        if database.exists() and not os.access(database, os.W_OK):
+            raise TrackingError(f"tracking store {shown} is read-only; make {database} writable or fix the URI")
     elif uri.startswith(("postgresql", "mysql", "mssql")):
         try:
             import sqlalchemy
@@ -65,3 +176,19 @@ def check_reachable(uri: str) -> None:
 
 def _connect_timeout(uri: str) -> dict[str, int]:
     return {"connect_timeout": int(REACHABILITY_TIMEOUT_SECONDS)} if uri.startswith(("postgresql", "mysql")) else {}
+
+
+# The SQLAlchemy pool of each database a `genre tune` worker uses (the Optuna study; MLflow's store when it is a
+# database): one connection kept open, a second only while two threads (a trial and its heartbeat) need one at
+# once. SQLAlchemy's default (5 kept, 10 more on demand) let one worker hold 4 and, in principle, 30.
+POOL_LIMITS = {"pool_size": 1, "max_overflow": 1}
+
+
+def limit_database_connections(uri: str) -> None:
+    """Give MLflow's store at `uri` the pool of `POOL_LIMITS` when it is a database server, unless the user set its
+    variables. MLflow reads them when this process first opens the store, so call this before any run opens. Other
+    stores are left alone: the variables pass to child processes, and there an MLflow server's pool needs room."""
+    if not uri.startswith(("postgresql", "mysql", "mssql")):
+        return
+    os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", str(POOL_LIMITS["pool_size"]))
+    os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", str(POOL_LIMITS["max_overflow"]))

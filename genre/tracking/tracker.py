@@ -14,11 +14,20 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from genre.errors import TrackingError
-from genre.tracking.store import check_reachable, mask_password, tracking_uri
+from genre.disk import check_writable, disk_faults, local_folder
+from genre.errors import StoreUnreachable, TrackingError
+from genre.tracking.store import (
+    check_reachable,
+    lost_store_stops,
+    mask_password,
+    single_try,
+    tracking_uri,
+    unreachable_reason,
+)
 
 log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
+ARTIFACTS_ELSEWHERE = "a new experiment (--mlflow-experiment) or store (MLFLOW_TRACKING_URI)"
 
 
 class Tracker(Protocol):
@@ -53,32 +62,46 @@ class MlflowTracker:
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
 
+    def _calling(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        calling = contextlib.ExitStack()
+        calling.enter_context(lost_store_stops(f"{doing} of run {self.run_id}", self.run_id))
+        store = mask_password(tracking_uri())
+        calling.enter_context(disk_faults(_artifacts_of(self.run_id), _kept_on_full_disk(self.run_id), store))
+        return calling
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         import mlflow
 
-        mlflow.log_params(flatten(params))
+        with self._calling("logging the params"):
+            mlflow.log_params(flatten(params))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         import mlflow
 
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        with self._calling("logging the metrics" if step is None else f"logging the metrics of step {step}"):
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         import mlflow
 
-        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+        with self._calling(f"uploading {path.name}"):
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
     def log_figure(self, figure: Any, name: str) -> None:
         import matplotlib.pyplot as plt
         import mlflow
 
-        mlflow.log_figure(figure, name)
-        plt.close(figure)
+        try:
+            with self._calling(f"uploading {name}"):
+                mlflow.log_figure(figure, name)
+        finally:
+            plt.close(figure)
 
     def log_text(self, text: str, name: str) -> None:
         import mlflow
 
-        mlflow.log_text(text, name)
+        with self._calling(f"uploading {name}"):
+            mlflow.log_text(text, name)
 
     def log_dataset(self, name: str, digest: str, source_uri: str, context: str, shape: tuple[int, ...]) -> None:
         """Record the packed dataset as an MLflow dataset input (name, digest, source, tensor schema)."""
@@ -92,19 +115,46 @@ class MlflowTracker:
             warnings.simplefilter("ignore")  # MLflow warns that several local source types match
             source = resolve_dataset_source(source_uri)
         schema = Schema([TensorSpec(np.dtype(np.uint8), (-1, *shape[1:]), "image")])
-        mlflow.log_input(MetaDataset(source, name=name, digest=digest, schema=schema), context=context)
+        with self._calling("logging the dataset"):
+            mlflow.log_input(MetaDataset(source, name=name, digest=digest, schema=schema), context=context)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         import mlflow
 
-        mlflow.set_tags(dict(tags))
+        with self._calling("setting tags"):
+            mlflow.set_tags(dict(tags))
 
     def log_model(self, net: Any, genres: list[str], image_size: int, example: bytes, network: Any = None) -> None:
         """The network as an `mlflow.pyfunc` model under `model/` (see `genre.tracking.model`); `network` is its
         `NetworkInput` (input side and normalisation)."""
         from genre.tracking.model import log_cover_model
 
-        log_cover_model(net, genres, image_size, example, name="model", network=network)
+        with self._calling("uploading the model"):
+            log_cover_model(net, genres, image_size, example, name="model", network=network)
+
+
+def _artifacts_of(run_id: str) -> str:
+    """Where run `run_id` keeps its artifacts, as far as this process knows without asking the store."""
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is None or active.info.run_id != run_id:
+        return f"the artifacts of run {run_id}"
+    return str(local_folder(active.info.artifact_uri) or active.info.artifact_uri)
+
+
+def _kept_on_full_disk(run_id: str) -> str:
+    return (
+        f"what run {run_id} logged before is kept: free some space and rerun "
+        f"(`genre train --resume {run_id}` continues a training run from its last checkpoint)"
+    )
+
+
+def _check_artifact_folder(run: Any) -> None:
+    """A local artifact folder that cannot be written is named now, not when the first artifact is logged."""
+    folder = local_folder(run.info.artifact_uri)
+    if folder is not None:
+        check_writable(folder, f"artifact folder of run {run.info.run_id}", ARTIFACTS_ELSEWHERE)
 
 
 def _experiment_id(name: str) -> str:
@@ -136,13 +186,20 @@ def tracked_run(
     raises (FINISHED for the exceptions in `finished_on`, e.g. a pruned trial), KILLED on Ctrl-C.
     `experiment=None` leaves the choice to MLflow's environment variables; `run_id` reopens an existing run
     (to resume it); `nested` opens a child of the active run (a tuning trial).
+
+    Every run is tagged with the process that owns it (`genre.tracking.stale.owner_tags`), so a later command
+    can tell a run whose process was killed from one still going.
     """
     import mlflow
 
+    from genre.tracking.stale import owner_tags
+
     if nested:
-        run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=True)
+        with lost_store_stops("opening a nested run"):
+            run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=True)
         with _ending(run, finished_on):
-            mlflow.set_tags(dict(tags))
+            with lost_store_stops(f"tagging run {run.info.run_id}", run.info.run_id):
+                mlflow.set_tags(dict(tags) | owner_tags())
             yield MlflowTracker(run.info.run_id)
         return
     uri = tracking_uri()
@@ -160,28 +217,52 @@ def tracked_run(
         raise TrackingError(f"cannot open an MLflow run at {mask_password(uri)}: {error}") from error
     log.info("MLflow run %s in experiment %s at %s", run.info.run_id, run.info.experiment_id, mask_password(uri))
     with _ending(run, finished_on):
-        mlflow.set_tags(dict(tags))
+        _check_artifact_folder(run)
+        with lost_store_stops(f"tagging run {run.info.run_id}", run.info.run_id):
+            mlflow.set_tags(dict(tags) | owner_tags())
         yield MlflowTracker(run.info.run_id)
 
 
 @contextlib.contextmanager
 def _ending(run: Any, finished_on: tuple[type[BaseException], ...]) -> Iterator[None]:
-    """End `run` with the status its body earned."""
+    """End `run` with the status its body earned.
+
+    When the body failed, the store may be what failed: ending the run is then one brief try, and its failure is
+    logged rather than raised, so the command still says what went wrong first (the run stays RUNNING, and
+    `genre runs --stale` finds it)."""
     import mlflow
 
     try:
         yield
     except KeyboardInterrupt:
-        mlflow.end_run("KILLED")
+        _end_quietly(run, "KILLED", last_try=False)
         raise
     except finished_on:
-        mlflow.end_run("FINISHED")
+        _end_quietly(run, "FINISHED", last_try=False)
         raise
-    except BaseException:
-        mlflow.end_run("FAILED")
+    except BaseException as error:
+        lost = isinstance(error, StoreUnreachable) or (
+            isinstance(error, Exception) and unreachable_reason(error) is not None
+        )
+        _end_quietly(run, "FAILED", last_try=lost)
         raise
     else:
-        mlflow.end_run("FINISHED")
+        with lost_store_stops(f"ending run {run.info.run_id}", run.info.run_id):
+            mlflow.end_run("FINISHED")
+
+
+def _end_quietly(run: Any, status: str, last_try: bool) -> None:
+    import mlflow
+
+    try:
+        with single_try() if last_try else contextlib.nullcontext():
+            mlflow.end_run(status)
+    except Exception as error:  # noqa: BLE001 - the body's own error is the one to report
+        reason = unreachable_reason(error)
+        if reason is None:
+            log.warning("could not end MLflow run %s %s: %s", run.info.run_id, status, str(error).splitlines()[0])
+        else:  # the error the command reports already says the store is gone
+            log.info("MLflow run %s stays RUNNING: the store did not answer (%s)", run.info.run_id, reason)
 
 
 class NullTracker:

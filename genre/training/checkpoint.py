@@ -8,15 +8,20 @@ so a kill at any moment leaves the previous complete checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mxnet as mx
+import numpy as np
 from mxnet import gluon
+from mxnet.base import MXNetError
 
-from genre.errors import GenreError
+from genre import disk
+from genre.errors import DiskError, GenreError
 
 STATE_FILE = "state.json"
 
@@ -34,6 +39,18 @@ class TrainingState:
     best_val_accuracy: float = -1.0
     history: list[dict[str, float]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+
+
+def _parameter_bytes(net: gluon.Block) -> int:
+    """About the size of `net`'s parameters file: its tensors' bytes."""
+    return sum(int(np.prod(p.shape)) * np.dtype(p.dtype).itemsize for p in net.collect_params().values())
+
+
+def _save_parameters(net: gluon.Block, path: str) -> None:
+    """`net.save_parameters`, then read back: MXNet's writer drops a failed write's last buffer without a word
+    (an unchecked `fclose`), so a full disk could otherwise leave a truncated file that looks saved."""
+    net.save_parameters(path)
+    mx.nd.load(path)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -65,23 +82,56 @@ class CheckpointStore:
         return (self.folder / STATE_FILE).exists()
 
     def save(self, net: gluon.Block, trainer: gluon.Trainer, state: TrainingState, is_best: bool) -> None:
-        """Write epoch `state.epoch`'s checkpoint, then drop the previous epoch's files."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for path, save in (
-            (self.params_path(state.epoch), net.save_parameters),
-            (self.states_path(state.epoch), trainer.save_states),
-        ):
-            tmp = path.with_name(path.name + ".tmp")
-            save(str(tmp))
-            tmp.replace(path)
-        if is_best:
-            tmp = self.best_params_path.with_name("best.params.tmp")
-            net.save_parameters(str(tmp))
-            tmp.replace(self.best_params_path)
-        _atomic_write_text(self.folder / STATE_FILE, json.dumps(asdict(state), indent=1))
+        """Write epoch `state.epoch`'s checkpoint, then drop the previous epoch's files.
+
+        A full or read-only disk raises a one-line `DiskError` naming the file and the checkpoint still intact;
+        this epoch's partial files are removed.
+        """
+        params, states = self.params_path(state.epoch), self.states_path(state.epoch)
+        writing = self.folder
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for path, save in ((params, lambda tmp: _save_parameters(net, tmp)), (states, trainer.save_states)):
+                writing = path.with_name(path.name + ".tmp")
+                save(str(writing))
+                writing.replace(path)
+            if is_best:
+                writing = self.best_params_path.with_name("best.params.tmp")
+                _save_parameters(net, str(writing))
+                writing.replace(self.best_params_path)
+            writing = self.folder / STATE_FILE
+            _atomic_write_text(writing, json.dumps(asdict(state), indent=1))
+        except (OSError, MXNetError) as error:
+            if not isinstance(error, OSError):  # before the discard frees space: a full disk is told by what is left
+                error = disk.failed_write(writing, _parameter_bytes(net), str(error).strip().splitlines()[-1])
+            message = self._failure(error, writing)
+            with contextlib.suppress(OSError):
+                self._discard(state.epoch)
+            raise DiskError(message) from None
         for old in self.folder.glob("epoch-*"):
-            if old.name not in (self.params_path(state.epoch).name, self.states_path(state.epoch).name):
+            if old.name not in (params.name, states.name):
                 old.unlink(missing_ok=True)
+
+    def _discard(self, epoch: int) -> None:
+        """Remove what a failed save of `epoch` left (its temporary files, and its own files unless `state.json`
+        already names it), so the folder holds the previous checkpoint and nothing else."""
+        for leftover in self.folder.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
+        kept = self.read_state().epoch if self.exists() else 0
+        if kept != epoch:
+            for path in (self.params_path(epoch), self.states_path(epoch)):
+                path.unlink(missing_ok=True)
+
+    def _failure(self, error: OSError, path: Path) -> str:
+        """One line: what went wrong writing `path`, the checkpoint that is intact and how to continue."""
+        cause = disk.describe(error, path) or f"cannot write {path} ({error.strerror or error})"
+        kept = self.read_state().epoch if self.exists() else 0
+        if not kept:
+            return f"{cause}; no epoch was checkpointed yet: free some space (or pick --checkpoint-dir) and start again"
+        return (
+            f"{cause}; the checkpoint of epoch {kept} in {self.folder} is intact: free some space, then continue "
+            f"with `genre train --resume {self.folder.name} --checkpoint-dir {self.folder.parent}`"
+        )
 
     def read_state(self) -> TrainingState:
         path = self.folder / STATE_FILE

@@ -203,7 +203,6 @@ def train(
             stats = distributed.finish_epoch(cluster, net, train_batches, stats, epoch)
             validation = distributed.evaluate_shared(cluster, net, packs["val"], *args[1:], loss_fn, network)
         metrics = epoch_metrics(stats, validation, trainer.learning_rate)
-        tracker.log_metrics(metrics, step=epoch)
         improved = better_epoch(validation, state)
         state.epoch = epoch
         state.history.append({"epoch": epoch, **metrics})
@@ -211,6 +210,7 @@ def train(
             state.best_epoch, state.best_val_accuracy = epoch, validation.accuracy
         if owner and checkpoints is not None:
             checkpoints.save(net, trainer, state, improved)
+        tracker.log_metrics(metrics, step=epoch)  # after the checkpoint: a store that stops answering costs no epoch
         log.info(
             "epoch %d/%d: train loss %.4f accuracy %.4f | val loss %.4f accuracy %.4f | %.0f img/s",
             epoch, config.epochs, stats.loss, stats.accuracy, validation.loss, validation.accuracy,

@@ -11,17 +11,19 @@ import logging
 import random
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mxnet as mx
+import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution
 
 from genre.config import SEEDS, check_range, setting
 from genre.errors import ConfigError, GenreError
-from genre.tracking.store import mask_password
+from genre.tracking.store import POOL_LIMITS, mask_password
 from genre.tracking.tracker import Tracker
 from genre.training.checkpoint import CheckpointStore
 from genre.training.train import TrainOutcome, train
@@ -40,7 +42,11 @@ class TuneConfig:
     study: str | None = setting(None, "study name (default: the space's name); an existing study is continued")
     n_trials: int = setting(6, "trials this invocation adds to the study")
     timeout: float | None = setting(None, "start no new trial after this many seconds")
-    storage: str | None = setting(None, f"Optuna storage URL (default: {DEFAULT_STORAGE}; postgresql://... to share)")
+    storage: str | None = setting(
+        None,
+        f"Optuna storage URL (default: {DEFAULT_STORAGE}; postgresql://USER@HOST/DB to share, the password in "
+        "PGPASSWORD or ~/.pgpass)",
+    )
     sampler: str = setting("tpe", "how trials are chosen", ("tpe", "random", "cmaes"))
     pruner: str = setting("median", "how lagging trials are stopped", ("median", "hyperband", "none"))
     seed: int = setting(0, "seed of the sampler")
@@ -81,6 +87,75 @@ def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed)
 
 
+def sampler_seed(seed: int, first_trial: int) -> int:
+    """The seed of one invocation's sampler, from `--seed` and the number of the first trial the invocation runs.
+
+    Every invocation seeded alike would draw the same settings: workers sharing a study would run each other's
+    trials, and a continued study would repeat its first ones. Trial numbers are unique within a study, so this
+    gives each invocation a stream of its own; the one that runs trial 0 (one worker on a new study) keeps `seed`
+    itself, and samples what that seed always sampled.
+    """
+    if first_trial == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, first_trial]).generate_state(1)[0])
+
+
+class InvocationSampler(optuna.samplers.BaseSampler):
+    """The sampler of `kind` seeded by `sampler_seed`: made when this invocation starts its first trial, the moment
+    it learns that trial's number; `effective_seed` is None until then."""
+
+    def __init__(self, kind: str, seed: int) -> None:
+        self.kind = kind
+        self.seed = seed
+        self.effective_seed: int | None = None
+        self._sampler: optuna.samplers.BaseSampler | None = None
+
+    @property
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        if self._sampler is None:
+            raise RuntimeError("the sampler is made when the invocation's first trial starts")
+        return self._sampler
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self._sampler is None:
+            self.effective_seed = sampler_seed(self.seed, trial.number)
+            self._sampler = make_sampler(self.kind, self.effective_seed)
+        self._sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return self.sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self.sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        if self._sampler is not None:
+            self._sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        if self._sampler is not None:
+            self._sampler.reseed_rng()
+
+
 def make_pruner(kind: str, epochs: int) -> optuna.pruners.BasePruner:
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1))
@@ -91,7 +166,7 @@ def make_pruner(kind: str, epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
 
 
-def open_study(config: TuneConfig, epochs: int) -> optuna.Study:
+def open_study(config: TuneConfig, epochs: int, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
     """Create the study, or load it when the name exists (`load_if_exists`), with heartbeats on."""
     import sqlalchemy.exc
 
@@ -118,7 +193,7 @@ def open_study(config: TuneConfig, epochs: int) -> optuna.Study:
     return optuna.create_study(
         study_name=config.study_name,
         storage=storage,
-        sampler=make_sampler(config.sampler, config.seed),
+        sampler=sampler,
         pruner=make_pruner(config.pruner, epochs),
         direction="maximize",
         load_if_exists=True,
@@ -126,9 +201,13 @@ def open_study(config: TuneConfig, epochs: int) -> optuna.Study:
 
 
 def _engine_options(url: str) -> dict[str, Any]:
+    """A database server's connections are shared by every worker: each keeps one (`POOL_LIMITS`)."""
+    if url.startswith("sqlite"):
+        return {}
+    options: dict[str, Any] = {"pool_pre_ping": True, **POOL_LIMITS}
     if url.startswith("postgresql"):
-        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
-    return {}
+        options["connect_args"] = {"connect_timeout": 10}
+    return options
 
 
 def check_storage(url: str) -> None:

@@ -225,7 +225,9 @@ def test_zoo_weights_offline_fail_within_seconds_naming_the_offline_choices(
     with pytest.raises(GenreError) as caught:
         build_network(spec, classes=6, contexts=ONE, image_size=32)
 
-    assert time.monotonic() - started < 10
+    # The probe's own wait is 1 s (patched above); unprobed, GluonCV waits on a silent store forever. The bound
+    # leaves room for importing GluonCV on a loaded machine.
+    assert time.monotonic() - started < 60
     message = str(caught.value)
     assert "\n" not in message
     assert "model store is unreachable" in message

@@ -250,3 +250,20 @@ def test_a_network_whose_output_does_not_match_the_genres_is_refused_before_logg
         log_cover_model(tiny_net(), ["folk", "jazz"], SIZE, example=COVERS[0])
     with pytest.raises(ValueError, match="distinct"):
         log_cover_model(tiny_net(), ["folk", "folk", "metal"], SIZE, example=COVERS[0])
+
+
+def test_a_network_exported_onto_a_full_disk_is_a_full_disk_not_an_unhybridized_network(
+    tracking_store: str, small_disk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MXNet's writer fails without an errno, or (for files this small) not at all: the export is read back.
+    import errno
+    import tempfile
+
+    disk = small_disk(64)
+    (disk / "filler").write_bytes(bytes(60 * 1024))  # the disk where the export is staged is full
+    monkeypatch.setattr(tempfile, "tempdir", str(disk))
+    with mlflow.start_run(), pytest.raises(OSError) as caught:
+        log_cover_model(tiny_net(), GENRES, SIZE, COVERS[0])
+    assert caught.value.errno == errno.ENOSPC
+    written = Path(caught.value.filename)
+    assert written.name == "network" and written.parent.name.startswith("cover-model-")

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from genre.cli import main
 from genre.tracking.server import ServerConfig, exposure_warning, server_invocation
 from tests.conftest import PROJECT_ROOT, refused
+from tests.processes import command_line, environment, process_tree
 
 
 def free_port() -> int:
@@ -27,7 +28,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
+def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 240.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "the server exited"
@@ -44,18 +45,24 @@ def postgres_uri(postgres_database: str) -> str:
     return f"postgresql://postgres:tracking-s3cret@127.0.0.1:5432/{postgres_database}"
 
 
-@contextlib.contextmanager
-def running_server(backend: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """`genre server` on a free loopback port with `backend`; MLFLOW_TRACKING_URI points at it meanwhile."""
+def start_server(backend: str, folder: Path) -> tuple[subprocess.Popen, str, Path]:
+    """`genre server` on a free loopback port with `backend`, as a user starts it; the process, its URL, its log."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    env.pop("PGPASSWORD", None)
     log = folder / "server.log"  # a file, not a pipe: an unread pipe fills up and stalls the server
     process = subprocess.Popen(
         [sys.executable, "-m", "genre.cli", "server", "--port", str(port), "--backend-store-uri", backend,
          "--artifacts-destination", str(folder / "artifacts")],
         cwd=folder, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    return process, f"http://127.0.0.1:{port}", log
+
+
+@contextlib.contextmanager
+def running_server(backend: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """`genre server` with `backend`; MLFLOW_TRACKING_URI points at it meanwhile."""
+    process, url, log = start_server(backend, folder)
     try:
         wait_until_healthy(url, process)
         for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
@@ -67,7 +74,7 @@ def running_server(backend: str, folder: Path, monkeypatch: pytest.MonkeyPatch) 
         while mlflow.active_run():
             mlflow.end_run()
         os.killpg(process.pid, 15)
-        process.wait(timeout=30)
+        process.wait(timeout=120)
         assert "s3cret" not in log.read_text()  # the database password is never printed
 
 
@@ -112,6 +119,40 @@ def test_prepare_train_and_tune_against_a_real_tracking_server(tracking_server: 
     trials = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{tune.info.run_id}'")
     assert len(trials) == 2
     assert "study/optimization_history.png" in {a.path for a in client.list_artifacts(tune.info.run_id, "study")}
+
+
+def test_a_password_in_the_backend_uri_leaves_every_server_process_s_arguments(
+    postgres_uri: str, tmp_path: Path
+) -> None:
+    """`genre server --backend-store-uri postgresql://USER:PASSWORD@...` restarts itself without the password, which
+    reaches MLflow's server in PGPASSWORD; no process of the server shows it, and runs still land in the database."""
+    process, url, log = start_server(postgres_uri, tmp_path)
+    try:
+        wait_until_healthy(url, process)
+        tree = process_tree(process.pid)
+        assert len(tree) >= 3, [command_line(pid) for pid in tree]  # genre, mlflow server, its workers
+        for pid in tree:
+            assert "tracking-s3cret" not in command_line(pid), command_line(pid)
+        (mlflow_server,) = [pid for pid in tree if " server --host " in command_line(pid)]
+        assert environment(mlflow_server)["PGPASSWORD"] == "tracking-s3cret"
+        client = MlflowClient(url)
+        run = client.create_run(client.create_experiment("through-the-server"))
+        client.log_param(run.info.run_id, "checked", "yes")
+        assert client.get_run(run.info.run_id).data.params == {"checked": "yes"}
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 15)
+        process.wait(timeout=60)
+    output = log.read_text()
+    assert "tracking-s3cret" not in output
+    warnings = [line for line in output.splitlines() if "warning" in line and "PGPASSWORD" in line]
+    database = postgres_uri.rsplit("/", 1)[1]
+    assert warnings == [
+        "genre server: warning: a database password on the command line is shown to every user of this machine "
+        "(ps); genre moved it into PGPASSWORD. Next time set PGPASSWORD (or ~/.pgpass) and pass "
+        f"postgresql://postgres@127.0.0.1:5432/{database}"
+    ]
+    assert f"(backend postgresql://postgres@127.0.0.1:5432/{database}," in output
 
 
 def test_the_server_command_keeps_the_password_out_of_its_arguments_and_warns_when_exposed() -> None:

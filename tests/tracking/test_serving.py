@@ -37,7 +37,7 @@ def post(url: str, payload: dict) -> tuple[int, dict]:
         url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
     )
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=180) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
@@ -64,7 +64,7 @@ def served_model(tracking_store: str, tmp_path: Path):
         command, cwd=tmp_path, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240
     while True:
         assert process.poll() is None, log.read_text()[-3000:]
         try:
@@ -75,7 +75,7 @@ def served_model(tracking_store: str, tmp_path: Path):
             time.sleep(0.3)
     yield url, open_pack(Path("digits16"), "full", "test")
     os.killpg(process.pid, 15)
-    process.wait(timeout=30)
+    process.wait(timeout=120)
 
 
 def jpeg_base64(pixels: np.ndarray) -> str:

@@ -60,7 +60,7 @@ def fill(url: str, tmp_path: Path) -> str:
     return url
 
 
-def show(driver, url: str, texts: list[str], screenshot: str, timeout: float = 60) -> None:
+def show(driver, url: str, texts: list[str], screenshot: str, timeout: float = 180) -> None:
     """Open `url`, wait until every text is on the page, save a screenshot."""
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait

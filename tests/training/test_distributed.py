@@ -26,6 +26,15 @@ SHARDS = re.compile(r"^\[worker (\d)\] .*epoch (\d+): 1439 training examples, ea
 JOINED = re.compile(r"joined the dist_sync job as worker (\d) of 2 \(pid (\d+);")
 
 
+def running(pid: int) -> bool:
+    """Whether `pid` exists (a zombie too: its parent has not reaped it yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def launch(cwd: Path, *train_args: str) -> subprocess.Popen:
     """`genre launch --workers 2 --servers 1 -- genre train --kvstore dist_sync ...` as a user types it."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
@@ -74,20 +83,34 @@ def test_a_killed_worker_stops_the_job_the_run_fails_and_resume_completes_it(tra
     args = [*SMALL, "--epochs", "4", "--data", "digits16", "--mlflow-experiment", "killed"]
     job = launch(tmp_path, *args)
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(job.stdout.readline, "")), daemon=True)
+    read_at: dict[str, float] = {}  # when each line arrived: the first of its text
+
+    def read() -> None:
+        for line in iter(job.stdout.readline, ""):
+            read_at.setdefault(line.strip(), time.monotonic())
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     deadline = time.monotonic() + 180
     while not any(json.loads(p.read_text())["epoch"] >= 1 for p in Path("checkpoints").glob("*/state.json")):
         assert job.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
         time.sleep(0.05)
-    chief = next(int(m[2]) for m in map(JOINED.search, lines) if m and m[1] == "0")
+    chief, other = (next(int(m[2]) for m in map(JOINED.search, lines) if m and m[1] == rank) for rank in "01")
     os.kill(chief, signal.SIGKILL)  # worker 0, mid-epoch 2: the run's owner dies
     killed = time.monotonic()
-    assert job.wait(timeout=60) == 1
-    assert time.monotonic() - killed < 15
-    reader.join(timeout=5)
+    while running(other):  # until the launcher has stopped (and reaped) worker 1
+        assert time.monotonic() < killed + 300, "".join(lines)[-3000:]
+        time.sleep(0.05)
+    stopped = time.monotonic()
+    assert job.wait(timeout=300) == 1  # a ceiling: ending the run FAILED imports MLflow, slow on a loaded machine
+    reader.join(timeout=120)
     output = "".join(lines)
-    assert "genre launch: worker 0 died (killed by SIGKILL); stopping the job" in output
+    verdict = "genre launch: worker 0 died (killed by SIGKILL); stopping the job"
+    assert verdict in output
+    # The promise: the launcher sees the death within seconds (it polls every 0.1 s), then stops the rest within
+    # --grace-seconds (3: SIGTERM, then SIGKILL). Each step is measured on its own, with room for a loaded machine.
+    assert read_at[verdict] - killed < 15 and stopped - read_at[verdict] < 15
     client, (run,) = runs(tracking_store, "killed")
     assert run.info.status == "FAILED"
     assert f"genre launch: MLflow run {run.info.run_id} ended FAILED" in output

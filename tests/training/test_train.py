@@ -313,3 +313,27 @@ def test_frozen_layers_must_leave_something_to_train(digits16: Path, tmp_path: P
 
     with pytest.raises(ConfigError, match="'frozen_layers' 50 would hold all"):
         train(config, [mx.cpu()], NullTracker(), CheckpointStore(tmp_path / "b"))
+
+
+def test_sigterm_stops_training_like_ctrl_c_the_run_ends_killed_and_resumes(digits16: Path, tracking_store, tmp_path):
+    args = [*SMALL, "--epochs", "4", "--data", str(digits16), "--mlflow-experiment", "terminated"]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    command = [sys.executable, "-m", "genre.cli", "train"]
+    stopped = subprocess.Popen(
+        [*command, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not any(json.loads(p.read_text())["epoch"] >= 1 for p in Path("checkpoints").glob("*/state.json")):
+        assert stopped.poll() is None and time.monotonic() < deadline, stopped.stdout.read()
+        time.sleep(0.02)
+    stopped.send_signal(signal.SIGTERM)  # what `kill PID`, systemd and a batch scheduler send
+
+    output = stopped.communicate(timeout=120)[0]
+    assert stopped.returncode == 130, output
+    assert "genre train: interrupted; finished work is kept, rerun to continue" in output
+    assert "Traceback" not in output
+    client, (run,) = runs(tracking_store, "terminated")
+    assert run.info.status == "KILLED"
+    resumed = subprocess.run([*command, "--resume", run.info.run_id], cwd=tmp_path, env=env, capture_output=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -15,8 +17,9 @@ from mlflow.tracking import MlflowClient
 
 from genre.cli import main
 from genre.data.prepare import PrepareConfig, prepare
-from genre.tuning.study import TuneConfig
+from genre.tuning.study import InvocationSampler, TuneConfig, make_sampler
 from tests.conftest import PROJECT_ROOT, refused
+from tests.processes import command_line, environment, wait_for
 
 
 @pytest.fixture
@@ -50,6 +53,7 @@ def test_a_study_logs_a_parent_run_with_nested_trial_runs_and_continues_by_name(
     assert main(args) == 0
     client, (parent,), trials = tune_runs(tracking_store)
     assert parent.data.tags["optuna.study"] == "tiny" and parent.info.status == "FINISHED"
+    assert parent.data.params["sampler_seed"] == "0"  # a new study's first worker samples with --seed itself
     assert len(trials) == 3
     for trial in trials:
         assert trial.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -122,7 +126,7 @@ def test_an_unreachable_storage_fails_fast_and_never_shows_the_password(small_sp
     started = time.monotonic()
     assert main(["tune", "--space", str(small_space), "--storage", storage]) == 2
     error = capsys.readouterr().err
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 30  # the promise (30 s); a refused port answers at once, the rest is imports
     assert "postgresql://genre:***@127.0.0.1:9/optuna cannot be reached" in error and "s3cret" not in error
 
 
@@ -135,8 +139,8 @@ def postgres_db(postgres_database: str) -> str:
     return f"postgresql://postgres:pg-s3cret@127.0.0.1:5432/{postgres_database}"
 
 
-def worker(space: Path, storage: str, cwd: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+def worker(space: Path, storage: str, cwd: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **(env or {})}
     command = [sys.executable, "-m", "genre.cli", "tune", "-q", "--space", str(space), "--storage", storage]
     return subprocess.Popen(
         [*command, "--study", "shared", *extra], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -147,6 +151,15 @@ def worker(space: Path, storage: str, cwd: Path, *extra: str) -> subprocess.Pope
 def test_two_workers_share_one_postgres_study(small_space: Path, postgres_db: str, tracking_store, tmp_path) -> None:
     MlflowClient(tracking_store).search_experiments()  # the tracking store exists before both workers start
     workers = [worker(small_space, postgres_db, tmp_path, "--n-trials", "2", "--pruner", "none") for _ in range(2)]
+    for process in workers:  # each restarts itself (same pid) with the password in PGPASSWORD, not in its arguments
+
+        def restarted(process: subprocess.Popen = process) -> bool:
+            assert process.poll() is None, process.stdout.read()
+            return environment(process.pid).get("PGPASSWORD") == "pg-s3cret"
+
+        wait_for(restarted, "the worker to restart with its password in PGPASSWORD")
+        assert "--storage postgresql://postgres@127.0.0.1:5432/" in command_line(process.pid)
+        assert "pg-s3cret" not in command_line(process.pid)
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     study = optuna.load_study(study_name="shared", storage=postgres_db)
@@ -154,19 +167,23 @@ def test_two_workers_share_one_postgres_study(small_space: Path, postgres_db: st
     assert len(complete) == 4 and len({t.number for t in complete}) == 4
     client, parents, trials = tune_runs(tracking_store)
     assert len(parents) == 2 and len(trials) == 4
+    for run in parents + trials:
+        assert "pg-s3cret" not in str(run.data.params) + str(run.data.tags)
     for parent in parents:
-        assert parent.data.params["config.storage"].startswith("postgresql://postgres:***@127.0.0.1")
-        assert "pg-s3cret" not in str(parent.data.params) and "pg-s3cret" not in "".join(outputs)
+        assert parent.data.params["config.storage"] == postgres_db.replace(":pg-s3cret@", "@")
+    for output in outputs:  # one line of warning each, and the password nowhere
+        assert "pg-s3cret" not in output
+        assert len([line for line in output.splitlines() if "warning: a database password" in line]) == 1
 
 
 def test_a_killed_worker_s_trial_fails_by_heartbeat_and_is_retried(
-    small_space: Path, postgres_db: str, tracking_store, tmp_path
+    small_space: Path, postgres_db: str, study_storage: optuna.storages.RDBStorage, tracking_store, tmp_path
 ) -> None:
     slow = ["--pruner", "none", "--heartbeat-seconds", "1", "--grace-seconds", "3"]
     victim = worker(small_space, postgres_db, tmp_path, "--n-trials", "1", *slow)
     deadline = time.monotonic() + 120
     while True:  # wait until its trial is running
-        study = optuna.load_study(study_name="shared", storage=postgres_db) if _has_study(postgres_db) else None
+        study = optuna.load_study(study_name="shared", storage=study_storage) if _has_study(study_storage) else None
         if study and any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials):
             break
         assert victim.poll() is None and time.monotonic() < deadline, victim.stdout.read()
@@ -178,18 +195,25 @@ def test_a_killed_worker_s_trial_fails_by_heartbeat_and_is_retried(
     survivor = worker(small_space, postgres_db, tmp_path, "--n-trials", "2", *slow)
     output = survivor.communicate(timeout=600)[0]
     assert survivor.returncode == 0, output
-    trials = optuna.load_study(study_name="shared", storage=postgres_db).trials
+    trials = optuna.load_study(study_name="shared", storage=study_storage).trials
     assert trials[0].state == optuna.trial.TrialState.FAIL  # the dead worker's trial, failed by heartbeat
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == trials[0].number]
     assert retried and trials[0].params.items() <= retried[0].params.items() and retried[0].state.is_finished()
     assert len(trials) == 3  # the failed one, its retry, and one new trial
 
 
-def _has_study(storage: str) -> bool:
-    try:
-        return "shared" in [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    except Exception:  # noqa: BLE001 - tables not created yet
-        return False
+@pytest.fixture
+def study_storage(postgres_db: str) -> Iterator[optuna.storages.RDBStorage]:
+    """One storage (one engine) for everything a test reads from the study while workers run, its tables made
+    before they start. A storage per poll kept its connections until garbage collection: 51 at once in the test
+    above, and with other tests' that exceeded PostgreSQL's 100."""
+    storage = optuna.storages.RDBStorage(postgres_db)
+    yield storage
+    storage.engine.dispose()
+
+
+def _has_study(storage: optuna.storages.RDBStorage) -> bool:
+    return "shared" in [s.study_name for s in optuna.get_all_study_summaries(storage)]
 
 
 def test_sqlite_resume_after_sigkill_keeps_earlier_trials(small_space: Path, tracking_store, tmp_path) -> None:
@@ -198,14 +222,127 @@ def test_sqlite_resume_after_sigkill_keeps_earlier_trials(small_space: Path, tra
     assert first.wait(timeout=600) == 0, first.stdout.read()
     victim = worker(small_space, storage, tmp_path, "--n-trials", "3", "--pruner", "none")
     deadline = time.monotonic() + 120
-    while len(optuna.load_study(study_name="shared", storage=storage).trials) < 3:
+    while not any(run.info.status == "RUNNING" for run in tune_runs(tracking_store)[2]):  # its first trial trains
         assert victim.poll() is None and time.monotonic() < deadline, victim.stdout.read()
         time.sleep(0.05)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     again = worker(small_space, storage, tmp_path, "--n-trials", "1", "--pruner", "none")
     assert again.wait(timeout=600) == 0, again.stdout.read()
+    _, parents, trial_runs = tune_runs(tracking_store)  # the killed worker's runs are ended, saying why
+    assert [run for run in parents + trial_runs if run.info.status == "RUNNING"] == []
+    killed = {run.data.tags["genre.stage"]: run for run in parents + trial_runs if run.info.status == "KILLED"}
+    assert sorted(killed) == ["trial", "tune"]
+    for run in killed.values():
+        assert run.data.tags["genre.ended_by"].startswith("genre tune continuing study shared: process ")
     trials = optuna.load_study(study_name="shared", storage=storage).trials
     states = [t.state for t in trials]
     assert states[:2] == [optuna.trial.TrialState.COMPLETE] * 2  # earlier trials intact
     assert states.count(optuna.trial.TrialState.COMPLETE) >= 3
+    settings = chosen_settings(trials)  # each invocation sampled settings of its own, same --seed or not
+    assert len(settings) >= 3 and len(set(settings)) == len(settings), settings
+
+
+# --- Workers that do not repeat each other, and the connections they hold -----------------------------------
+
+
+def chosen_settings(trials: list[optuna.trial.FrozenTrial]) -> list[tuple]:
+    """What the sampler chose for each trial that got any settings, leaving out the retries of a dead worker's
+    trial (they repeat it on purpose)."""
+    return [tuple(sorted(t.params.items())) for t in trials if t.params and "failed_trial" not in t.system_attrs]
+
+
+@pytest.mark.parametrize("kind", ["tpe", "random", "cmaes"])
+def test_invocations_adding_to_one_study_never_repeat_its_settings(kind: str) -> None:
+    """Three invocations with the same --seed add to one study, as three workers or three reruns do: no trial
+    repeats another's settings, and the invocation that started the study sampled what its seed always did."""
+
+    def objective(trial: optuna.trial.Trial) -> float:
+        return trial.suggest_float("learning_rate", 0.005, 0.05, log=True) * trial.suggest_int("conv_layers", 1, 2)
+
+    storage = optuna.storages.InMemoryStorage()
+    seeds = []
+    for _ in range(3):
+        sampler = InvocationSampler(kind, 7)
+        study = optuna.create_study(study_name="s", storage=storage, sampler=sampler, load_if_exists=True)
+        study.optimize(objective, n_trials=3)
+        seeds.append(sampler.effective_seed)
+    settings = chosen_settings(study.trials)
+    assert len(settings) == 9 and len(set(settings)) == 9, settings
+    assert seeds[0] == 7 and len(set(seeds)) == 3
+    alone = optuna.create_study(sampler=make_sampler(kind, 7))
+    alone.optimize(objective, n_trials=3)
+    assert [t.params for t in study.trials[:3]] == [t.params for t in alone.trials]
+
+
+@pytest.fixture
+def postgres_tracking_store(
+    postgres_server: str, tracking_store: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """MLflow's store in a PostgreSQL database of its own (its tables and Optuna's clash in one), its tables made
+    before any worker starts, and MLflow's pool variables unset, as on a user's machine."""
+    import psycopg
+
+    name = f"genre_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(f"{postgres_server}/postgres", autocommit=True)
+    admin.execute(f"CREATE DATABASE {name}")
+    uri = f"{postgres_server}/{name}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for variable in ("POOL_SIZE", "MAX_OVERFLOW", "POOLCLASS"):
+        monkeypatch.delenv(f"MLFLOW_SQLALCHEMYSTORE_{variable}", raising=False)
+    MlflowClient(uri).search_experiments()
+    yield uri
+    admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+    admin.execute(f"DROP DATABASE {name}")
+    admin.close()
+
+
+def test_three_workers_on_postgres_sample_distinct_settings_and_hold_at_most_three_connections(
+    small_space: Path, postgres_server: str, postgres_db: str, postgres_tracking_store: str, tmp_path: Path
+) -> None:
+    """Three workers with the same --seed on one study, Optuna's and MLflow's stores both on PostgreSQL: no trial
+    repeats another's settings, each parent run records the seed its sampler drew with, and no worker ever holds
+    more than 3 connections (study, MLflow store, a trial's heartbeat), so 20 workers fit in PostgreSQL's 100."""
+    import psycopg
+
+    databases = [url.rsplit("/", 1)[1] for url in (postgres_db, postgres_tracking_store)]
+    options = ["--n-trials", "2", "--pruner", "none", "--heartbeat-seconds", "1", "--grace-seconds", "30"]
+    workers = [
+        worker(small_space, postgres_db, tmp_path, *options, env={"PGAPPNAME": f"genre-worker-{n}"})  # libpq's
+        for n in range(3)
+    ]
+    peaks: dict[str, int] = {}
+    deadline = time.monotonic() + 1200  # three workers share the cores: generous
+    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as admin:
+        while any(w.poll() is None for w in workers):  # sample pg_stat_activity for as long as the workers run
+            assert time.monotonic() < deadline, "the workers did not finish within 1200 s"
+            rows = admin.execute(
+                "SELECT application_name, count(*) FROM pg_stat_activity WHERE datname = ANY(%s) GROUP BY 1",
+                (databases,),
+            )
+            for name, count in rows:
+                peaks[name] = max(peaks.get(name, 0), count)
+            time.sleep(0.05)
+    outputs = [w.stdout.read() for w in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0], outputs
+    worker_peaks = {name: count for name, count in peaks.items() if name.startswith("genre-worker-")}
+    assert len(worker_peaks) == 3 and max(worker_peaks.values()) <= 3, worker_peaks
+
+    storage = optuna.storages.RDBStorage(postgres_db)
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    storage.engine.dispose()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 6
+    settings = chosen_settings(trials)
+    assert len(set(settings)) == 6, settings
+    _, parents, _ = tune_runs(postgres_tracking_store)
+    seeds = sorted(int(parent.data.params["sampler_seed"]) for parent in parents)
+    assert len(set(seeds)) == 3 and seeds[0] == 0  # the worker that ran trial 0 kept --seed 0
+
+
+def test_a_read_only_checkpoint_folder_is_refused_before_any_trial_or_run(small_space: Path, read_only_folder, capsys):
+    folder = read_only_folder / "checkpoints"
+    assert main(["tune", "-q", "--space", str(small_space), "--checkpoint-dir", str(folder)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"genre tune: error: checkpoint folder {folder} is not writable (")
+    assert error.endswith("make it writable or choose another with --checkpoint-dir\n") and error.count("\n") == 1
+    assert not Path("mlflow.db").exists()
