@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,20 @@ CONFIGS = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if p.parent.name != "spa
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
 def test_every_named_config_is_valid(path: Path) -> None:
-    settings = build(KIND[path.parent.name], (str(path), read_config_file(path)))
-    assert settings is not None
+    written = read_config_file(path)
+    settings = build(KIND[path.parent.name], (str(path), written))
+    for key, value in written.items():  # every value the file sets is the one its command runs with
+        expected = ",".join(map(str, value)) if isinstance(value, list) else value  # a YAML list is a comma list
+        assert setting_of(settings, key) == expected, f"{path.name}: {key}"
+
+
+def setting_of(settings: object, key: str) -> object:
+    """`key` of a config, looked up in its nested specs (a train config's network and augmentation) too."""
+    if hasattr(settings, key):
+        return getattr(settings, key)
+    nested = [getattr(settings, f.name) for f in dataclasses.fields(settings)]  # type: ignore[arg-type]
+    (value,) = [getattr(spec, key) for spec in nested if dataclasses.is_dataclass(spec) and hasattr(spec, key)]
+    return value
 
 
 @pytest.mark.parametrize("path", sorted((EXPERIMENTS / "spaces").glob("*.yaml")), ids=lambda p: p.name)

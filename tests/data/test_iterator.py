@@ -60,7 +60,9 @@ def test_shuffling_mixes_within_chunks_and_across_chunk_order() -> None:
     chunk_of = [i // 64 for i in ids]
     visits = [chunk_of[k] for k in range(0, 256, 64)]
     assert all(len(set(chunk_of[k : k + 64])) == 1 for k in range(0, 256, 64))  # a chunk at a time
-    assert visits != [0, 1, 2, 3] or ids[:64] != list(range(64))
+    assert ids[:64] != sorted(ids[:64])  # within a chunk, examples are shuffled
+    orders = [[i // 64 for i in seen(iterator, epoch)[0]][::64] for epoch in range(1, 6)]
+    assert len({tuple(order) for order in [visits, *orders]}) > 1  # and the chunks' order changes between epochs
 
 
 def test_a_batch_is_split_evenly_over_devices_and_each_shard_lives_on_its_device() -> None:
