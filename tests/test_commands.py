@@ -28,6 +28,7 @@ def only_run(uri: str, experiment: str):
     return client, runs[0]
 
 
+@pytest.mark.slow
 def test_prepare_logs_params_dataset_input_artifacts_and_figure(tracking_store: str, capsys) -> None:
     assert main(["prepare", "--quiet"]) == 0
     assert "prepared digits: 1797 images of 10 genres at 32px" in capsys.readouterr().out
@@ -53,6 +54,7 @@ def test_prepare_logs_params_dataset_input_artifacts_and_figure(tracking_store: 
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_random_forest_baseline_on_the_digits_reaches_what_a_forest_gets(tracking_store: str, project_configs) -> None:
     assert main(["prepare", "--quiet"]) == 0
     assert main(["baseline", "--quiet", "--experiment", "rf-digits"]) == 0
@@ -134,6 +136,7 @@ def test_an_unreachable_tracking_server_fails_fast_before_any_work(tracking_stor
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
+@pytest.mark.slow
 def test_a_model_on_an_unreachable_tracking_server_fails_fast_in_one_line(tracking_store, tmp_path, command) -> None:
     """The model is fetched from the server: its absence is found before loading, not after minutes of retries."""
     import os

@@ -43,6 +43,7 @@ def finished_run(tmp_path: Path):
 
 
 @pytest.mark.parametrize("source", ["bundled", "folder", "manifest"])
+@pytest.mark.slow
 def test_prepare_entry_point_for_each_source(source: str, tmp_path: Path, cover_server: CoverServer) -> None:
     params = {"out": str(tmp_path / "prepared"), "image_size": "16"}
     if source == "folder":
@@ -66,6 +67,7 @@ def test_prepare_entry_point_for_each_source(source: str, tmp_path: Path, cover_
     assert (tmp_path / "prepared" / "dataset.json").exists()
 
 
+@pytest.mark.slow
 def test_baseline_entry_point(tmp_path: Path) -> None:
     assert mlflow_run("prepare", {"out": str(tmp_path / "digits")}, tmp_path).returncode == 0
     result = mlflow_run("baseline", {"data": str(tmp_path / "digits"), "model": "svm", "pixels": "16"}, tmp_path)
@@ -76,6 +78,7 @@ def test_baseline_entry_point(tmp_path: Path) -> None:
     assert run.data.params["config.pixels"] == "16" and run.data.metrics["test_accuracy"] > 0.85
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_entry_points(tmp_path: Path) -> None:
     from genre.data.prepare import PrepareConfig, prepare
 
@@ -94,6 +97,7 @@ def test_train_and_evaluate_entry_points(tmp_path: Path) -> None:
     assert evaluation.data.metrics["test_accuracy"] == run.data.metrics["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_tune_entry_point_leaves_parent_and_child_runs(tmp_path: Path) -> None:
     params = {"space": str(tiny_space(tmp_path)), "n_trials": "2", "storage": f"sqlite:///{tmp_path / 'optuna.db'}"}
     result = mlflow_run("tune", params | {"checkpoint_dir": str(tmp_path / "checkpoints")}, tmp_path)
@@ -127,6 +131,7 @@ def study_tables(database: str) -> list[str]:
         return [row[0] for row in rows]
 
 
+@pytest.mark.slow
 def test_tune_entry_point_refuses_a_password_in_storage_in_one_line(postgres_database: str, tmp_path: Path) -> None:
     """mlflow run has logged and printed -P storage before the project runs; the entry point stops before any work
     and says how to clean up and what to pass instead."""
@@ -146,6 +151,7 @@ def test_tune_entry_point_refuses_a_password_in_storage_in_one_line(postgres_dat
     assert study_tables(postgres_database) == []  # and opened no study
 
 
+@pytest.mark.slow
 def test_tune_entry_point_takes_the_storage_password_from_pgpassword(postgres_database: str, tmp_path: Path) -> None:
     """The documented way: -P storage without the password, PGPASSWORD in the environment. The password is in no
     param or tag, no output, and no process's arguments, yet reaches the process that connects."""
@@ -180,6 +186,7 @@ def test_tune_entry_point_takes_the_storage_password_from_pgpassword(postgres_da
     assert len(optuna.load_study(study_name="space", storage=storage).trials) == 2
 
 
+@pytest.mark.slow
 def test_suite_and_report_entry_points(tmp_path: Path) -> None:
     result = mlflow_run("suite", {"experiments": "rf-digits", "seeds": "0,1"}, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -107,6 +107,7 @@ def test_a_bad_section_is_a_one_line_error_before_anything_is_written(
     assert not Path("page.md").exists() and not Path("page").exists()
 
 
+@pytest.mark.slow
 def test_a_section_joins_the_page_with_its_own_figures_and_regenerating_the_page_keeps_it(store: str) -> None:
     from genre.tracking.runs import suite_members
 

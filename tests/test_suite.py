@@ -72,6 +72,7 @@ def expected(values: list[float]) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
+@pytest.mark.slow
 def test_a_killed_suite_reruns_only_what_was_lost_and_the_report_matches_the_store(
     tracking_store: str, catalogue: Path, capsys
 ) -> None:
@@ -131,6 +132,7 @@ def test_a_killed_suite_reruns_only_what_was_lost_and_the_report_matches_the_sto
     assert "report/results.md" in logged
 
 
+@pytest.mark.slow
 def test_the_html_report_is_one_self_contained_page(tracking_store: str, catalogue: Path) -> None:
     assert main(["suite", "-q", "quick-rf", "--seeds", "3"]) == 0
 

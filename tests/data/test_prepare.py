@@ -164,6 +164,7 @@ def finish(process: subprocess.Popen) -> str:
     return output
 
 
+@pytest.mark.slow
 def test_killed_mid_pack_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     folder = write_cover_folder(tmp_path / "covers", genres=4, per_genre=60, size=400)
     common = ["--folder", str(folder), "--image-size", "128", "--workers", "1", "--dev-size", "40"]
@@ -224,6 +225,7 @@ def left_behind(family: dict[int, tuple[str, int, str]], marker: str) -> list[st
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc (Linux)")
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.slow
 def test_killing_prepare_mid_decode_leaves_no_process_behind(tmp_path: Path, signum: signal.Signals) -> None:
     folder = write_cover_folder(tmp_path / "covers", genres=2, per_genre=8, size=1000)
     for original in sorted(folder.rglob("*.jpg")):  # 800 files, 16 of them written: seconds of decoding, not of setup
@@ -262,6 +264,7 @@ def test_killing_prepare_mid_decode_leaves_no_process_behind(tmp_path: Path, sig
             os.kill(int(row.split()[0]), signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_killed_mid_download_then_rerun_fetches_only_the_rest(cover_server: CoverServer, tmp_path: Path) -> None:
     entries = [
         cover_server.add(n + 1, f"genre{n % 2}/{n:03d}.jpg", ok(jpeg_bytes((60, 60), seed=n), delay=0.05))
@@ -285,6 +288,7 @@ def test_killed_mid_download_then_rerun_fetches_only_the_rest(cover_server: Cove
     assert pack_files(tmp_path / "killed") == pack_files(tmp_path / "whole")
 
 
+@pytest.mark.slow
 def test_a_failed_download_is_reported_and_the_exit_status_says_so(cover_server: CoverServer, tmp_path: Path) -> None:
     good = [cover_server.add(n + 1, f"rock/{n}.jpg", ok(jpeg_bytes((40, 40), seed=n))) for n in range(10)]
     missing = cover_server.add(11, "rock/gone.jpg")  # no route: 404

@@ -64,6 +64,7 @@ def test_network_features_without_weights_are_refused() -> None:
         BaselineConfig(features="network")
 
 
+@pytest.mark.slow
 def test_random_forest_on_network_features_of_the_digits(tracking_store: str, tmp_path: Path, capsys) -> None:
     path = tmp_path / "imagenet.params"
     mx.random.seed(0)
@@ -86,6 +87,7 @@ def test_random_forest_on_network_features_of_the_digits(tracking_store: str, tm
     assert run.data.metrics["test_accuracy"] > 0.3  # random-weight features still beat chance (10%) on digits
 
 
+@pytest.mark.slow
 def test_a_second_baseline_on_the_same_features_reads_them_from_the_cache(
     tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -102,6 +102,7 @@ def model(logged: Logged) -> mlflow.pyfunc.PyFuncModel:
         return load_cover_model(logged.runs_uri)
 
 
+@pytest.mark.slow
 def test_a_fresh_process_without_the_project_loads_the_model_and_agrees_with_the_network(logged: Logged) -> None:
     for n, cover in enumerate(COVERS):
         (logged.folder / f"cover{n}.bin").write_bytes(cover)
@@ -225,6 +226,7 @@ def test_pixels_of_the_wrong_kind_are_refused_with_what_was_expected(model: mlfl
         model.predict(pd.DataFrame({"image": [np.zeros((SIZE, SIZE), np.uint8)]}))
 
 
+@pytest.mark.slow
 def test_mlflow_models_predict_prints_the_genre_and_probabilities(logged: Logged) -> None:
     request = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(COVERS[1]).decode()]]}}
     (logged.folder / "input.json").write_text(json.dumps(request))

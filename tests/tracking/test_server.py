@@ -87,6 +87,7 @@ def tracking_server(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         yield url
 
 
+@pytest.mark.slow
 def test_prepare_train_and_tune_against_a_real_tracking_server(tracking_server: str, tmp_path: Path) -> None:
     assert main(["prepare", "-q", "--image-size", "16", "--out", "digits16"]) == 0
     small = ["--data", "digits16", "--epochs", "2", "--conv-filters", "8", "--dense-units", "32"]
@@ -121,6 +122,7 @@ def test_prepare_train_and_tune_against_a_real_tracking_server(tracking_server: 
     assert "study/optimization_history.png" in {a.path for a in client.list_artifacts(tune.info.run_id, "study")}
 
 
+@pytest.mark.slow
 def test_a_password_in_the_backend_uri_leaves_every_server_process_s_arguments(
     postgres_uri: str, tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from genre.data.prepare import PrepareConfig, prepare
@@ -56,6 +57,7 @@ def kill_server(server: subprocess.Popen, signum: int) -> None:
     server.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_a_server_that_dies_mid_training_stops_train_in_seconds_and_resume_loses_no_epoch(tmp_path: Path) -> None:
     data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
     backend = f"sqlite:///{tmp_path / 'server.db'}"

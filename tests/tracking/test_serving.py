@@ -84,6 +84,7 @@ def jpeg_base64(pixels: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+@pytest.mark.slow
 def test_a_served_model_answers_a_jpeg_with_the_genre_and_probabilities(served_model) -> None:
     url, test = served_model
     rows = [[jpeg_base64(test.images[i])] for i in range(4)]
@@ -98,6 +99,7 @@ def test_a_served_model_answers_a_jpeg_with_the_genre_and_probabilities(served_m
         assert row["genre"] == max(probabilities, key=probabilities.get).removeprefix("p_")
 
 
+@pytest.mark.slow
 def test_a_non_image_payload_gets_a_400_with_a_clear_message(served_model) -> None:
     url, test = served_model
     text = base64.b64encode(b"this is not an album cover").decode()

@@ -48,6 +48,7 @@ def wait_for_epoch(process: subprocess.Popen, epoch: int, timeout: float = 120.0
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_sigkilled_train_run_is_listed_stale_and_ended_killed_while_live_runs_are_left_alone(
     tracking_store: str, tmp_path: Path, capsys
 ) -> None:

@@ -79,6 +79,7 @@ def show(driver, url: str, texts: list[str], screenshot: str, timeout: float = 1
     driver.save_screenshot(str(folder / screenshot))
 
 
+@pytest.mark.slow
 def test_the_ui_shows_the_runs_the_metric_charts_and_the_study_with_its_trials(server_with_runs: str, browser) -> None:
     client = MlflowClient(server_with_runs)
     experiment = client.get_experiment_by_name("genre-digits")

@@ -43,6 +43,7 @@ def assert_epoch_one_intact(folder: Path) -> None:
         ("epoch-0002.params.tmp", "cannot write"),  # MXNet's writer, which loses a small failed write silently
     ],
 )
+@pytest.mark.slow
 def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_last_checkpoint(
     digits16: Path, tmp_path: Path, failing_file: str, cause: str
 ) -> None:
@@ -96,6 +97,7 @@ def test_a_read_only_checkpoint_folder_fails_before_any_epoch_or_run(
     assert not Path("mlflow.db").exists()  # no run was opened
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_up_mid_run_keeps_the_checkpoint_and_the_printed_resume_finishes_the_run(
     digits16: Path, tracking_store: str, small_disk, capsys
 ) -> None:

@@ -45,6 +45,7 @@ def launch(cwd: Path, *train_args: str) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_two_workers_train_the_default_convnet_like_one_process(tracking_store: str, tmp_path: Path) -> None:
     epochs = "8"
     assert main(["train", "-q", "--epochs", epochs]) == 0  # one process, global batch 64; prepares the digits
@@ -78,6 +79,7 @@ def test_two_workers_train_the_default_convnet_like_one_process(tracking_store: 
     assert distributed >= 0.97 and abs(distributed - alone) <= 0.01, (distributed, alone)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_stops_the_job_the_run_fails_and_resume_completes_it(tracking_store: str, tmp_path) -> None:
     main(["prepare", "-q", "--image-size", "16", "--out", "digits16"])
     args = [*SMALL, "--epochs", "4", "--data", "digits16", "--mlflow-experiment", "killed"]

@@ -41,6 +41,7 @@ def runs(uri: str, experiment: str = "genre-digits"):
     return client, client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
 
 
+@pytest.mark.slow
 def test_two_cpu_contexts_learn_and_keep_their_parameters_in_sync(digits16: Path, tmp_path: Path) -> None:
     config = TrainConfig(data=str(digits16), epochs=2, batch_size=32, conv_filters="8,16", dense_units="32")
     contexts = [mx.cpu(0), mx.cpu(1)]
@@ -52,6 +53,7 @@ def test_two_cpu_contexts_learn_and_keep_their_parameters_in_sync(digits16: Path
         assert len(copies) == 2 and np.array_equal(copies[0], copies[1]), param.name
 
 
+@pytest.mark.slow
 def test_the_default_convnet_reaches_98_percent_on_the_digits_and_logs_a_complete_run(
     tracking_store: str, capsys
 ) -> None:
@@ -138,6 +140,7 @@ def test_a_diverging_run_stops_fails_and_keeps_the_last_good_checkpoint(digits16
     assert state["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_to_the_same_result(digits16: Path, tracking_store: str, tmp_path) -> None:
     args = [*SMALL, "--epochs", "4", "--data", str(digits16), "--mlflow-experiment", "resume"]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
@@ -315,6 +318,7 @@ def test_frozen_layers_must_leave_something_to_train(digits16: Path, tmp_path: P
         train(config, [mx.cpu()], NullTracker(), CheckpointStore(tmp_path / "b"))
 
 
+@pytest.mark.slow
 def test_sigterm_stops_training_like_ctrl_c_the_run_ends_killed_and_resumes(digits16: Path, tracking_store, tmp_path):
     args = [*SMALL, "--epochs", "4", "--data", str(digits16), "--mlflow-experiment", "terminated"]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}

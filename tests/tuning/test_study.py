@@ -46,6 +46,7 @@ def tune_runs(uri: str):
     return client, parents, trials
 
 
+@pytest.mark.slow
 def test_a_study_logs_a_parent_run_with_nested_trial_runs_and_continues_by_name(
     small_space: Path, tracking_store: str, capsys
 ) -> None:
@@ -77,6 +78,7 @@ def test_a_study_logs_a_parent_run_with_nested_trial_runs_and_continues_by_name(
     assert len(study.trials) == 5 and len({t.number for t in study.trials}) == 5
 
 
+@pytest.mark.slow
 def test_lagging_trials_are_pruned_and_recorded_as_pruned(small_space: Path, tracking_store: str) -> None:
     args = ["tune", "-q", "--space", str(small_space), "--study", "pruning", "--n-trials", "8", "--sampler", "random"]
     assert main(args) == 0
@@ -89,6 +91,7 @@ def test_lagging_trials_are_pruned_and_recorded_as_pruned(small_space: Path, tra
     assert all(r.info.status == "FINISHED" for r in trials)
 
 
+@pytest.mark.slow
 def test_the_best_model_is_registered_with_an_alias_and_predicts(small_space: Path, tracking_store: str, capsys):
     args = ["tune", "-q", "--space", str(small_space), "--n-trials", "2", "--register", "genre-classifier"]
     assert main(args) == 0
@@ -148,6 +151,7 @@ def worker(space: Path, storage: str, cwd: Path, *extra: str, env: dict[str, str
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_postgres_study(small_space: Path, postgres_db: str, tracking_store, tmp_path) -> None:
     MlflowClient(tracking_store).search_experiments()  # the tracking store exists before both workers start
     workers = [worker(small_space, postgres_db, tmp_path, "--n-trials", "2", "--pruner", "none") for _ in range(2)]
@@ -176,6 +180,7 @@ def test_two_workers_share_one_postgres_study(small_space: Path, postgres_db: st
         assert len([line for line in output.splitlines() if "warning: a database password" in line]) == 1
 
 
+@pytest.mark.slow
 def test_a_killed_worker_s_trial_fails_by_heartbeat_and_is_retried(
     small_space: Path, postgres_db: str, study_storage: optuna.storages.RDBStorage, tracking_store, tmp_path
 ) -> None:
@@ -216,6 +221,7 @@ def _has_study(storage: optuna.storages.RDBStorage) -> bool:
     return "shared" in [s.study_name for s in optuna.get_all_study_summaries(storage)]
 
 
+@pytest.mark.slow
 def test_sqlite_resume_after_sigkill_keeps_earlier_trials(small_space: Path, tracking_store, tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     first = worker(small_space, storage, tmp_path, "--n-trials", "2", "--pruner", "none")
@@ -297,6 +303,7 @@ def postgres_tracking_store(
     admin.close()
 
 
+@pytest.mark.slow
 def test_three_workers_on_postgres_sample_distinct_settings_and_hold_at_most_three_connections(
     small_space: Path, postgres_server: str, postgres_db: str, postgres_tracking_store: str, tmp_path: Path
 ) -> None:
