@@ -187,9 +187,15 @@ def test_a_killed_worker_s_trial_fails_by_heartbeat_and_is_retried(
     slow = ["--pruner", "none", "--heartbeat-seconds", "1", "--grace-seconds", "3"]
     victim = worker(small_space, postgres_db, tmp_path, "--n-trials", "1", *slow)
     deadline = time.monotonic() + 120
-    while True:  # wait until its trial is running
+    while (
+        True
+    ):  # wait until its trial runs and has beaten once (a trial killed before its first heartbeat stays RUNNING)
         study = optuna.load_study(study_name="shared", storage=study_storage) if _has_study(study_storage) else None
-        if study and any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials):
+        if (
+            study
+            and any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
+            and _heartbeats(study_storage)
+        ):
             break
         assert victim.poll() is None and time.monotonic() < deadline, victim.stdout.read()
         time.sleep(0.05)
@@ -205,6 +211,14 @@ def test_a_killed_worker_s_trial_fails_by_heartbeat_and_is_retried(
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == trials[0].number]
     assert retried and trials[0].params.items() <= retried[0].params.items() and retried[0].state.is_finished()
     assert len(trials) == 3  # the failed one, its retry, and one new trial
+
+
+def _heartbeats(storage: optuna.storages.RDBStorage) -> int:
+    """Heartbeats Optuna has recorded in `storage` (its trial_heartbeats table)."""
+    import sqlalchemy
+
+    with storage.engine.connect() as connection:
+        return connection.execute(sqlalchemy.text("SELECT count(*) FROM trial_heartbeats")).scalar_one()
 
 
 @pytest.fixture
