@@ -72,6 +72,7 @@ def unreachable_reason(error: BaseException) -> str | None:
     import requests.exceptions
     import sqlalchemy.exc
 
+    no_answer = f"no answer within {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', '120')} s"
     seen: set[int] = set()
     cause: BaseException | None = error
     while cause is not None and id(cause) not in seen:
@@ -79,11 +80,11 @@ def unreachable_reason(error: BaseException) -> str | None:
         if isinstance(cause, requests.exceptions.RetryError):
             return "it answered with server errors on every try"
         if isinstance(cause, requests.exceptions.Timeout):
-            return f"no answer within {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', '120')} s"
+            return no_answer
         if isinstance(cause, requests.exceptions.ConnectionError):  # after the retries, a timeout is one of these too
             text = str(cause).lower()
             if "timed out" in text or "timeout" in text:
-                return f"no answer within {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', '120')} s"
+                return no_answer
             return "connection refused" if "refused" in text else "connection failed"
         if isinstance(cause, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
             return "the database connection failed"
