@@ -124,7 +124,7 @@ def _rate(net: mx.gluon.HybridBlock, data: mx.nd.NDArray, seconds: float) -> tup
 
 def speed(batch_size: int, seconds: float) -> dict[str, tuple[float, float]]:
     """Forward images/s of Lite0 at 224 px in predict mode: hybridized as `build_network` leaves it, exported and
-    imported as a SymbolBlock (as `genre.tracking.model` serves it), and that with MXNet's oneDNN subgraph fusion
+    imported as a SymbolBlock (as `genre.cover_model` serves it), and that with MXNet's oneDNN subgraph fusion
     (conv + batch norm + ReLU6 folded; inference only)."""
     net = build_lite("efficientnet_lite0", 1000, 224)
     net.initialize()

@@ -78,9 +78,10 @@ def mxnet_worker(job: dict) -> dict:
     import mxnet as mx
     from mxnet import autograd, gluon, nd
 
-    from genre.data.transforms import AugmentSpec, network_input, training_input
+    from genre.data.transforms import AugmentSpec, training_input
     from genre.models.efficientnet_lite import FEATURES_FIRST_BLOCK
     from genre.models.features import FeatureExtractor
+    from genre.models.inputs import network_input
     from genre.models.networks import NetworkSpec, build_network, input_for
     from genre.training.losses import training_loss
 

@@ -10,7 +10,7 @@ What it measures, each case in a fresh subprocess (MXNet and PyTorch never share
 - images/s of a training step: forward, softmax cross-entropy, backward and an SGD update (learning rate 0.02,
   momentum 0.9, weight decay 1e-4: `genre train`'s defaults) on random uint8 `(N, H, W, 3)` images already in
   memory. The step includes the uint8 -> normalised float32 `(N, 3, H, W)` conversion on both sides (MXNet through
-  `genre.data.transforms.network_input`, PyTorch the same arithmetic written out, in the model's memory layout).
+  `genre.models.inputs.network_input`, PyTorch the same arithmetic written out, in the model's memory layout).
 - the default conv net (`NetworkSpec()`) at 32 px (the bundled digits) and at `--image-size`, and resnet18_v1b at
   `--image-size`. MXNet builds them with `build_network` (hybridized, static_alloc); PyTorch runs in eager mode the
   same layers written here: the conv net layer for layer from the layout the MXNet run reports, and a
@@ -70,7 +70,7 @@ BATCH_POOL = 8  # distinct random batches each step cycles through
 MATMUL_SIDE = 2048
 SERIAL_COPY = 10**9  # MXNET_CPU_PARALLEL_SIZE above any array here: MXNet copies without OpenMP
 LEARNING_RATE, MOMENTUM, WEIGHT_DECAY = 0.02, 0.9, 1e-4
-MEAN = (0.485, 0.456, 0.406)  # genre.data.transforms' (read here without importing mxnet)
+MEAN = (0.485, 0.456, 0.406)  # genre.models.inputs' (read here without importing mxnet)
 STD = (0.229, 0.224, 0.225)
 FULL = {"repeats": 5, "seconds": 2.5, "warmup": 5, "epoch_rounds": 5}
 QUICK = {"repeats": 3, "seconds": 0.75, "warmup": 2, "epoch_rounds": 2}
@@ -188,7 +188,7 @@ def mxnet_step_worker(job: dict) -> dict:
     mx = import_mxnet(job["default_threads"])
     from mxnet import autograd, gluon, nd
 
-    from genre.data.transforms import network_input
+    from genre.models.inputs import network_input
     from genre.models.networks import NetworkSpec, build_network, conv_blocks, dense_layers
 
     ctx = mx.cpu()

@@ -15,7 +15,7 @@ from genre.credentials import keep_password_off_command_line
 from genre.data.prepare import PrepareConfig
 from genre.disk import disk_fault
 from genre.errors import GenreError, StoreUnreachable
-from genre.models.baselines import BaselineConfig
+from genre.stages.baseline import BaselineConfig
 from genre.tracking.store import limit_http_retries, tracking_failure
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_arguments(tune, TuneConfig, "study")
     tune.set_defaults(handler=_tune)
 
-    from genre.suite import SuiteConfig
+    from genre.stages.suite import SuiteConfig
 
     suite = commands.add_parser(
         "suite",
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_arguments(suite, SuiteConfig, "suite")
     suite.set_defaults(handler=_suite)
 
-    from genre.report import ReportConfig
+    from genre.stages.report import ReportConfig
 
     report = commands.add_parser(
         "report",
@@ -222,46 +222,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from genre.commands import prepare_command
+    from genre.stages import prepare
 
     settings, path = config.load(PrepareConfig, args, args.config_folder)
-    return prepare_command(settings, args.mlflow_experiment, path, progress=not args.quiet)
+    return prepare.command(settings, args.mlflow_experiment, path, progress=not args.quiet)
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    from genre.commands import baseline_command
+    from genre.stages import baseline
 
     settings, path = config.load(BaselineConfig, args, args.config_folder)
-    return baseline_command(settings, args.mlflow_experiment, path)
+    return baseline.command(settings, args.mlflow_experiment, path, progress=not args.quiet)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from genre.commands import train_command
+    from genre.stages import train
     from genre.training.config import TrainConfig
 
     settings, path = config.load(TrainConfig, args, args.config_folder)
-    return train_command(settings, args.mlflow_experiment, path, progress=not args.quiet)
+    given = set(config.flag_values(args, TrainConfig))  # what --resume must refuse (or apply)
+    return train.command(settings, args.mlflow_experiment, path, progress=not args.quiet, given=given)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from genre.commands import evaluate_command
+    from genre.stages import evaluate
     from genre.training.evaluate import EvaluateConfig
 
     settings, _ = config.load(EvaluateConfig, args, args.config_folder)
-    return evaluate_command(settings, args.mlflow_experiment)
+    return evaluate.command(settings, args.mlflow_experiment, progress=not args.quiet)
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from genre.commands import tune_command
+    from genre.stages import tune
     from genre.tuning.study import TuneConfig
 
     settings, _ = config.load(TuneConfig, args, args.config_folder)
-    return tune_command(settings, args.mlflow_experiment, progress=not args.quiet)
+    return tune.command(settings, args.mlflow_experiment, progress=not args.quiet)
 
 
 def _suite(args: argparse.Namespace) -> int:
-    from genre.commands import suite_command
-    from genre.suite import DEFAULT_SUITE, SuiteConfig
+    from genre.stages import suite
+    from genre.stages.suite import DEFAULT_SUITE, SuiteConfig
 
     if args.names:
         args.experiments = ",".join(args.names)
@@ -270,15 +271,15 @@ def _suite(args: argparse.Namespace) -> int:
     settings, path = config.load(SuiteConfig, args, args.config_folder)
     if path and not settings.name:
         settings = dataclasses.replace(settings, name=path.stem)
-    return suite_command(settings, args.mlflow_experiment, progress=not args.quiet)
+    return suite.command(settings, args.mlflow_experiment, progress=not args.quiet)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from genre.commands import report_command
-    from genre.report import ReportConfig
+    from genre.stages import report
+    from genre.stages.report import ReportConfig
 
     settings, _ = config.load(ReportConfig, args, "")
-    return report_command(settings)
+    return report.command(settings)
 
 
 def _server(args: argparse.Namespace) -> int:
@@ -327,8 +328,10 @@ def _launch(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # this process's own arguments, which `ps` shows: a database password leaves them first
         command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
+        from genre.tracking.runs import params_with_passwords
+
         try:
-            keep_password_off_command_line(command)
+            keep_password_off_command_line(command, params_with_passwords)
         except GenreError as error:
             print(f"genre {command}: error: {error}", file=sys.stderr)
             return EXIT_ERROR

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -24,6 +24,11 @@ PASSWORD_VARIABLE = "PGPASSWORD"
 # SQLAlchemy's own parser. Other databases have no environment variable every driver reads, so they are left alone.
 _USER_AND_PASSWORD = re.compile(r"(?P<user>postgres(?:ql)?(?:\+\w+)?://[^:/@\s]*):(?P<password>[^@\s]*)@")
 _URL = re.compile(r"postgres(?:ql)?(?:\+\w+)?://\S*")
+
+
+def mask_password(uri: str) -> str:
+    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`, for anything shown or logged."""
+    return re.sub(r"(?<=://)([^:/@]+):[^@/]*@", r"\1:***@", uri)
 
 
 @dataclass(frozen=True)
@@ -61,19 +66,20 @@ def take_password(args: Sequence[str]) -> PasswordFree:
     return PasswordFree([*kept, *args[stop:]], found.pop() if found else None, urls)
 
 
-def keep_password_off_command_line(command: str) -> None:
+def keep_password_off_command_line(command: str, recorded_passwords: Callable[[str], dict[str, str]]) -> None:
     """Called first by `genre COMMAND` as a process: return when its arguments hold no database password; else
     restart it without the password, which then travels in PGPASSWORD, after one line of warning on stderr.
 
-    Refuses with a `ConfigError` when moving it cannot help: `mlflow run` already recorded it in its run, or
-    PGPASSWORD holds another password (which other connections of this process may need).
+    Refuses with a `ConfigError` when moving it cannot help: `mlflow run` already recorded it in its run (asked of
+    `recorded_passwords(run_id)`: the run's params that hold one), or PGPASSWORD holds another password (which other
+    connections of this process may need).
     """
     freed = take_password(sys.orig_argv[1:])
     if freed.password is None:
         return
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if run_id:  # `mlflow run` set it; a password in our arguments came from a -P it has logged
-        _refuse_if_recorded(run_id)
+        _refuse_if_recorded(run_id, recorded_passwords(run_id))
     if os.environ.get(PASSWORD_VARIABLE, freed.password) != freed.password:
         raise ConfigError(
             f"the database URL {freed.urls[0]} was given with a password and {PASSWORD_VARIABLE} holds another; "
@@ -88,10 +94,7 @@ def keep_password_off_command_line(command: str) -> None:
     _restart(freed.args, freed.password)
 
 
-def _refuse_if_recorded(run_id: str) -> None:
-    from genre.tracking.runs import params_with_passwords
-
-    recorded = params_with_passwords(run_id)
+def _refuse_if_recorded(run_id: str, recorded: dict[str, str]) -> None:
     if recorded:
         name, value = next(iter(recorded.items()))
         url = without_password(value)[0]

@@ -12,6 +12,11 @@ import os
 
 USER_THREADS = os.environ.get("OMP_NUM_THREADS") or None  # the user's own choice, read before configure_threads
 
+# The SQLAlchemy pool of each database a `genre tune` worker uses (the Optuna study; MLflow's store when it is a
+# database): one connection kept open, a second only while two threads (a trial and its heartbeat) need one at
+# once. SQLAlchemy's default (5 kept, 10 more on demand) let one worker hold 4 and, in principle, 30.
+POOL_LIMITS = {"pool_size": 1, "max_overflow": 1}
+
 
 def usable_cores() -> int:
     """Cores this process may run on (respects CPU affinity and container limits, unlike `os.cpu_count`)."""

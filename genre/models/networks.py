@@ -1,6 +1,6 @@
 """Gluon classifiers by name: the original MLP and conv net, EfficientNet-Lite 0/1/2, or any GluonCV classifier.
 
-`build_network` is the one factory. Its networks take what `genre.data.transforms.network_input` makes, normalised
+`build_network` is the one factory. Its networks take what `genre.models.inputs.network_input` makes, normalised
 float32 `(N, 3, S, S)` batches (standardised with `input_normalisation(model)`), and return `(N, classes)` logits.
 Our own networks follow GluonCV's layout (`features`, then an `output` Dense layer), so both kinds save, load and
 fine-tune the same way.
@@ -19,9 +19,8 @@ from mxnet.base import MXNetError
 from mxnet.gluon import nn
 
 from genre.config import check_range, setting
-from genre.data import transforms
 from genre.errors import ConfigError
-from genre.models import efficientnet_lite, zoo
+from genre.models import efficientnet_lite, inputs, zoo
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +312,7 @@ def input_normalisation(model: str) -> tuple[tuple[float, float, float], tuple[f
     statistics, also used when training from scratch so that one `--model` always sees one input)."""
     if model.strip().lower() in LITE_MODELS:
         return efficientnet_lite.LITE_MEAN, efficientnet_lite.LITE_STD
-    return transforms.MEAN, transforms.STD
+    return inputs.MEAN, inputs.STD
 
 
 def native_resolution(model: str) -> int | None:
@@ -323,7 +322,7 @@ def native_resolution(model: str) -> int | None:
     return efficientnet_lite.native_resolution(name) if name in LITE_MODELS else None
 
 
-def input_for(model: str, crop_size: int, pack_size: int) -> transforms.NetworkInput:
+def input_for(model: str, crop_size: int, pack_size: int) -> inputs.NetworkInput:
     """The side and normalisation of `model`'s input for images packed at `pack_size`.
 
     `crop_size` 0 picks the network's own resolution (224 for efficientnet_lite0) where the pack is at least that
@@ -332,7 +331,7 @@ def input_for(model: str, crop_size: int, pack_size: int) -> transforms.NetworkI
     native = native_resolution(model)
     side = crop_size or (native if native and native <= pack_size else pack_size)
     mean, std = input_normalisation(model)
-    return transforms.NetworkInput(side, mean, std)
+    return inputs.NetworkInput(side, mean, std)
 
 
 def output_prefixes(net: gluon.HybridBlock, model: str, classes: int) -> tuple[str, ...]:

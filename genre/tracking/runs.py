@@ -1,24 +1,16 @@
-"""Reading runs back from the tracking store: what a suite already did, and what a report shows."""
+"""Reading runs back from the tracking store (and the few writes that are not a running stage's): one client per
+store, made after the store answered."""
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from genre.credentials import mask_password
 from genre.errors import TrackingError
-from genre.tracking.store import check_reachable, mask_password, tracking_uri
-
-# Tags a suite puts on each of its runs; `genre.dataset_digest` comes from the stage itself.
-SUITE, NAME, CONFIG_DIGEST, SETTINGS_DIGEST, DATA_DIGEST, SEED = (
-    "genre.suite",
-    "genre.experiment_name",
-    "genre.config_digest",
-    "genre.settings_digest",
-    "genre.dataset_digest",
-    "genre.seed",
-)
+from genre.tracking.store import check_reachable, tracking_uri
 
 
 def client():
@@ -35,115 +27,51 @@ def _client_for(uri: str):
     return MlflowClient(uri)
 
 
-def _quote(value: str) -> str:
+def shown_store() -> str:
+    """The configured tracking store, password masked: for messages."""
+    return mask_password(tracking_uri())
+
+
+def quote(value: str) -> str:
+    """`value` inside a single-quoted string of an MLflow search filter."""
     return value.replace("'", "\\'")
 
 
-def matching_runs(experiment_id: str, name: str, config_digest: str, data_digest: str) -> list[Any]:
-    """Every run of experiment `name` with these settings and data, in any state, newest first."""
-    query = (
-        f"tags.`{NAME}` = '{_quote(name)}' and tags.`{CONFIG_DIGEST}` = '{config_digest}' "
-        f"and tags.`{DATA_DIGEST}` = '{data_digest}'"
-    )
-    return client().search_runs([experiment_id], query, order_by=["attributes.start_time DESC"])
-
-
-@dataclass(frozen=True)
-class MemberRun:
-    """A finished run of a suite, as a report reads it."""
-
-    run_id: str
-    suite: str
-    name: str
-    kind: str  # train or baseline
-    seed: int
-    settings_digest: str
-    data_digest: str
-    dataset: str
-    variant: str
-    model: str
-    classes: int  # 0 when the run does not say
-    val_accuracy: float
-    test_accuracy: float
-    seconds: float
-    start_time: int
-    val_balanced_accuracy: float | None = None  # None: the run predates balanced accuracy
-    test_balanced_accuracy: float | None = None
-
-
-def _member(run: Any) -> MemberRun | None:
-    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-    kind = tags.get("genre.stage", "")
-    best = "best_val" if kind == "train" else "val"  # a network's val_* are per-epoch curves; best_val_* its kept epoch
-    val = metrics.get(f"{best}_accuracy")
-    if val is None or "test_accuracy" not in metrics:
-        return None
-    model = describe_model(kind, params)
-    return MemberRun(
-        run_id=run.info.run_id,
-        suite=tags.get(SUITE, ""),
-        name=tags[NAME],
-        kind=kind,
-        seed=int(tags.get(SEED, params.get("config.seed", 0))),
-        settings_digest=tags.get(SETTINGS_DIGEST, ""),
-        data_digest=tags.get(DATA_DIGEST, ""),
-        dataset=params.get("dataset_name", "?"),
-        variant=params.get("config.variant", "full"),
-        model=model,
-        classes=len(params["genres"].split(",")) if params.get("genres") else 0,
-        val_accuracy=val,
-        test_accuracy=metrics["test_accuracy"],
-        seconds=((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000,
-        start_time=run.info.start_time,
-        val_balanced_accuracy=metrics.get(f"{best}_balanced_accuracy"),
-        test_balanced_accuracy=metrics.get("test_balanced_accuracy"),
-    )
-
-
-def describe_model(kind: str, params: dict[str, str]) -> str:
-    """'rf on 50x50 gray pixels', 'convnet 32,64,128 x2', 'mlp 512', 'resnet18_v1b pretrained'."""
-    model = params.get("config.model", "?")
-    if kind == "baseline":
-        return f"{model} on {params.get('feature_set', 'pixels')}"
-    if model == "convnet":
-        per_block = params.get("config.convs_per_block", "1")
-        return f"convnet {params.get('config.conv_filters', '')}" + (f" x{per_block}" if per_block != "1" else "")
-    if model == "mlp":
-        return f"mlp {params.get('config.hidden_units', '')}"
-    pretrained = params.get("config.pretrained") == "True" or params.get("config.pretrained_params") not in ("", None)
-    return f"{model} pretrained" if pretrained else model
-
-
-def suite_members(experiment: str) -> list[MemberRun]:
-    """The FINISHED runs a suite made in MLflow experiment `experiment` (by name)."""
-    store = client()
-    found = store.get_experiment_by_name(experiment)
+def experiment_id(name: str) -> str:
+    """The id of the MLflow experiment called `name`; a `TrackingError` saying what to do when there is none."""
+    found = client().get_experiment_by_name(name)
     if found is None:
-        raise TrackingError(
-            f"no MLflow experiment named '{experiment}' at {mask_password(tracking_uri())}; "
-            "run `genre suite` first, or name one with --experiment"
-        )
-    runs = store.search_runs(
-        [found.experiment_id], f"attributes.status = 'FINISHED' and tags.`{NAME}` != ''", max_results=50_000
-    )
-    return [member for member in map(_member, runs) if member is not None]
+        raise TrackingError(f"no MLflow experiment named '{name}' at {shown_store()}")
+    return found.experiment_id
 
 
-def newest_suite_experiment() -> str | None:
-    """The MLflow experiment of the most recently started suite run, if any."""
-    from mlflow.entities import ViewType
+def experiment_names() -> dict[str, str]:
+    """Every active experiment's name, by id."""
+    return {e.experiment_id: e.name for e in client().search_experiments()}
 
+
+def search(
+    experiment_ids: list[str] | None, query: str = "", newest_first: bool = False, max_results: int = 50_000
+) -> list[Any]:
+    """The runs of `experiment_ids` (None: every active experiment) matching the filter `query`."""
     store = client()
-    experiments = store.search_experiments(view_type=ViewType.ACTIVE_ONLY)
-    if not experiments:
-        return None
-    runs = store.search_runs(
-        [e.experiment_id for e in experiments],
-        "tags.`genre.stage` = 'suite'",
-        max_results=1,
-        order_by=["attributes.start_time DESC"],
-    )
-    return store.get_experiment(runs[0].info.experiment_id).name if runs else None
+    if experiment_ids is None:
+        experiment_ids = [e.experiment_id for e in store.search_experiments()]
+    if not experiment_ids:
+        return []
+    order = ["attributes.start_time DESC"] if newest_first else None
+    return store.search_runs(experiment_ids, query, max_results=max_results, order_by=order)
+
+
+def run_experiment_id(run_id: str) -> str:
+    return client().get_run(run_id).info.experiment_id
+
+
+def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    """Tag a run that may have ended (the fluent API tags only the active run)."""
+    store = client()
+    for key, value in tags.items():
+        store.set_tag(run_id, key, value)
 
 
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
+from genre.credentials import mask_password
 from genre.errors import StoreUnreachable, TrackingError
+from genre.runtime import POOL_LIMITS
 
 # MLflow >= 3.7's own default: a SQLite file in the working directory (the project root under `mlflow run`).
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -28,11 +29,6 @@ HTTP_LIMITS = {
     "PGCONNECT_TIMEOUT": "7",  # libpq's, for a postgresql:// tracking store
 }
 LAST_TRY_TIMEOUT_SECONDS = "2"
-
-
-def mask_password(uri: str) -> str:
-    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`, for anything shown or logged."""
-    return re.sub(r"(?<=://)([^:/@]+):[^@/]*@", r"\1:***@", uri)
 
 
 def tracking_uri() -> str:
@@ -131,8 +127,10 @@ def tracking_failure(error: Exception) -> str | None:
     return None
 
 
-def check_reachable(uri: str) -> None:
-    """Fail within seconds, naming the URI, when a tracking server or database cannot be reached."""
+def check_reachable(uri: str | None = None) -> None:
+    """Fail within seconds, naming the URI (default: the configured store), when a tracking server or database
+    cannot be reached."""
+    uri = uri or tracking_uri()
     shown = mask_password(uri)
     if uri.startswith(("http://", "https://")):
         try:
@@ -179,17 +177,21 @@ def _connect_timeout(uri: str) -> dict[str, int]:
     return {"connect_timeout": int(REACHABILITY_TIMEOUT_SECONDS)} if uri.startswith(("postgresql", "mysql")) else {}
 
 
-# The SQLAlchemy pool of each database a `genre tune` worker uses (the Optuna study; MLflow's store when it is a
-# database): one connection kept open, a second only while two threads (a trial and its heartbeat) need one at
-# once. SQLAlchemy's default (5 kept, 10 more on demand) let one worker hold 4 and, in principle, 30.
-POOL_LIMITS = {"pool_size": 1, "max_overflow": 1}
-
-
-def limit_database_connections(uri: str) -> None:
+def limit_database_connections(uri: str | None = None) -> None:
     """Give MLflow's store at `uri` the pool of `POOL_LIMITS` when it is a database server, unless the user set its
     variables. MLflow reads them when this process first opens the store, so call this before any run opens. Other
     stores are left alone: the variables pass to child processes, and there an MLflow server's pool needs room."""
+    uri = uri or tracking_uri()
     if not uri.startswith(("postgresql", "mysql", "mssql")):
         return
     os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", str(POOL_LIMITS["pool_size"]))
     os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", str(POOL_LIMITS["max_overflow"]))
+
+
+def missing_sqlite_store() -> str | None:
+    """The configured store's URI when it is a SQLite file that does not exist yet (opening it would create it):
+    a command that only reads runs has nothing to read."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).expanduser().exists():
+        return uri
+    return None

@@ -1,7 +1,8 @@
-"""The small reporting interface the stages use, and its MLflow implementation.
+"""The small reporting interface the stages use (`Tracker`), its MLflow implementation, and the run around it.
 
-Stages call `log_params`, `log_metrics(step=...)`, `log_artifact`, `log_figure`, `log_dataset`; only this
-module imports MLflow, so the stages can run in a test against a `RecordingTracker`.
+Stages call `log_params`, `log_metrics(step=...)`, `log_artifact`, `log_figure`, `log_dataset`, `log_model`; the
+MLflow calls and their failures (a store that stopped answering, a full disk) stay here, so a stage's logging can
+be tested against a recording double (`tests/recording.py`) without a tracking store.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +33,7 @@ ARTIFACTS_ELSEWHERE = "a new experiment (--mlflow-experiment) or store (MLFLOW_T
 
 class Tracker(Protocol):
     run_id: str
+    store: str  # the tracking store the run lives in, password masked: for messages
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
@@ -40,7 +42,7 @@ class Tracker(Protocol):
     def log_text(self, text: str, name: str) -> None: ...
     def log_dataset(self, name: str, digest: str, source_uri: str, context: str, shape: tuple[int, ...]) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
-    def log_model(self, net: Any, genres: list[str], image_size: int, example: bytes, network: Any = None) -> None: ...
+    def log_model(self, log: Callable[[], object]) -> None: ...
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -59,14 +61,14 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 class MlflowTracker:
     """Logs to the active MLflow run (see `tracked_run`)."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, store: str) -> None:
         self.run_id = run_id
+        self.store = store
 
     def _calling(self, doing: str) -> contextlib.AbstractContextManager[None]:
         calling = contextlib.ExitStack()
         calling.enter_context(lost_store_stops(f"{doing} of run {self.run_id}", self.run_id))
-        store = mask_password(tracking_uri())
-        calling.enter_context(disk_faults(_artifacts_of(self.run_id), _kept_on_full_disk(self.run_id), store))
+        calling.enter_context(disk_faults(_artifacts_of(self.run_id), _kept_on_full_disk(self.run_id), self.store))
         return calling
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -124,13 +126,11 @@ class MlflowTracker:
         with self._calling("setting tags"):
             mlflow.set_tags(dict(tags))
 
-    def log_model(self, net: Any, genres: list[str], image_size: int, example: bytes, network: Any = None) -> None:
-        """The network as an `mlflow.pyfunc` model under `model/` (see `genre.tracking.model`); `network` is its
-        `NetworkInput` (input side and normalisation)."""
-        from genre.tracking.model import log_cover_model
-
+    def log_model(self, log: Callable[[], object]) -> None:
+        """Run `log`, which logs a model to the active run (`genre.cover_model.log_cover_model`), with the store's
+        and the disk's failures turned into one line."""
         with self._calling("uploading the model"):
-            log_cover_model(net, genres, image_size, example, name="model", network=network)
+            log()
 
 
 def _artifacts_of(run_id: str) -> str:
@@ -194,15 +194,15 @@ def tracked_run(
 
     from genre.tracking.stale import owner_tags
 
+    uri = tracking_uri()
     if nested:
         with lost_store_stops("opening a nested run"):
             run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=True)
         with _ending(run, finished_on):
             with lost_store_stops(f"tagging run {run.info.run_id}", run.info.run_id):
                 mlflow.set_tags(dict(tags) | owner_tags())
-            yield MlflowTracker(run.info.run_id)
+            yield MlflowTracker(run.info.run_id, mask_password(uri))
         return
-    uri = tracking_uri()
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     joined = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` made this run; later (nested) runs are new
@@ -220,7 +220,7 @@ def tracked_run(
         _check_artifact_folder(run)
         with lost_store_stops(f"tagging run {run.info.run_id}", run.info.run_id):
             mlflow.set_tags(dict(tags) | owner_tags())
-        yield MlflowTracker(run.info.run_id)
+        yield MlflowTracker(run.info.run_id, mask_password(uri))
 
 
 @contextlib.contextmanager
@@ -269,6 +269,7 @@ class NullTracker:
     """Records nothing: a worker of a distributed job that does not own the run (worker 0 logs the global numbers)."""
 
     run_id = ""
+    store = ""
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         pass
@@ -291,5 +292,5 @@ class NullTracker:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         pass
 
-    def log_model(self, net: Any, genres: list[str], image_size: int, example: bytes, network: Any = None) -> None:
+    def log_model(self, log: Callable[[], object]) -> None:
         pass

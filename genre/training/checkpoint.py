@@ -23,6 +23,7 @@ from mxnet.base import MXNetError
 from genre import disk
 from genre.errors import DiskError, GenreError
 
+DEFAULT_CHECKPOINT_DIR = "checkpoints"  # <dir>/<run id>/ per run, for train and for each tuning trial
 STATE_FILE = "state.json"
 
 

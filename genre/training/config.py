@@ -9,21 +9,20 @@ import logging
 from dataclasses import dataclass
 
 from genre.config import SEEDS, check_range, setting
-from genre.data.prepare import DEFAULT_DATASET
+from genre.data.choice import DatasetChoice
 from genre.data.transforms import AugmentSpec
 from genre.errors import ConfigError
 from genre.models.networks import NetworkSpec, require_loaded_weights
+from genre.training.checkpoint import DEFAULT_CHECKPOINT_DIR
 from genre.training.schedule import parse_steps
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainConfig(NetworkSpec, AugmentSpec):
+class TrainConfig(NetworkSpec, AugmentSpec, DatasetChoice):
     """Defaults train the conv net on the bundled digits to >= 98% test accuracy in a few minutes on 2 cores."""
 
-    data: str = setting(DEFAULT_DATASET, "prepared dataset folder (the bundled digits are prepared if missing)")
-    variant: str = setting("full", "the full dataset or its development subset", ("full", "dev"))
     optimizer: str = setting("sgd", "sgd (with momentum), nag or adam", ("sgd", "nag", "adam"))
     learning_rate: float = setting(0.02, "peak learning rate")
     momentum: float = setting(0.9, "momentum of sgd and nag")
@@ -59,7 +58,7 @@ class TrainConfig(NetworkSpec, AugmentSpec):
     chunk_size: int = setting(
         2048, "images moved to the devices at a time (bounds host and device memory; rounded to whole batches)"
     )
-    checkpoint_dir: str = setting("checkpoints", "folder of per-run checkpoints (<dir>/<run id>/)")
+    checkpoint_dir: str = setting(DEFAULT_CHECKPOINT_DIR, "folder of per-run checkpoints (<dir>/<run id>/)")
     resume: str | None = setting(None, "MLflow run id of a killed run to continue from its last checkpoint")
     kvstore: str = setting(
         "",

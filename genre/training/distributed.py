@@ -30,10 +30,9 @@ from mxnet import gluon, nd
 from genre.data.iterator import ChunkedIterator, shard_sizes
 from genre.data.pack import Pack
 from genre.data.shards import ShardedIterator
-from genre.data.transforms import NetworkInput
 from genre.errors import ConfigError, GenreError
 from genre.launch.roles import LAUNCH_ID_VARIABLE
-from genre.tracking.jobs import LAUNCH_TAG
+from genre.models.inputs import NetworkInput
 from genre.training.loop import EpochStats, Evaluation, evaluate
 
 log = logging.getLogger(__name__)
@@ -128,19 +127,92 @@ class Cluster:
             "distributed.servers": self.servers,
         }
 
-    def tags(self) -> dict[str, str]:
-        return {LAUNCH_TAG: self.launch_id} if self.launch_id else {}
+    # What training does differently in a job: each of these has a single-process twin in `SingleProcess`.
+
+    def training_batches(
+        self, pack: Pack, batch_size: int, chunk_size: int, contexts: list[mx.Context], seed: int
+    ) -> ShardedIterator:
+        """This worker's share of each global batch of `batch_size` (the LR means what it means for one process)."""
+        return ShardedIterator(pack, batch_size, chunk_size, contexts, self.workers, self.rank, seed=seed)
+
+    def trainer(self, params: Any, optimizer: str, optimizer_params: dict, devices: int) -> gluon.Trainer:
+        return WorkerTrainer(self, params, optimizer, optimizer_params, devices)
+
+    def check_agree(self, what: str, value: int, hint: str) -> None:
+        check_agree(self, what, value, hint)
+
+    def broadcast_parameters(self, net: gluon.Block) -> None:
+        broadcast_parameters(self, net)
+
+    def finish_epoch(self, net: gluon.Block, batches: ShardedIterator, stats: EpochStats, epoch: int) -> EpochStats:
+        return finish_epoch(self, net, batches, stats, epoch)
+
+    def evaluate(
+        self, net: gluon.HybridBlock, pack: Pack, batches: ChunkedIterator, loss_fn: gluon.loss.Loss,
+        network: NetworkInput | None = None,
+    ) -> Evaluation:  # fmt: skip
+        """The whole split's evaluation on every worker, each predicting a slice (`batches` tells the sizes)."""
+        return evaluate_shared(self, net, pack, batches.batch_size, batches.chunk_size, batches.contexts, loss_fn,
+                               network)  # fmt: skip
 
 
-def join_cluster(kvstore: str) -> Cluster | None:
-    """Join the job (blocks until every worker and server is up); None for a single-process run.
+@dataclass(frozen=True)
+class SingleProcess:
+    """Training in this process alone: rank 0 of 1, which owns the run and the checkpoints; sums and barriers have
+    no one to wait for."""
+
+    kind: str = ""
+    rank: int = 0
+    workers: int = 1
+    servers: int = 0
+    launch_id: str = ""
+    is_chief: bool = True
+
+    def sum(self, name: str, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype=np.float32)
+
+    def barrier(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+    def params(self) -> dict[str, object]:
+        return {}
+
+    def training_batches(
+        self, pack: Pack, batch_size: int, chunk_size: int, contexts: list[mx.Context], seed: int
+    ) -> ChunkedIterator:
+        return ChunkedIterator(pack, batch_size, chunk_size, contexts, shuffle=True, seed=seed)
+
+    def trainer(self, params: Any, optimizer: str, optimizer_params: dict, devices: int) -> gluon.Trainer:
+        return gluon.Trainer(params, optimizer, optimizer_params, kvstore="device" if devices > 1 else "local")
+
+    def check_agree(self, what: str, value: int, hint: str) -> None:
+        pass
+
+    def broadcast_parameters(self, net: gluon.Block) -> None:
+        pass
+
+    def finish_epoch(self, net: gluon.Block, batches: ChunkedIterator, stats: EpochStats, epoch: int) -> EpochStats:
+        return stats
+
+    def evaluate(
+        self, net: gluon.HybridBlock, pack: Pack, batches: ChunkedIterator, loss_fn: gluon.loss.Loss,
+        network: NetworkInput | None = None,
+    ) -> Evaluation:  # fmt: skip
+        return evaluate(net, batches, loss_fn, network)
+
+
+def join_cluster(kvstore: str) -> Cluster | SingleProcess:
+    """Join the job (blocks until every worker and server is up); `SingleProcess` for a single-process run.
 
     Until `Cluster.finish`, a failing worker exits at once instead of waiting at MXNet's exit barrier for workers
     that wait for it; SIGTERM becomes `Terminated`, so worker 0's run ends FAILED when the launcher stops the job.
     """
     check_environment(kvstore)
     if not kvstore:
-        return None
+        return SingleProcess()
     kv = mx.kv.create(kvstore)
     _set_barrier_before_exit(kv, False)
     signal.signal(signal.SIGTERM, _terminate)
@@ -176,13 +248,6 @@ def broadcast_parameters(cluster: Cluster, net: gluon.Block) -> None:
     for (_, param), values in zip(params, chief, strict=True):
         param.set_data(nd.array(total[offset : offset + values.size].reshape(values.shape)))
         offset += values.size
-
-
-def training_batches(
-    cluster: Cluster, pack: Pack, batch_size: int, chunk_size: int, contexts: list[mx.Context], seed: int
-) -> ShardedIterator:
-    """This worker's share of each global batch of `batch_size` (the LR means what it means for one process)."""
-    return ShardedIterator(pack, batch_size, chunk_size, contexts, cluster.workers, cluster.rank, seed=seed)
 
 
 def check_agree(cluster: Cluster, what: str, value: int, hint: str) -> None:

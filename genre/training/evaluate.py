@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from genre.config import check_range, setting
+from genre.data.choice import DatasetChoice
 from genre.data.pack import Pack
-from genre.data.prepare import DEFAULT_DATASET
 from genre.errors import DataError
 from genre.training.loop import Evaluation
 
@@ -17,12 +17,10 @@ PROBABILITY_PREFIX = "p_"
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(DatasetChoice):
     """Which model, on which split of which dataset."""
 
     model_uri: str = setting("", "the model: runs:/<run id>/model, models:/<name>@<alias>, or a local path")
-    data: str = setting(DEFAULT_DATASET, "prepared dataset folder")
-    variant: str = setting("full", "the full dataset or its development subset", ("full", "dev"))
     split: str = setting("test", "split to evaluate on", ("train", "val", "test"))
     batch_size: int = setting(256, "images per prediction call")
 

@@ -16,9 +16,10 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from genre.data.iterator import ChunkedIterator
-from genre.data.transforms import AugmentSpec, NetworkInput, network_input, training_input
+from genre.data.transforms import AugmentSpec, training_input
 from genre.errors import GenreError
-from genre.training.metrics import accuracy, balanced_accuracy, macro_f1, per_genre_recall, top_k_accuracy
+from genre.metrics import accuracy, balanced_accuracy, macro_f1, per_genre_recall, top_k_accuracy
+from genre.models.inputs import NetworkInput, network_input
 
 SYNC_EVERY = 20  # batches between host syncs: often enough to stop a diverged run early, rare enough to stay async
 

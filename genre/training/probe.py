@@ -14,9 +14,9 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from genre.data.iterator import ChunkedIterator
-from genre.data.transforms import NetworkInput, network_input
 from genre.errors import ConfigError
 from genre.models.baselines import PROBE_C
+from genre.models.inputs import NetworkInput, network_input
 from genre.models.networks import feature_block
 
 log = logging.getLogger(__name__)

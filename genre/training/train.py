@@ -1,7 +1,9 @@
-"""The `train` stage: data, network, trainer, epochs with checkpoints and early stopping, then the test pass.
+"""Training a network: data, network, trainer, epochs with checkpoints and early stopping, then the test pass.
 
-Reports through the `Tracker` interface (per-epoch metrics with `step=epoch`) and an optional per-epoch
-callback (what `tune` uses to prune), so tests and studies call exactly this function.
+Reports through one callback, `on_epoch_end(epoch, metrics)`, called after each epoch's checkpoint is written (and
+with epoch 0 for a linear-probe start): the train stage logs there, and a tuning trial also reports to Optuna. It
+knows nothing of MLflow. One process and a distributed job run the same loop; the `Cluster` (`SingleProcess` for
+one process) does what differs.
 """
 
 from __future__ import annotations
@@ -11,26 +13,22 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import mxnet as mx
 from mxnet import gluon
 
 from genre.data.iterator import ChunkedIterator
 from genre.data.pack import DatasetInfo, open_pack
-from genre.data.transforms import NetworkInput
 from genre.models import zoo
+from genre.models.inputs import NetworkInput
 from genre.models.networks import build_network, input_for, output_prefixes
-from genre.tracking.tracker import Tracker
 from genre.training.checkpoint import CheckpointStore, TrainingState
 from genre.training.config import TrainConfig
+from genre.training.distributed import Cluster, SingleProcess
 from genre.training.loop import Evaluation, TrainingDiverged, evaluate, train_one_epoch
 from genre.training.losses import training_loss
 from genre.training.probe import fit_probe_head
 from genre.training.schedule import Schedule, ScheduleAdapter, parse_steps
-
-if TYPE_CHECKING:
-    from genre.training.distributed import Cluster
 
 log = logging.getLogger(__name__)
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -82,11 +80,11 @@ def make_trainer(
     config: TrainConfig,
     updates_per_epoch: int,
     contexts: list[mx.Context],
-    cluster: Cluster | None = None,
+    cluster: Cluster | SingleProcess,
 ) -> gluon.Trainer:
     """The Gluon trainer with the schedule inside `optimizer_params` (so its state is saved with the trainer).
 
-    In a distributed job (`cluster`), the gradients are summed over the workers before each worker's update.
+    In a distributed job, the gradients are summed over the workers before each worker's update.
     """
     schedule = Schedule(
         kind=config.lr_schedule,
@@ -105,11 +103,7 @@ def make_trainer(
     if config.optimizer in ("sgd", "nag"):
         params["momentum"] = config.momentum
     trainable = {name: p for name, p in net.collect_params().items() if p.grad_req != "null"}
-    if cluster is not None:
-        from genre.training.distributed import WorkerTrainer
-
-        return WorkerTrainer(cluster, trainable, config.optimizer, params, len(contexts))
-    return gluon.Trainer(trainable, config.optimizer, params, kvstore="device" if len(contexts) > 1 else "local")
+    return cluster.trainer(trainable, config.optimizer, params, len(contexts))
 
 
 def epoch_metrics(stats, validation: Evaluation, learning_rate: float) -> dict[str, float]:
@@ -129,27 +123,24 @@ def epoch_metrics(stats, validation: Evaluation, learning_rate: float) -> dict[s
 def train(
     config: TrainConfig,
     contexts: list[mx.Context],
-    tracker: Tracker,
     checkpoints: CheckpointStore | None,
     on_epoch_end: EpochCallback | None = None,
-    cluster: Cluster | None = None,
+    cluster: Cluster | SingleProcess | None = None,
 ) -> TrainOutcome | None:
     """Train (or continue training from `checkpoints`) and evaluate the best epoch on the test split.
 
     In a distributed job (`cluster`), only worker 0 writes checkpoints and evaluates the test split; the other
     workers return None (their `checkpoints` is None, or the shared folder of the run they resume).
     """
-    from genre.training import distributed
-
+    cluster = cluster or SingleProcess()
+    report = on_epoch_end or (lambda epoch, metrics: None)
     root = Path(config.data)
     info = DatasetInfo.read(root)
     packs = {split: open_pack(root, config.variant, split) for split in ("train", "val", "test")}
-    args = (packs["train"], config.batch_size, config.chunk_size, contexts)
-    if cluster is None:
-        train_batches = ChunkedIterator(*args, shuffle=True, seed=config.seed)
-    else:
-        train_batches = distributed.training_batches(cluster, *args, seed=config.seed)
-    owner = cluster is None or cluster.is_chief
+    train_batches = cluster.training_batches(
+        packs["train"], config.batch_size, config.chunk_size, contexts, config.seed
+    )
+    owner = cluster.is_chief
     val_batches, test_batches = (
         ChunkedIterator(packs[split], config.batch_size, config.chunk_size, contexts) for split in ("val", "test")
     )
@@ -165,27 +156,19 @@ def train(
     state = TrainingState(config=dataclasses.asdict(config))
     if checkpoints is not None and checkpoints.exists():
         state = checkpoints.read_state()
-    if cluster is not None:
-        hint = "resume with every worker reading the same checkpoint (a --checkpoint-dir they share)"
-        distributed.check_agree(cluster, "the completed epochs", state.epoch, hint)
+    hint = "resume with every worker reading the same checkpoint (a --checkpoint-dir they share)"
+    cluster.check_agree("the completed epochs", state.epoch, hint)
     if checkpoints is not None and state.epoch:
         checkpoints.restore(net, trainer, state)
         log.info("resuming after epoch %d from %s", state.epoch, checkpoints.folder)
     elif config.probe_head and owner:  # the other workers get it with the chief's parameters below
         probe_batches = ChunkedIterator(packs["train"], config.batch_size, config.chunk_size, contexts)
         fit_probe_head(net, probe_batches, network, len(info.genres), config.seed)
-        probed = evaluate(net, val_batches, loss_fn, network)  # step 0 of the curves: where fine-tuning starts
-        tracker.log_metrics(
-            {
-                "val_loss": probed.loss,
-                "val_accuracy": probed.accuracy,
-                "val_balanced_accuracy": probed.balanced_accuracy,
-            },
-            step=0,
-        )
+        probed = evaluate(net, val_batches, loss_fn, network)  # epoch 0 of the curves: where fine-tuning starts
+        report(0, {"val_loss": probed.loss, "val_accuracy": probed.accuracy,
+                   "val_balanced_accuracy": probed.balanced_accuracy})  # fmt: skip
         log.info("linear probe head: val accuracy %.4f, balanced %.4f", probed.accuracy, probed.balanced_accuracy)
-    if cluster is not None:
-        distributed.broadcast_parameters(cluster, net)
+    cluster.broadcast_parameters(net)
 
     stopped_early = False
     for epoch in range(state.epoch + 1, config.epochs + 1):
@@ -197,11 +180,8 @@ def train(
                 f"the last good checkpoint (epoch {state.epoch}) is kept in {checkpoints.folder}" if checkpoints else ""
             )
             raise TrainingDiverged(f"{error}; {kept}" if state.epoch and kept else str(error)) from None
-        if cluster is None:
-            validation = evaluate(net, val_batches, loss_fn, network)
-        else:
-            stats = distributed.finish_epoch(cluster, net, train_batches, stats, epoch)
-            validation = distributed.evaluate_shared(cluster, net, packs["val"], *args[1:], loss_fn, network)
+        stats = cluster.finish_epoch(net, train_batches, stats, epoch)
+        validation = cluster.evaluate(net, packs["val"], val_batches, loss_fn, network)
         metrics = epoch_metrics(stats, validation, trainer.learning_rate)
         improved = better_epoch(validation, state)
         state.epoch = epoch
@@ -210,14 +190,12 @@ def train(
             state.best_epoch, state.best_val_accuracy = epoch, validation.accuracy
         if owner and checkpoints is not None:
             checkpoints.save(net, trainer, state, improved)
-        tracker.log_metrics(metrics, step=epoch)  # after the checkpoint: a store that stops answering costs no epoch
         log.info(
             "epoch %d/%d: train loss %.4f accuracy %.4f | val loss %.4f accuracy %.4f | %.0f img/s",
             epoch, config.epochs, stats.loss, stats.accuracy, validation.loss, validation.accuracy,
             stats.images_per_second,
         )  # fmt: skip
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, metrics)
+        report(epoch, metrics)  # after the checkpoint: a tracking store that stops answering costs no epoch
         if config.patience and epoch - state.best_epoch >= config.patience:
             log.info("early stop: no better validation accuracy for %d epochs", config.patience)
             stopped_early = True

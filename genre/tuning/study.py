@@ -1,8 +1,8 @@
-"""Optuna studies over the training code: samplers, pruners, RDB storage with heartbeats, the objective.
+"""Optuna studies over the training code: the study's settings, samplers, pruners, RDB storage with heartbeats.
 
-Each trial calls `genre.training.train.train` (no copy of the loop) inside a nested MLflow run, reports the
-validation accuracy every epoch and is pruned when it lags. The storage is an Optuna RDB: a SQLite file by
-default, PostgreSQL for workers on several machines; running again with the same study name continues it.
+The objective is the tune stage's (`genre.stages.tune`): each trial is the train stage itself in a nested MLflow
+run, reporting the validation accuracy every epoch, pruned when it lags. The storage is an Optuna RDB: a SQLite
+file by default, PostgreSQL for workers on several machines; running again with the same study name continues it.
 """
 
 from __future__ import annotations
@@ -11,23 +11,20 @@ import logging
 import random
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mxnet as mx
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 
 from genre.config import SEEDS, check_range, setting
-from genre.errors import ConfigError, GenreError
-from genre.tracking.store import POOL_LIMITS, mask_password
-from genre.tracking.tracker import Tracker
-from genre.training.checkpoint import CheckpointStore
-from genre.training.train import TrainOutcome, train
-from genre.tuning.space import SearchSpace, config_from, suggest
+from genre.credentials import mask_password
+from genre.errors import ConfigError
+from genre.runtime import POOL_LIMITS
+from genre.training.checkpoint import DEFAULT_CHECKPOINT_DIR
 
 log = logging.getLogger(__name__)
 TABLE_CREATION_ATTEMPTS = 5
@@ -53,7 +50,7 @@ class TuneConfig:
     heartbeat_seconds: int = setting(10, "how often a running trial tells the storage it is alive")
     grace_seconds: int = setting(60, "a trial silent this long is failed (its worker died) and retried")
     max_retries: int = setting(1, "times a trial of a dead worker is retried")
-    checkpoint_dir: str = setting("checkpoints", "folder of the trials' checkpoints (<dir>/<trial run id>/)")
+    checkpoint_dir: str = setting(DEFAULT_CHECKPOINT_DIR, "folder of the trials' checkpoints (<dir>/<trial run id>/)")
     register: str | None = setting(None, "register the best model in the MLflow registry under this name")
     alias: str = setting("champion", "alias the registered best model gets")
 
@@ -225,42 +222,3 @@ def check_storage(url: str) -> None:
             f"Optuna storage {mask_password(url)} cannot be reached ({type(error).__name__}: {reason}); "
             "check the URL and that the database server is running"
         ) from None
-
-
-# The tracking layer supplies these: a nested run per trial, and what to log in it.
-TrialRun = Callable[[optuna.trial.Trial], Any]  # a context manager yielding a Tracker
-
-
-@dataclass
-class Objective:
-    """Optuna's objective: sample settings, train them in a nested run, return the best validation accuracy."""
-
-    space: SearchSpace
-    contexts: list[mx.Context]
-    checkpoint_root: Path
-    trial_run: TrialRun
-    on_trained: Callable[[Tracker, TrainOutcome], None]
-    on_started: Callable[[Tracker, Any, int, dict[str, Any]], None]
-
-    def __call__(self, trial: optuna.trial.Trial) -> float:
-        chosen = suggest(trial, self.space)
-        config = config_from(self.space, chosen, f"trial {trial.number}")
-        with self.trial_run(trial) as tracker:
-            trial.set_user_attr("mlflow_run_id", tracker.run_id)
-            self.on_started(tracker, config, trial.number, chosen)
-
-            def report(epoch: int, metrics: dict[str, float]) -> None:
-                trial.report(metrics["val_accuracy"], epoch)
-                if trial.should_prune():
-                    tracker.set_tags({"trial_state": "PRUNED"})
-                    raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-
-            checkpoints = CheckpointStore(self.checkpoint_root / tracker.run_id)
-            try:
-                outcome = train(config, self.contexts, tracker, checkpoints, report)
-            except GenreError:
-                tracker.set_tags({"trial_state": "FAILED"})
-                raise
-            self.on_trained(tracker, outcome)
-            tracker.set_tags({"trial_state": "COMPLETE"})
-            return outcome.validation.accuracy

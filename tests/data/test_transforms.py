@@ -6,15 +6,8 @@ import numpy as np
 import pytest
 from mxnet import nd
 
-from genre.data.transforms import (
-    MEAN,
-    STD,
-    AugmentSpec,
-    NetworkInput,
-    draw_augmentation,
-    network_input,
-    training_input,
-)
+from genre.data.transforms import AugmentSpec, draw_augmentation, training_input
+from genre.models.inputs import MEAN, STD, NetworkInput, network_input
 from tests.conftest import refused
 
 

@@ -48,6 +48,7 @@ def leaves_after(marker: Path, seconds: float, status: int) -> str:
     )
 
 
+@pytest.mark.slow
 def test_a_dying_worker_stops_every_role_within_the_grace_period_and_says_which_and_why(capfd) -> None:
     out = io.StringIO()
     roles = [python("scheduler", 0, SLEEPER), python("worker", 0, KILLED), python("worker", 1, STUBBORN)]
@@ -66,6 +67,7 @@ def test_a_dying_worker_stops_every_role_within_the_grace_period_and_says_which_
     assert f"genre launch: worker pid {pids[2]} still running 1s after SIGTERM: SIGKILL" in errors
 
 
+@pytest.mark.slow
 def test_workers_are_named_by_their_rank_once_they_say_it_and_a_clean_job_stops_its_servers(capfd) -> None:
     out = io.StringIO()
     joined = "print('joined the dist_sync job as worker {} of 2 (pid 1)'); print('training')"
@@ -81,6 +83,7 @@ def test_workers_are_named_by_their_rank_once_they_say_it_and_a_clean_job_stops_
     assert "genre launch: all 2 workers finished" in capfd.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_failing_worker_is_reported_with_its_exit_status(capfd) -> None:
     roles = [python("scheduler", 0, SLEEPER), python("worker", 0, "raise SystemExit(2)")]
     job = Job(roles, grace_seconds=0.5, workdir=".", out=io.StringIO())
@@ -89,6 +92,7 @@ def test_a_failing_worker_is_reported_with_its_exit_status(capfd) -> None:
     assert f"genre launch: worker pid {pid} failed (exit status 2); stopping the job" in capfd.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_scheduler_ending_before_the_workers_at_shutdown_leaves_the_job_successful(tmp_path: Path, capfd) -> None:
     marker, grace = tmp_path / "scheduler.pid", 0.5
     roles = [
@@ -102,6 +106,7 @@ def test_a_scheduler_ending_before_the_workers_at_shutdown_leaves_the_job_succes
     assert "genre launch: all 2 workers finished" in errors and "stopping the job" not in errors
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("seconds", "status", "shutdown_seconds"), [(1.5, 3, SHUTDOWN_SECONDS), (60, 0, 1.0)], ids=["failing", "hanging"]
 )

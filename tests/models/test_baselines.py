@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from genre.models.baselines import BaselineConfig
+from genre.stages.baseline import BaselineConfig
 from tests.conftest import refused
 
 

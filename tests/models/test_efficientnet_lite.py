@@ -16,9 +16,8 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from genre.data import transforms
 from genre.errors import ConfigError, GenreError
-from genre.models import efficientnet_lite, zoo
+from genre.models import efficientnet_lite, inputs, zoo
 from genre.models.efficientnet_lite import (
     LITE_MEAN,
     LITE_STD,
@@ -73,8 +72,8 @@ def photos(side: int) -> dict[str, np.ndarray]:
 
 
 def normalised(images: list[np.ndarray], mean: tuple, std: tuple) -> mx.nd.NDArray:
-    batch = transforms.to_float_nchw(mx.nd.array(np.stack(images), dtype="uint8"))
-    return transforms.normalise(batch, mean, std)
+    batch = inputs.to_float_nchw(mx.nd.array(np.stack(images), dtype="uint8"))
+    return inputs.normalise(batch, mean, std)
 
 
 def top5(scores: np.ndarray) -> list[str]:
@@ -111,7 +110,7 @@ def test_the_lite_normalisation_is_what_the_weights_were_trained_with() -> None:
         return float(np.mean(np.abs(np.log(var[live] / trained_var[live]))))
 
     assert variance_mismatch(LITE_MEAN, LITE_STD) < 0.5
-    assert variance_mismatch(transforms.MEAN, transforms.STD) > 1.2
+    assert variance_mismatch(inputs.MEAN, inputs.STD) > 1.2
     assert trained_mean.shape == (32,)
 
 
@@ -187,8 +186,8 @@ def test_lite_models_are_valid_names_with_their_own_input() -> None:
     for name in LITE_VARIANTS:
         NetworkSpec(model=name, pretrained=True)  # no ConfigError: pretrained is allowed for our Lite models
     assert input_normalisation("efficientnet_lite2") == (LITE_MEAN, LITE_STD)
-    assert input_normalisation("convnet") == (transforms.MEAN, transforms.STD)
-    assert input_normalisation("resnet18_v1b") == (transforms.MEAN, transforms.STD)
+    assert input_normalisation("convnet") == (inputs.MEAN, inputs.STD)
+    assert input_normalisation("resnet18_v1b") == (inputs.MEAN, inputs.STD)
     assert [native_resolution(name) for name in LITE_VARIANTS] == [224, 240, 260]
     assert native_resolution("convnet") is None and native_resolution("mobilenetv3_small") is None
     with pytest.raises(ConfigError, match="efficientnet_lite0"):

@@ -11,9 +11,9 @@ from mlflow.tracking import MlflowClient
 
 from genre.cli import main
 from genre.errors import ConfigError
-from genre.models.baselines import BaselineConfig
 from genre.models.features import FeatureExtractor
 from genre.models.networks import NetworkSpec
+from genre.stages.baseline import BaselineConfig
 from tests.models.test_zoo import SIZE, SMALL, imagenet_weights
 
 
@@ -30,7 +30,7 @@ def test_features_are_what_the_output_layer_reads(tmp_path: Path) -> None:
 
     features = extractor(batch)
 
-    from genre.data.transforms import network_input
+    from genre.models.inputs import network_input
 
     expected = extractor.net.features(network_input(mx.nd.array(batch, dtype="uint8"))).asnumpy()
     assert features.shape == (70, 24)
@@ -103,7 +103,7 @@ def test_a_second_baseline_on_the_same_features_reads_them_from_the_cache(
     def no_network(*args, **kwargs):
         raise AssertionError("the network ran although its features were cached")
 
-    monkeypatch.setattr("genre.models.baselines.network_describer", no_network)
+    monkeypatch.setattr("genre.stages.baseline.network_describer", no_network)
     assert main(["baseline", "-q", "--model", "svm", *common]) == 0
     client = MlflowClient(tracking_store)
     found = client.search_runs(

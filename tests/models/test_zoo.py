@@ -192,6 +192,7 @@ def test_a_model_too_deep_for_the_image_size_is_a_config_error() -> None:
         build_network(NetworkSpec(model="squeezenet1.1"), 10, ONE, SIZE)
 
 
+@pytest.mark.slow
 def test_gluoncv_imports_beside_pytorch_2_and_keeps_truncated_images_refused() -> None:
     """GluonCV 0.10 refuses to import when torch >= 2 is installed (the benchmark extra installs 2.13)."""
     import subprocess

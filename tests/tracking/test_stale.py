@@ -26,9 +26,11 @@ SMALL = ["--batch-size", "32", "--conv-filters", "8,16", "--dense-units", "32", 
 
 
 def start_train(tmp_path: Path, *args: str) -> subprocess.Popen:
+    """`genre train` with the small settings, or `genre train -q --resume RUN` (a resumed run keeps its own)."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    settings = ["-q"] if "--resume" in args else SMALL
     return subprocess.Popen(
-        [sys.executable, "-m", "genre.cli", "train", *SMALL, *args],
+        [sys.executable, "-m", "genre.cli", "train", *settings, *args],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 

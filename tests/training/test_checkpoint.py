@@ -15,7 +15,6 @@ from mxnet import gluon
 from genre.cli import main
 from genre.data.prepare import PrepareConfig, prepare
 from genre.errors import DiskError
-from genre.tracking.tracker import NullTracker
 from genre.training.checkpoint import CheckpointStore, TrainingState
 from genre.training.config import TrainConfig
 from genre.training.train import train
@@ -55,7 +54,7 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_last_checkpoint(
 
     config = TrainConfig(data=str(digits16), **SMALL)
     with pytest.raises(DiskError) as caught:
-        train(config, [mx.cpu()], NullTracker(), store, on_epoch_end=fill_the_disk)
+        train(config, [mx.cpu()], store, on_epoch_end=fill_the_disk)
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"{cause} {store.folder / failing_file}")
@@ -65,7 +64,7 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_last_checkpoint(
     )
     assert_epoch_one_intact(store.folder)
 
-    resumed = train(config, [mx.cpu()], NullTracker(), store)
+    resumed = train(config, [mx.cpu()], store)
     assert resumed is not None and resumed.state.epoch == 3
     assert [row["epoch"] for row in resumed.state.history] == [1, 2, 3]
 

@@ -21,7 +21,6 @@ from genre.cli import main
 from genre.data.pack import open_pack
 from genre.data.prepare import PrepareConfig, prepare
 from genre.errors import ConfigError
-from genre.tracking.tracker import tracked_run
 from genre.training.checkpoint import CheckpointStore
 from genre.training.config import TrainConfig
 from genre.training.train import train
@@ -45,8 +44,7 @@ def runs(uri: str, experiment: str = "genre-digits"):
 def test_two_cpu_contexts_learn_and_keep_their_parameters_in_sync(digits16: Path, tmp_path: Path) -> None:
     config = TrainConfig(data=str(digits16), epochs=2, batch_size=32, conv_filters="8,16", dense_units="32")
     contexts = [mx.cpu(0), mx.cpu(1)]
-    with tracked_run("two-contexts", "train", {}) as tracker:
-        outcome = train(config, contexts, tracker, CheckpointStore(tmp_path / "checkpoints"))
+    outcome = train(config, contexts, CheckpointStore(tmp_path / "checkpoints"))
     assert outcome.validation.accuracy > 0.8
     for param in outcome.net.collect_params().values():
         copies = [data.asnumpy() for data in param.list_data()]
@@ -119,6 +117,7 @@ def test_a_number_out_of_range_is_one_line_before_any_run_opens(tracking_store: 
     assert not Path("data").exists() and not Path("mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_one_epoch_trains_with_the_default_warm_up_shortened(digits16: Path, tracking_store: str) -> None:
     assert main(["train", *SMALL, "--epochs", "1", "--data", str(digits16)]) == 0
     client, (run,) = runs(tracking_store)
@@ -128,6 +127,7 @@ def test_one_epoch_trains_with_the_default_warm_up_shortened(digits16: Path, tra
     assert run.data.metrics["val_accuracy"] > 0.5  # ten genres: chance is 0.1
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_fails_and_keeps_the_last_good_checkpoint(digits16: Path, tracking_store, capsys):
     # Epoch 1 trains normally; the step schedule then multiplies the rate by 1e9.
     args = ["train", *SMALL, "--data", str(digits16), "--lr-schedule", "step", "--lr-steps", "1", "--lr-factor", "1e9"]
@@ -178,15 +178,16 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(digits16: Path, tr
         assert [steps[s] for s in range(1, 5)] == pytest.approx(original, rel=1e-5), name
 
 
+@pytest.mark.slow
 def test_a_run_on_unbalanced_genres_logs_balanced_accuracy_macro_f1_and_recall_like_scikit_learn(
     unbalanced_covers: Path, tracking_store: str
 ) -> None:
     from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
 
-    from genre.stages import train_stage
+    from genre.stages import train as train_stage
 
     config = TrainConfig(data=str(unbalanced_covers), epochs=2, batch_size=16, conv_filters="8,16", dense_units="32")
-    staged = train_stage(config, None, {}, progress=False)
+    staged = train_stage.run(config)
 
     client = MlflowClient(tracking_store)
     metrics = client.get_run(staged.run_id).data.metrics
@@ -213,7 +214,6 @@ def test_a_run_on_unbalanced_genres_logs_balanced_accuracy_macro_f1_and_recall_l
 
 def test_frozen_epochs_train_only_the_output_layer_then_release_the_backbone(digits16: Path, tmp_path: Path) -> None:
     from genre.models.networks import build_network
-    from genre.tracking.tracker import NullTracker
 
     small = {"conv_filters": "8,16", "dense_units": "32", "batch_size": 32, "warmup_epochs": 0}
     start = tmp_path / "start.params"
@@ -222,7 +222,7 @@ def test_frozen_epochs_train_only_the_output_layer_then_release_the_backbone(dig
 
     def trained(epochs: int) -> dict[str, np.ndarray]:
         config = TrainConfig(data=str(digits16), epochs=epochs, freeze_epochs=1, pretrained_params=str(start), **small)
-        outcome = train(config, [mx.cpu()], NullTracker(), CheckpointStore(tmp_path / f"run{epochs}"))
+        outcome = train(config, [mx.cpu()], CheckpointStore(tmp_path / f"run{epochs}"))
         return {key: p.data().asnumpy() for key, p in outcome.net._collect_params_with_prefix().items()}
 
     frozen, released = trained(1), trained(2)
@@ -238,8 +238,9 @@ def test_frozen_epochs_without_loaded_weights_are_refused() -> None:
         TrainConfig(freeze_epochs=2)
 
 
+@pytest.mark.slow
 def test_a_crop_smaller_than_the_pack_is_what_the_logged_model_takes(digits16: Path, tracking_store: str) -> None:
-    from genre.tracking.model import load_cover_model
+    from genre.cover_model import load_cover_model
 
     args = ["--data", str(digits16), "--crop-size", "12", "--epochs", "2", "--conv-filters", "8", "--dense-units", ""]
     assert main(["train", "-q", *args]) == 0
@@ -252,7 +253,7 @@ def test_a_crop_smaller_than_the_pack_is_what_the_logged_model_takes(digits16: P
 
 def test_a_probe_head_predicts_what_the_logistic_regression_on_its_features_predicts(digits16: Path) -> None:
     from genre.data.iterator import ChunkedIterator
-    from genre.data.transforms import NetworkInput, network_input
+    from genre.models.inputs import NetworkInput, network_input
     from genre.models.networks import build_network
     from genre.training.probe import fit_probe_head
 
@@ -269,16 +270,15 @@ def test_a_probe_head_predicts_what_the_logistic_regression_on_its_features_pred
 
 
 def test_frozen_batch_norm_keeps_the_loaded_statistics_while_the_rest_trains(digits16: Path, tmp_path: Path) -> None:
-    from genre.tracking.tracker import NullTracker
 
     small = {"conv_filters": "8,16", "dense_units": "32", "batch_size": 32, "warmup_epochs": 0, "epochs": 1}
-    first = train(TrainConfig(data=str(digits16), **small), [mx.cpu()], NullTracker(), CheckpointStore(tmp_path / "a"))
+    first = train(TrainConfig(data=str(digits16), **small), [mx.cpu()], CheckpointStore(tmp_path / "a"))
     start = tmp_path / "start.params"
     first.net.save_parameters(str(start))  # statistics of real digits, as a pretrained network has of its images
     loaded = {key: value.asnumpy() for key, value in mx.nd.load(str(start)).items()}
     config = TrainConfig(data=str(digits16), pretrained_params=str(start), freeze_batch_norm=True, **small)
 
-    outcome = train(config, [mx.cpu()], NullTracker(), CheckpointStore(tmp_path / "b"))
+    outcome = train(config, [mx.cpu()], CheckpointStore(tmp_path / "b"))
 
     trained = {key: p.data().asnumpy() for key, p in outcome.net._collect_params_with_prefix().items()}
     np.testing.assert_array_equal(trained["features.1.running_mean"], loaded["features.1.running_mean"])
@@ -288,16 +288,15 @@ def test_frozen_batch_norm_keeps_the_loaded_statistics_while_the_rest_trains(dig
 
 
 def test_frozen_layers_hold_the_first_layers_while_the_later_ones_train(digits16: Path, tmp_path: Path) -> None:
-    from genre.tracking.tracker import NullTracker
 
     small = {"conv_filters": "8,16", "dense_units": "32", "batch_size": 32, "warmup_epochs": 0, "epochs": 1}
-    first = train(TrainConfig(data=str(digits16), **small), [mx.cpu()], NullTracker(), CheckpointStore(tmp_path / "a"))
+    first = train(TrainConfig(data=str(digits16), **small), [mx.cpu()], CheckpointStore(tmp_path / "a"))
     start = tmp_path / "start.params"
     first.net.save_parameters(str(start))
     loaded = {key: value.asnumpy() for key, value in mx.nd.load(str(start)).items()}
     config = TrainConfig(data=str(digits16), pretrained_params=str(start), frozen_layers=2, **small)
 
-    outcome = train(config, [mx.cpu()], NullTracker(), CheckpointStore(tmp_path / "b"))
+    outcome = train(config, [mx.cpu()], CheckpointStore(tmp_path / "b"))
 
     trained = {key: p.data().asnumpy() for key, p in outcome.net._collect_params_with_prefix().items()}
     for held in ("features.0.weight", "features.1.gamma", "features.1.running_mean", "features.1.running_var"):
@@ -306,16 +305,15 @@ def test_frozen_layers_hold_the_first_layers_while_the_later_ones_train(digits16
 
 
 def test_frozen_layers_must_leave_something_to_train(digits16: Path, tmp_path: Path) -> None:
-    from genre.tracking.tracker import NullTracker
 
     start = tmp_path / "start.params"
     small = {"conv_filters": "8", "dense_units": "", "batch_size": 32, "warmup_epochs": 0, "epochs": 1}
-    first = train(TrainConfig(data=str(digits16), **small), [mx.cpu()], NullTracker(), CheckpointStore(tmp_path / "a"))
+    first = train(TrainConfig(data=str(digits16), **small), [mx.cpu()], CheckpointStore(tmp_path / "a"))
     first.net.save_parameters(str(start))
     config = TrainConfig(data=str(digits16), pretrained_params=str(start), frozen_layers=50, **small)
 
     with pytest.raises(ConfigError, match="'frozen_layers' 50 would hold all"):
-        train(config, [mx.cpu()], NullTracker(), CheckpointStore(tmp_path / "b"))
+        train(config, [mx.cpu()], CheckpointStore(tmp_path / "b"))
 
 
 @pytest.mark.slow

@@ -240,19 +240,25 @@ def test_sqlite_resume_after_sigkill_keeps_earlier_trials(small_space: Path, tra
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     first = worker(small_space, storage, tmp_path, "--n-trials", "2", "--pruner", "none")
     assert first.wait(timeout=600) == 0, first.stdout.read()
-    victim = worker(small_space, storage, tmp_path, "--n-trials", "3", "--pruner", "none")
+    long_trials = tmp_path / "long.yaml"  # the victim's trials train 40 epochs: still training when the kill lands
+    long_trials.write_text(small_space.read_text().replace("epochs: 3,", "epochs: 40,"))
+    victim = worker(long_trials, storage, tmp_path, "--n-trials", "3", "--pruner", "none")
     deadline = time.monotonic() + 120
     while not any(run.info.status == "RUNNING" for run in tune_runs(tracking_store)[2]):  # its first trial trains
         assert victim.poll() is None and time.monotonic() < deadline, victim.stdout.read()
         time.sleep(0.05)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    _, parents, trial_runs = tune_runs(tracking_store)
+    running = [run for run in parents + trial_runs if run.info.status == "RUNNING"]
+    stale = {run.info.run_id: run.data.tags["genre.stage"] for run in running}
+    assert sorted(stale.values()) == ["trial", "tune"]  # what the kill left RUNNING: the parent and its trial
     again = worker(small_space, storage, tmp_path, "--n-trials", "1", "--pruner", "none")
     assert again.wait(timeout=600) == 0, again.stdout.read()
     _, parents, trial_runs = tune_runs(tracking_store)  # the killed worker's runs are ended, saying why
     assert [run for run in parents + trial_runs if run.info.status == "RUNNING"] == []
-    killed = {run.data.tags["genre.stage"]: run for run in parents + trial_runs if run.info.status == "KILLED"}
-    assert sorted(killed) == ["trial", "tune"]
+    killed = {run.info.run_id: run for run in parents + trial_runs if run.info.status == "KILLED"}
+    assert killed.keys() == stale.keys()
     for run in killed.values():
         assert run.data.tags["genre.ended_by"].startswith("genre tune continuing study shared: process ")
     trials = optuna.load_study(study_name="shared", storage=storage).trials
@@ -344,8 +350,8 @@ def test_three_workers_on_postgres_sample_distinct_settings_and_hold_at_most_thr
             for name, count in rows:
                 peaks[name] = max(peaks.get(name, 0), count)
             time.sleep(0.05)
-    outputs = [w.stdout.read() for w in workers]
-    assert [w.returncode for w in workers] == [0, 0, 0], outputs
+    failed = {n: w.stdout.read() for n, w in enumerate(workers) if w.returncode != 0}
+    assert failed == {}, "\n".join(f"worker {n} exited {workers[n].returncode}:\n{out}" for n, out in failed.items())
     worker_peaks = {name: count for name, count in peaks.items() if name.startswith("genre-worker-")}
     assert len(worker_peaks) == 3 and max(worker_peaks.values()) <= 3, worker_peaks
 

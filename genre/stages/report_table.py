@@ -11,8 +11,76 @@ import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
-from genre.tracking.runs import MemberRun
+from genre.stages.common import DATA_DIGEST, NAME, SEED, SETTINGS_DIGEST, SUITE
+
+
+@dataclass(frozen=True)
+class MemberRun:
+    """A finished run of a suite, as a report reads it."""
+
+    run_id: str
+    suite: str
+    name: str
+    kind: str  # train or baseline
+    seed: int
+    settings_digest: str
+    data_digest: str
+    dataset: str
+    variant: str
+    model: str
+    classes: int  # 0 when the run does not say
+    val_accuracy: float
+    test_accuracy: float
+    seconds: float
+    start_time: int
+    val_balanced_accuracy: float | None = None  # None: the run predates balanced accuracy
+    test_balanced_accuracy: float | None = None
+
+
+def member_run(run: Any) -> MemberRun | None:
+    """A suite's finished MLflow run as the table reads it; None for a run without the metrics a row needs."""
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    kind = tags.get("genre.stage", "")
+    best = "best_val" if kind == "train" else "val"  # a network's val_* are per-epoch curves; best_val_* its kept epoch
+    val = metrics.get(f"{best}_accuracy")
+    if val is None or "test_accuracy" not in metrics:
+        return None
+    model = describe_model(kind, params)
+    return MemberRun(
+        run_id=run.info.run_id,
+        suite=tags.get(SUITE, ""),
+        name=tags[NAME],
+        kind=kind,
+        seed=int(tags.get(SEED, params.get("config.seed", 0))),
+        settings_digest=tags.get(SETTINGS_DIGEST, ""),
+        data_digest=tags.get(DATA_DIGEST, ""),
+        dataset=params.get("dataset_name", "?"),
+        variant=params.get("config.variant", "full"),
+        model=model,
+        classes=len(params["genres"].split(",")) if params.get("genres") else 0,
+        val_accuracy=val,
+        test_accuracy=metrics["test_accuracy"],
+        seconds=((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000,
+        start_time=run.info.start_time,
+        val_balanced_accuracy=metrics.get(f"{best}_balanced_accuracy"),
+        test_balanced_accuracy=metrics.get("test_balanced_accuracy"),
+    )
+
+
+def describe_model(kind: str, params: dict[str, str]) -> str:
+    """'rf on 50x50 gray pixels', 'convnet 32,64,128 x2', 'mlp 512', 'resnet18_v1b pretrained'."""
+    model = params.get("config.model", "?")
+    if kind == "baseline":
+        return f"{model} on {params.get('feature_set', 'pixels')}"
+    if model == "convnet":
+        per_block = params.get("config.convs_per_block", "1")
+        return f"convnet {params.get('config.conv_filters', '')}" + (f" x{per_block}" if per_block != "1" else "")
+    if model == "mlp":
+        return f"mlp {params.get('config.hidden_units', '')}"
+    pretrained = params.get("config.pretrained") == "True" or params.get("config.pretrained_params") not in ("", None)
+    return f"{model} pretrained" if pretrained else model
 
 
 def _every_or_none(values: list[float | None]) -> list[float] | None:

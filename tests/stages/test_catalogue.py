@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from genre.catalogue import config_digest, experiment_files, find_experiment, parse_names, parse_seeds
 from genre.config import build, read_config_file
 from genre.data.prepare import PrepareConfig
 from genre.errors import ConfigError
-from genre.models.baselines import BaselineConfig
-from genre.suite import SuiteConfig
+from genre.stages.baseline import BaselineConfig
+from genre.stages.catalogue import config_digest, experiment_files, find_experiment, parse_names, parse_seeds
+from genre.stages.suite import SuiteConfig
 from genre.training.config import TrainConfig
 from genre.tuning.space import load_space
 from tests.conftest import PROJECT_ROOT
@@ -49,9 +49,10 @@ def test_every_search_space_is_valid(path: Path, monkeypatch: pytest.MonkeyPatch
     assert space.parameters and space.base_config()
 
 
-def test_the_default_experiment_is_what_train_does_with_no_flags() -> None:
+def test_the_default_experiment_is_what_train_does_with_no_flags_and_declares_no_default_twice() -> None:
     path = EXPERIMENTS / "convnet-digits.yaml"
-    assert build(TrainConfig, (str(path), read_config_file(path))) == TrainConfig()
+    assert read_config_file(path) == {}  # the defaults live in TrainConfig alone
+    assert find_experiment("convnet-digits", EXPERIMENTS).config == TrainConfig()
 
 
 SUITES = sorted((EXPERIMENTS / "suites").glob("*.yaml"))

@@ -3,8 +3,7 @@ balanced accuracy beside accuracy."""
 
 from __future__ import annotations
 
-from genre.results import TABLE_HEADER, by_data, percent, result_rows, table_cells
-from genre.tracking.runs import MemberRun
+from genre.stages.report_table import TABLE_HEADER, MemberRun, by_data, percent, result_rows, table_cells
 
 
 def run(

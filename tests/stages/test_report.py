@@ -9,8 +9,8 @@ import pytest
 
 from genre.cli import main
 from genre.errors import ConfigError
-from genre.report import section_markers, wall_time, with_section
-from tests.test_suite import RF
+from genre.stages.report import section_markers, wall_time, with_section
+from tests.stages.test_suite import RF
 
 BEGIN, END = section_markers("covers-dev")
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -109,7 +109,7 @@ def test_a_bad_section_is_a_one_line_error_before_anything_is_written(
 
 @pytest.mark.slow
 def test_a_section_joins_the_page_with_its_own_figures_and_regenerating_the_page_keeps_it(store: str) -> None:
-    from genre.tracking.runs import suite_members
+    from genre.stages.report import suite_members
 
     page = Path("docs/results.md")
     assert report("--output", str(page)) == 0
@@ -147,6 +147,7 @@ def test_a_section_joins_the_page_with_its_own_figures_and_regenerating_the_page
     assert page.read_text().count(BEGIN) == 1
 
 
+@pytest.mark.slow
 def test_a_section_replaces_its_part_of_a_hand_written_page_and_the_html_page_states_the_wall_time(
     store: str,
 ) -> None:

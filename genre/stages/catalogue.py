@@ -15,7 +15,7 @@ from typing import Any
 
 from genre.config import EXPERIMENTS_DIR, build, read_config_file
 from genre.errors import ConfigError
-from genre.models.baselines import BaselineConfig
+from genre.stages.baseline import BaselineConfig
 
 KINDS = {"train": "", "baseline": "baselines"}  # kind -> folder under experiments/
 # Settings that change where or how fast a run works, never what it learns.

@@ -33,8 +33,9 @@ from PIL import Image
 
 import genre
 from genre.data.images import InvalidImage, decode_image, square_resize
-from genre.data.transforms import NetworkInput, network_input
 from genre.disk import failed_write
+from genre.models.inputs import NetworkInput, network_input
+from genre.tracking.store import check_reachable
 
 IMAGE_COLUMN = "image"
 GENRE_COLUMN = "genre"
@@ -250,6 +251,26 @@ def log_cover_model(
             pip_requirements=model_requirements(),
             registered_model_name=registered_model_name,
         )
+
+
+def reach_model_store(model_uri: str) -> None:
+    """A model held by the tracking store (runs:/, models:/) needs it: check it answers before loading the model,
+    which would otherwise retry for minutes."""
+    if model_uri.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
+        check_reachable()
+
+
+def predict_one(model: mlflow.pyfunc.PyFuncModel, path: Path) -> pd.Series:
+    """The model's row for the cover file at `path`: `genre` and the `p_<genre>` columns. A file that cannot be
+    read or is not an image is a `CoverUnreadable` naming why."""
+    try:
+        return model.predict(pd.DataFrame({IMAGE_COLUMN: [path.read_bytes()]})).iloc[0]
+    except (OSError, MlflowException) as error:
+        raise CoverUnreadable(str(getattr(error, "message", None) or error)) from None
+
+
+class CoverUnreadable(Exception):
+    """A cover the model could not read (a missing file, not an image)."""
 
 
 def load_cover_model(model_uri: str) -> mlflow.pyfunc.PyFuncModel:

@@ -165,6 +165,7 @@ def test_report_without_a_suite_says_what_to_run(tracking_store: str, capsys) ->
     assert "run `genre suite` first" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_experiment_whose_optional_weights_are_missing_is_left_out_saying_how_to_install_them(
     tracking_store: str, catalogue: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,9 +24,9 @@ from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mxnet import nd
 from PIL import Image, ImageFile
 
+from genre.cover_model import load_cover_model, log_cover_model
 from genre.data.images import decode_image
-from genre.data.transforms import network_input
-from genre.tracking.model import load_cover_model, log_cover_model
+from genre.models.inputs import network_input
 from tests.conftest import PROJECT_ROOT, jpeg_bytes
 
 GENRES = ["folk", "jazz", "metal"]

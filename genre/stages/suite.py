@@ -11,14 +11,26 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from genre.catalogue import Experiment, config_digest, find_experiment, parse_names, parse_seeds
 from genre.config import EXPERIMENTS_DIR, build, read_config_file, setting
 from genre.data.pack import DATASET_FILE, DatasetInfo
 from genre.data.prepare import PrepareConfig
 from genre.errors import ConfigError, DataError, GenreError
-from genre.stages import baseline_stage, ensure_dataset, train_stage
+from genre.stages import baseline, train
+from genre.stages.catalogue import Experiment, config_digest, find_experiment, parse_names, parse_seeds
+from genre.stages.common import (
+    CONFIG_DIGEST,
+    DATA_DIGEST,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    NAME,
+    SEED,
+    SETTINGS_DIGEST,
+    SUITE,
+    config_params,
+    ensure_dataset,
+    sigterm_as_interrupt,
+)
 from genre.tracking import runs, stale
-from genre.tracking.reports import config_params
 from genre.tracking.tracker import experiment_name, tracked_run
 
 log = logging.getLogger(__name__)
@@ -122,10 +134,10 @@ def plan(config: SuiteConfig, progress: bool) -> list[Planned]:
 def _resumable(previous: list) -> str | None:
     """The newest killed run of the same settings that left a checkpoint to continue from (not one whose process
     still trains it)."""
-    from genre.training.checkpoint import CheckpointStore
+    from genre.training.checkpoint import DEFAULT_CHECKPOINT_DIR, CheckpointStore
 
     for run in previous:
-        folder = Path(run.data.params.get("config.checkpoint_dir", "checkpoints")) / run.info.run_id
+        folder = Path(run.data.params.get("config.checkpoint_dir", DEFAULT_CHECKPOINT_DIR)) / run.info.run_id
         alive = run.info.status == "RUNNING" and stale.owner_state(run.data.tags) == stale.ALIVE
         if run.info.status != "FINISHED" and not alive and CheckpointStore(folder).exists():
             return run.info.run_id
@@ -138,50 +150,47 @@ def _accuracies(accuracy: float, balanced: float) -> str:
 
 def run_planned(item: Planned, suite: str, experiment_id: str, progress: bool) -> str:
     """Run one (experiment, seed) as a child of the suite's run unless it already finished; says what it did."""
-    previous = runs.matching_runs(experiment_id, item.experiment.name, item.config_digest, item.data_digest)
+    previous = matching_runs(experiment_id, item.experiment.name, item.config_digest, item.data_digest)
     done = next((run for run in previous if run.info.status == "FINISHED"), None)
     if done is not None:
         return f"skipped {item.label}: finished as run {done.info.run_id}"
     tags = {
-        runs.SUITE: suite,
-        runs.NAME: item.experiment.name,
-        runs.CONFIG_DIGEST: item.config_digest,
-        runs.SETTINGS_DIGEST: item.settings_digest,
-        runs.DATA_DIGEST: item.data_digest,
-        runs.SEED: str(item.seed),
+        SUITE: suite,
+        NAME: item.experiment.name,
+        CONFIG_DIGEST: item.config_digest,
+        SETTINGS_DIGEST: item.settings_digest,
+        DATA_DIGEST: item.data_digest,
+        SEED: str(item.seed),
         "genre.config_file": str(item.experiment.file),
     }
     config = item.experiment.config
     resume = _resumable(previous) if item.experiment.kind != "baseline" else None
     stale.end_stale([run for run in previous if run.info.run_id != resume], f"genre suite {suite} rerunning it")
     if item.experiment.kind == "baseline":
-        staged = baseline_stage(config, None, tags, nested=True, run_name=item.run_name)
+        staged = baseline.run(config, None, tags, nested=True, run_name=item.run_name, progress=progress)
         test = staged.result.scores["test"]
         return f"ran {item.label}: run {staged.run_id}, test {_accuracies(test.accuracy, test.balanced_accuracy)}"
     if resume:
         config = dataclasses.replace(config, resume=resume)
         print(f"{item.label}: resuming killed run {resume} from its last checkpoint")
-    staged = train_stage(config, None, tags, progress, nested=True, run_name=item.run_name)
+    staged = train.run(config, None, tags, progress, nested=True, run_name=item.run_name)
     if staged is None:
         return f"trained {item.label} as a distributed worker; worker 0 logs the run"
     test = staged.result.test
     return f"ran {item.label}: run {staged.run_id}, test {_accuracies(test.accuracy, test.balanced_accuracy)}"
 
 
-def run_suite(config: SuiteConfig, experiment: str | None, progress: bool) -> tuple[str, int]:
-    """Run the suite in one parent run; returns its run id and how many (experiment, seed) failed."""
-    import mlflow
-
+def run(config: SuiteConfig, experiment: str | None = None, progress: bool = False) -> tuple[str, str, int]:
+    """Run the suite in one parent run; returns its run id, its store and how many (experiment, seed) failed."""
     planned = plan(config, progress)
     name = config.name or "custom"
     print(f"suite {name}: {len(planned)} runs ({config.experiments} x seeds {config.seeds})")
-    tags = {"genre.stage": "suite", runs.SUITE: name}
+    tags = {"genre.stage": "suite", SUITE: name}
     failed = ran = skipped = 0
     with tracked_run(experiment_name(experiment, f"genre-suite-{name}"), f"suite-{name}", tags) as parent:
         parent.log_params(config_params(dataclasses.asdict(config) | {"name": name}))
-        experiment_id = mlflow.get_run(parent.run_id).info.experiment_id
-        quoted = name.replace("'", "\\'")
-        query = f"tags.`genre.stage` = 'suite' and tags.`{runs.SUITE}` = '{quoted}'"
+        experiment_id = runs.run_experiment_id(parent.run_id)
+        query = f"tags.`genre.stage` = 'suite' and tags.`{SUITE}` = '{runs.quote(name)}'"
         stale.end_stale(
             [run for run in stale.running_runs([experiment_id], query) if run.info.run_id != parent.run_id],
             f"genre suite {name} rerun as run {parent.run_id}",
@@ -196,4 +205,23 @@ def run_suite(config: SuiteConfig, experiment: str | None, progress: bool) -> tu
             ran += said.startswith("ran")
             print(f"[{number}/{len(planned)}] {said}")
             parent.log_metrics({"runs_done": ran, "runs_skipped": skipped, "runs_failed": failed}, step=number)
-    return parent.run_id, failed
+    return parent.run_id, parent.store, failed
+
+
+def matching_runs(experiment_id: str, name: str, config_digest: str, data_digest: str) -> list:
+    """Every run of experiment `name` with these settings and data, in any state, newest first."""
+    query = (
+        f"tags.`{NAME}` = '{runs.quote(name)}' and tags.`{CONFIG_DIGEST}` = '{config_digest}' "
+        f"and tags.`{DATA_DIGEST}` = '{data_digest}'"
+    )
+    return runs.search([experiment_id], query, newest_first=True)
+
+
+def command(config: SuiteConfig, experiment: str | None, progress: bool) -> int:
+    """`genre suite`: run (or finish) a list of experiments x seeds; exit 1 if any of them failed."""
+    with sigterm_as_interrupt():
+        run_id, store, failed = run(config, experiment, progress)
+    print(f"MLflow run {run_id} at {store}; `genre report` makes the results table")
+    if failed:
+        print(f"{failed} run(s) failed (see above); rerun the same command to retry them, finished ones are skipped")
+    return EXIT_INCOMPLETE if failed else EXIT_OK

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genre.training.metrics import (
+from genre.metrics import (
     accuracy,
     balanced_accuracy,
     balanced_accuracy_from_confusion,

@@ -1,0 +1,73 @@
+"""The evaluate stage: a logged model (any `genre.cover_model`, by runs:/ or models:/ URI, or a local path) scored on
+a split of a prepared dataset, in a run that holds the same metrics and report as the end of training."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from genre.data.pack import DatasetInfo, open_pack
+from genre.errors import ConfigError
+from genre.stages.common import (
+    EXIT_OK,
+    balanced_metrics,
+    config_params,
+    dataset_facts,
+    dataset_tags,
+    ensure_dataset,
+    log_split_report,
+    split_confusion,
+)
+from genre.tracking.tracker import Tracker, experiment_name, tracked_run
+
+if TYPE_CHECKING:
+    from genre.training.evaluate import EvaluateConfig
+    from genre.training.loop import Evaluation
+
+
+def run(config: EvaluateConfig, experiment: str | None = None, progress: bool = False) -> tuple[str, str, Evaluation]:
+    """Load the model, score it on the split in a run of its own; returns the run id, its store, the evaluation."""
+    from genre.cover_model import load_cover_model, reach_model_store
+    from genre.training.evaluate import evaluate_model
+
+    if not config.model_uri:
+        raise ConfigError("--model-uri is required, e.g. runs:/<run id>/model or models:/genre-classifier@champion")
+    reach_model_store(config.model_uri)  # before any work: loading the model would retry for minutes
+    ensure_dataset(config.data, progress)
+    pack = open_pack(Path(config.data), config.variant, config.split)
+    info = DatasetInfo.read(Path(config.data))
+    model = load_cover_model(config.model_uri)
+    tags = {"genre.stage": "evaluate", "genre.model_uri": config.model_uri}
+    with tracked_run(experiment_name(experiment, f"genre-{info.name}"), f"evaluate-{config.split}", tags) as tracker:
+        evaluation = evaluate_model(model, pack, config.batch_size)
+        log_evaluation(tracker, config, info, evaluation)
+    return tracker.run_id, tracker.store, evaluation
+
+
+def log_evaluation(tracker: Tracker, config: EvaluateConfig, info: DatasetInfo, evaluation: Evaluation) -> None:
+    """The same metrics and report as the end of training, for any split."""
+    split = config.split
+    tracker.log_params(config_params(dataclasses.asdict(config)) | dataset_facts(info))
+    tracker.set_tags(dataset_tags(info))
+    tracker.log_metrics(
+        {
+            f"{split}_accuracy": evaluation.accuracy,
+            f"{split}_top3_accuracy": evaluation.top3_accuracy,
+            f"{split}_loss": evaluation.loss,
+        }
+        | balanced_metrics(split, split_confusion(evaluation, info.genres), info.genres)
+    )
+    log_split_report(tracker, evaluation, info.genres, split, config.model_uri)
+
+
+def command(config: EvaluateConfig, experiment: str | None, progress: bool = False) -> int:
+    """`genre evaluate`: re-evaluate a logged model on a split and log the same report as training does."""
+    run_id, store, evaluation = run(config, experiment, progress)
+    info = DatasetInfo.read(Path(config.data))
+    print(
+        f"{config.model_uri} on {info.name}/{config.variant}/{config.split}: accuracy {evaluation.accuracy:.2%} "
+        f"(top-3 {evaluation.top3_accuracy:.2%}) over {len(evaluation.labels)} images"
+    )
+    print(f"MLflow run {run_id} at {store}")
+    return EXIT_OK

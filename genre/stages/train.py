@@ -1,0 +1,276 @@
+"""The train stage: a network trained (or a killed run continued) in a run of its own, which then holds every
+setting, the per-epoch curves, the test report and the model (`genre.cover_model`).
+
+`run` is the one way a network is trained under tracking: `genre train`, each network of a suite and each trial of
+a study call it. In a distributed job (`--kvstore dist_*`) worker 0 owns the run and the checkpoints; the other
+workers train beside it and log nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from genre.config import build
+from genre.data.pack import DatasetInfo
+from genre.disk import check_writable
+from genre.errors import ConfigError, StoreUnreachable
+from genre.stages.common import (
+    EXIT_OK,
+    Staged,
+    balanced_metrics,
+    config_params,
+    config_tags,
+    dataset_facts,
+    dataset_tags,
+    ensure_dataset,
+    library_versions,
+    log_packs,
+    log_split_report,
+    omp_threads,
+    sigterm_as_interrupt,
+    split_confusion,
+)
+from genre.tracking import runs
+from genre.tracking.jobs import LAUNCH_TAG
+from genre.tracking.tracker import Tracker, experiment_name, tracked_run
+
+if TYPE_CHECKING:  # the training modules import mxnet, which the CLI does not need to start
+    from genre.training.config import TrainConfig
+    from genre.training.train import TrainOutcome
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+RunCallback = Callable[[Tracker], None]
+# What `--resume RUN` takes from the command rather than the checkpoint: where the checkpoint is and how many
+# processes continue it (always), and the devices (when given). Every other setting is the checkpoint's: a run's
+# settings are its params, logged once.
+RESUME_SETTINGS = ("resume", "checkpoint_dir", "kvstore")
+RESUME_DEVICES = ("gpus", "cpu_contexts")
+
+
+def run(
+    config: TrainConfig,
+    experiment: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    progress: bool = False,
+    *,
+    nested: bool = False,
+    run_name: str | None = None,
+    example: bytes | None = None,
+    on_started: RunCallback | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    finished_on: tuple[type[BaseException], ...] = (),
+) -> Staged | None:
+    """Train (or, with `config.resume`, continue) a network in its own run, then log its test report and model.
+
+    `on_started(tracker)` runs once the run is open and its settings logged (a trial logs what the sampler chose);
+    `on_epoch_end(epoch, metrics)` after each epoch is checkpointed and logged (a trial reports to its pruner,
+    which may stop it by raising one of `finished_on`: the run then ends FINISHED). Returns None on a distributed
+    worker other than 0.
+    """
+    from genre import devices
+    from genre.training.checkpoint import CheckpointStore
+    from genre.training.distributed import join_cluster
+    from genre.training.train import train
+
+    resume = config.resume
+    contexts = devices.contexts(config.gpus, config.cpu_contexts)  # a missing GPU fails before any work
+    cluster = join_cluster(config.kvstore)  # blocks until every worker and server of a job is up
+    if cluster.is_chief:  # the one that writes the checkpoints learns now, not after an epoch
+        check_writable(Path(config.checkpoint_dir), "checkpoint folder", "--checkpoint-dir")
+        ensure_dataset(config.data, progress)
+    if cluster.workers > 1:
+        owns = "logs the MLflow run and writes the checkpoints" if cluster.is_chief else "worker 0 logs the run"
+        print(
+            f"joined the {cluster.kind} job as worker {cluster.rank} of {cluster.workers} (pid {os.getpid()}; {owns})"
+        )
+    cluster.barrier()  # the others wait for the dataset worker 0 may be preparing
+    if not cluster.is_chief:
+        shared = CheckpointStore(Path(config.checkpoint_dir) / resume) if resume else None
+        train(config, contexts, shared, cluster=cluster)
+        cluster.finish()
+        print(f"worker {cluster.rank} of {cluster.workers}: done")
+        return None
+    info = DatasetInfo.read(Path(config.data))
+    tags = {"genre.stage": "train", **(tags or {})} | ({"genre.resumed_from": resume} if resume else {})
+    tags |= {LAUNCH_TAG: cluster.launch_id} if cluster.launch_id else {}
+    if resume:
+        from genre.tracking.stale import check_not_alive
+
+        tags |= check_not_alive(resume)
+    name = None if nested else experiment_name(experiment, f"genre-{info.name}")
+    opened = tracked_run(
+        name, run_name or f"train-{config.model}", tags, run_id=resume, nested=nested, finished_on=finished_on
+    )
+    with opened as tracker:
+        checkpoints = CheckpointStore(Path(config.checkpoint_dir) / (resume or tracker.run_id))
+        if not checkpoints.exists():
+            log_training_start(tracker, config, info, devices.describe(contexts))
+            tracker.log_params(cluster.params())
+        elif resume:
+            log_unlogged_epochs(tracker, resume, checkpoints.read_state().history)
+        if on_started is not None:
+            on_started(tracker)
+
+        def epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+            tracker.log_metrics(metrics, step=epoch)
+            if on_epoch_end is not None and epoch > 0:  # epoch 0: the linear probe's start, no training yet
+                on_epoch_end(epoch, metrics)
+
+        outcome = train(config, contexts, checkpoints, epoch_end, cluster=cluster)
+        assert outcome is not None  # worker 0 and single processes always get the outcome
+        log_training_outcome(tracker, outcome, example if example is not None else example_image(config))
+    cluster.finish()
+    return Staged(tracker.run_id, tracker.store, info, config, outcome)
+
+
+def log_training_start(tracker: Tracker, config: TrainConfig, info: DatasetInfo, contexts: str) -> None:
+    """Every resolved setting, the dataset (digest, split counts), the devices and library versions."""
+    counts = info.counts[config.variant]
+    tracker.log_params(
+        config_params(dataclasses.asdict(config))
+        | dataset_facts(info)
+        | {
+            "dataset_split": ",".join(f"{split}={n}" for split, n in counts.items()),
+            "image_size": info.image_size,
+            "genres": ",".join(info.genres),
+            "contexts": contexts,
+            "omp_num_threads": omp_threads(),
+        }
+        | library_versions()
+    )
+    tracker.set_tags(dataset_tags(info))  # the stage tag came with the run: "train", or "trial" in a study
+    log_packs(tracker, info, config.data, config.variant, "training")
+
+
+def log_training_outcome(tracker: Tracker, outcome: TrainOutcome, example: bytes) -> None:
+    """Test metrics, the best epoch's validation metrics, the per-genre table, the confusion matrix, learning curves
+    and the model.
+
+    The best epoch's validation metrics are `best_val_*`: `val_*` are the per-epoch curves.
+    """
+    from genre.cover_model import log_cover_model
+    from genre.figures import learning_curves
+
+    test, genres = outcome.test, outcome.info.genres
+    tracker.log_metrics(
+        {
+            "test_accuracy": test.accuracy,
+            "test_top3_accuracy": test.top3_accuracy,
+            "test_loss": test.loss,
+            "best_val_accuracy": outcome.validation.accuracy,
+            "best_epoch": outcome.state.best_epoch,
+        }
+        | balanced_metrics("test", split_confusion(test, genres), genres)
+        | balanced_metrics("best_val", split_confusion(outcome.validation, genres), genres)
+    )
+    log_split_report(tracker, test, genres, "test", f"best epoch {outcome.state.best_epoch}")
+    tracker.log_figure(learning_curves(outcome.state.history), "learning_curves.png")
+    tracker.log_model(
+        functools.partial(
+            log_cover_model, outcome.net, genres, outcome.info.image_size, example, name="model",
+            network=outcome.network,
+        )
+    )  # fmt: skip
+
+
+def log_unlogged_epochs(tracker: Tracker, run_id: str, history: list[dict[str, float]]) -> None:
+    """Log the epochs a killed run checkpointed but never logged (the store stopped answering in between: training
+    writes the checkpoint first), so a resumed run's curves hold every epoch once."""
+    logged = {step for step, _ in runs.metric_history(run_id, "epoch_seconds")}  # a metric only epochs log
+    for row in history:
+        if int(row["epoch"]) not in logged:
+            tracker.log_metrics({key: value for key, value in row.items() if key != "epoch"}, step=int(row["epoch"]))
+
+
+def example_image(config: TrainConfig) -> bytes:
+    """One real image of the test split, PNG-encoded: the model's input example."""
+    import numpy as np
+    from PIL import Image
+
+    from genre.data.pack import open_pack
+
+    pack = open_pack(Path(config.data), config.variant, "test")
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pack.images[0])).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def resume_config(config: TrainConfig, given: set[str] | None = None) -> tuple[TrainConfig, int]:
+    """The settings a killed run (`config.resume`) was started with, and the epochs it completed, from its last
+    checkpoint; `config`'s values of `RESUME_SETTINGS` apply on top. Any other setting `given` on the command line
+    (or a named config) is refused, naming it: the run continues as it started."""
+    from genre.training.checkpoint import CheckpointStore
+    from genre.training.config import TrainConfig
+
+    given = given or set()
+    other = sorted(given - set(RESUME_SETTINGS) - set(RESUME_DEVICES))
+    if other:
+        allowed = ", ".join(_flag(name) for name in (*RESUME_SETTINGS[1:], *RESUME_DEVICES))
+        raise ConfigError(
+            f"--resume {config.resume} continues the run with the settings it started with; drop "
+            f"{', '.join(map(_flag, other))} (only {allowed} may change on resume)"
+        )
+    saved = CheckpointStore(Path(config.checkpoint_dir) / config.resume).read_state()
+    applied = [*RESUME_SETTINGS, *(name for name in RESUME_DEVICES if name in given)]
+    settings = saved.config | {name: getattr(config, name) for name in applied}
+    return build(TrainConfig, ("checkpoint of run " + config.resume, settings)), saved.epoch
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def command(
+    config: TrainConfig,
+    experiment: str | None,
+    config_file: Path | None,
+    progress: bool,
+    given: set[str] | None = None,
+) -> int:
+    """`genre train`: train, evaluate on the test split, log everything and the model; or `--resume RUN_ID`.
+
+    `given` names the settings the command line set (a `--resume` refuses most of them)."""
+    if config.resume:
+        if config_file is not None:
+            raise ConfigError(
+                f"--resume {config.resume} continues the run with the settings it started with; drop the named "
+                f"config {config_file}"
+            )
+        resume = config.resume
+        config, completed = resume_config(config, given)
+        print(f"resuming run {resume} after epoch {completed} of {config.epochs}")
+    try:
+        with sigterm_as_interrupt():
+            staged = run(config, experiment, config_tags(config_file), progress)
+    except StoreUnreachable as error:
+        raise StoreUnreachable(_with_resume_hint(error, config), error.run_id) from None
+    if staged is None:  # a distributed worker other than 0: worker 0 reports the job
+        return EXIT_OK
+    outcome = staged.result
+    print(
+        f"{config.model} on {staged.info.name}/{config.variant}: test accuracy {outcome.test.accuracy:.2%} "
+        f"(top-3 {outcome.test.top3_accuracy:.2%}), best validation {outcome.validation.accuracy:.2%} "
+        f"at epoch {outcome.state.best_epoch}"
+    )
+    print(f"MLflow run {staged.run_id} at {staged.store}; model: runs:/{staged.run_id}/model")
+    return EXIT_OK
+
+
+def _with_resume_hint(error: StoreUnreachable, config: TrainConfig) -> str:
+    """The store's failure, and how to continue once it answers: the finished epochs are checkpointed."""
+    from genre.training.checkpoint import DEFAULT_CHECKPOINT_DIR, CheckpointStore
+
+    message = str(error)
+    if not error.run_id or not CheckpointStore(Path(config.checkpoint_dir) / error.run_id).exists():
+        return message
+    folder = "" if config.checkpoint_dir == DEFAULT_CHECKPOINT_DIR else f" --checkpoint-dir {config.checkpoint_dir}"
+    return (
+        message.split("; ")[0] + f"; every finished epoch is checkpointed: once the store answers again, "
+        f"`genre train --resume {error.run_id}{folder}` continues the run"
+    )

@@ -1,0 +1,215 @@
+"""The tune stage: an Optuna study over a search space, in a parent run with one nested run per trial. A trial is
+the train stage itself (`genre.stages.train.run`, nested), reporting each epoch's validation accuracy to the pruner;
+running again with the same study name continues the study."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from genre.credentials import mask_password
+from genre.data.pack import DatasetInfo
+from genre.disk import check_writable
+from genre.errors import GenreError
+from genre.stages import train
+from genre.stages.common import (
+    EXIT_OK,
+    config_params,
+    dataset_facts,
+    dataset_tags,
+    ensure_dataset,
+    library_versions,
+    sigterm_as_interrupt,
+)
+from genre.tracking import runs
+from genre.tracking.tracker import Tracker, experiment_name, tracked_run
+
+if TYPE_CHECKING:
+    import optuna
+
+    from genre.training.config import TrainConfig
+    from genre.tuning.space import SearchSpace
+    from genre.tuning.study import TuneConfig
+
+
+@dataclasses.dataclass
+class Objective:
+    """Optuna's objective: sample settings, train them as a nested train-stage run, return the best validation
+    accuracy. Each trial's run records every resolved setting, what the sampler chose (`trial.*`) and how the trial
+    ended (`trial_state`)."""
+
+    space: SearchSpace
+    study_name: str
+    checkpoint_dir: str
+    example: bytes
+    progress: bool = False
+
+    def __call__(self, trial: optuna.trial.Trial) -> float:
+        import optuna
+
+        from genre.tuning.space import config_from, suggest
+
+        chosen = suggest(trial, self.space)
+        config: TrainConfig = config_from(self.space, chosen, f"trial {trial.number}")
+        config = dataclasses.replace(config, checkpoint_dir=self.checkpoint_dir)
+        opened: list[str] = []
+
+        def started(tracker: Tracker) -> None:
+            opened.append(tracker.run_id)
+            trial.set_user_attr("mlflow_run_id", tracker.run_id)
+            tracker.log_params(
+                {"trial_number": trial.number} | {f"trial.{name}": value for name, value in chosen.items()}
+            )
+
+        def report(epoch: int, metrics: dict[str, float]) -> None:
+            trial.report(metrics["val_accuracy"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+        tags = {"genre.stage": "trial", "optuna.study": self.study_name, "trial_number": str(trial.number)}
+        try:
+            staged = train.run(
+                config, None, tags, self.progress, nested=True, run_name=f"trial-{trial.number}",
+                example=self.example, on_started=started, on_epoch_end=report, finished_on=(optuna.TrialPruned,),
+            )  # fmt: skip
+        except optuna.TrialPruned:
+            self._ended(opened, "PRUNED")
+            raise
+        except GenreError:
+            self._ended(opened, "FAILED")
+            raise
+        self._ended(opened, "COMPLETE")
+        assert staged is not None  # a trial is never a distributed worker
+        return staged.result.validation.accuracy
+
+    @staticmethod
+    def _ended(opened: list[str], state: str) -> None:
+        if opened:
+            runs.set_tags(opened[0], {"trial_state": state})
+
+
+def run(config: TuneConfig, experiment: str | None = None, progress: bool = False) -> tuple[Any, str | None, str, str]:
+    """Run (or continue) the study in a parent run; returns the study, the best trial's run id, the parent's run
+    id and its store."""
+    from genre import devices
+    from genre.tracking.stale import end_stale_matching
+    from genre.tracking.store import limit_database_connections
+    from genre.tuning.space import load_space
+    from genre.tuning.study import InvocationSampler, check_storage, open_study
+
+    space = load_space(config.space)
+    base = space.base_config()
+    devices.contexts(base.gpus, base.cpu_contexts)  # a missing GPU fails before any work
+    check_storage(config.storage_url)
+    check_writable(Path(config.checkpoint_dir), "checkpoint folder", "--checkpoint-dir")
+    limit_database_connections()  # before anything opens MLflow's store
+    ensure_dataset(base.data, progress)
+    info = DatasetInfo.read(Path(base.data))
+    sampler = InvocationSampler(config.sampler, config.seed)
+    study = open_study(config, base.epochs, sampler)
+    print(f"study {config.study_name} at {mask_password(config.storage_url)}: {len(study.trials)} trial(s) so far")
+    tags = {"genre.stage": "tune", "optuna.study": config.study_name}
+    name = experiment_name(experiment, f"genre-{info.name}")
+    with sigterm_as_interrupt(), tracked_run(name, f"tune-{config.study_name}", tags) as parent:
+        query = f"tags.`optuna.study` = '{runs.quote(config.study_name)}'"
+        ended = end_stale_matching(query, f"genre tune continuing study {runs.quote(config.study_name)}")
+        if ended:
+            print(f"ended {len(ended)} run(s) of the study KILLED: their process had died ({', '.join(ended)})")
+        log_tune_start(parent, config, space, info)
+        objective = Objective(space, config.study_name, config.checkpoint_dir, train.example_image(base), progress)
+        study.optimize(
+            objective,
+            n_trials=config.n_trials,
+            timeout=config.timeout,
+            catch=(GenreError,),
+            callbacks=[lambda study, trial: log_study_progress(parent, study, trial.number, sampler.effective_seed)],
+            gc_after_trial=True,
+        )
+        best_run = log_study_result(parent, study)
+        if config.register and best_run:
+            from genre.tracking.registry import register_model
+
+            version = register_model(f"runs:/{best_run}/model", config.register, config.alias)
+            print(f"registered the best model as {config.register} version {version} (@{config.alias})")
+    return study, best_run, parent.run_id, parent.store
+
+
+def log_tune_start(tracker: Tracker, config: TuneConfig, space: SearchSpace, info: DatasetInfo) -> None:
+    """The invocation's settings (storage password masked), the space file and the dataset."""
+    tracker.log_params(
+        config_params(dataclasses.asdict(config) | {"study": config.study_name, "storage": config.storage_url})
+        | dataset_facts(info)
+        | {"space_file": space.source}
+        | library_versions()
+    )
+    tracker.set_tags(dataset_tags(info))
+    tracker.log_artifact(Path(space.source), "study")
+
+
+def log_study_progress(
+    tracker: Tracker, study: optuna.Study, trial_number: int, sampler_seed: int | None = None
+) -> None:
+    """After each trial: the best value so far and how many trials ended in each state; and the seed this
+    invocation's sampler drew with (`sampler_seed`, which differs from `--seed` unless the invocation ran trial 0)."""
+    if sampler_seed is not None:
+        tracker.log_params({"sampler_seed": sampler_seed})  # the same value after every trial: MLflow accepts it
+    states = [trial.state.name for trial in study.get_trials(deepcopy=False)]
+    metrics: dict[str, float] = {
+        f"trials_{state.lower()}": states.count(state) for state in ("COMPLETE", "PRUNED", "FAIL")
+    }
+    if "COMPLETE" in states:
+        metrics["best_val_accuracy"] = study.best_value
+    tracker.log_metrics(metrics, step=trial_number)
+
+
+def log_study_result(tracker: Tracker, study: optuna.Study) -> str | None:
+    """The best trial (value, params, the run holding its model) and the study's figures; returns that run id."""
+    import logging
+    import warnings
+
+    import numpy as np
+    from optuna.visualization import matplotlib as plots
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    best_run = None
+    if complete:
+        best = study.best_trial
+        best_run = best.user_attrs.get("mlflow_run_id")
+        tracker.log_params({f"best.{name}": value for name, value in best.params.items()})
+        tracker.set_tags(
+            {"best_trial_number": str(best.number), "best_trial_run_id": str(best_run),
+             "best_model_uri": f"runs:/{best_run}/model"}
+        )  # fmt: skip
+        tracker.log_metrics({"best_val_accuracy": best.value})
+    figures = {
+        "optimization_history.png": plots.plot_optimization_history,
+        "intermediate_values.png": plots.plot_intermediate_values,
+        "param_importances.png": plots.plot_param_importances,
+        "parallel_coordinate.png": plots.plot_parallel_coordinate,
+    }
+    for name, plot in figures.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
+                axes = plot(study)
+        except (ValueError, RuntimeError, ZeroDivisionError) as error:
+            logging.getLogger(__name__).info("no %s yet: %s", name, error)
+            continue
+        figure = np.ravel(axes)[0].figure
+        figure.set_size_inches(9, 5.5)
+        tracker.log_figure(figure, f"study/{name}")
+    return best_run
+
+
+def command(config: TuneConfig, experiment: str | None, progress: bool) -> int:
+    """`genre tune`: run (or continue) a study; one parent MLflow run, one nested run per trial."""
+    study, best_run, run_id, store = run(config, experiment, progress)
+    states = [t.state.name for t in study.trials]
+    print(
+        f"study {config.study_name}: {len(states)} trials ({states.count('COMPLETE')} complete, "
+        f"{states.count('PRUNED')} pruned, {states.count('FAIL')} failed)"
+        + (f"; best validation accuracy {study.best_value:.2%}, model runs:/{best_run}/model" if best_run else "")
+    )
+    print(f"MLflow run {run_id} at {store}")
+    return EXIT_OK

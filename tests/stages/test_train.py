@@ -1,0 +1,49 @@
+"""`genre train --resume`: the run continues with the settings it started with."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import mxnet as mx
+import pytest
+
+from genre.cli import main
+from genre.data.prepare import PrepareConfig, prepare
+from genre.errors import ConfigError
+from genre.stages.train import resume_config
+from genre.training.checkpoint import CheckpointStore
+from genre.training.config import TrainConfig
+from genre.training.train import train
+
+
+def test_resume_with_other_settings_is_refused_naming_them_before_any_work(tracking_store: str, capsys) -> None:
+    assert main(["train", "--resume", "0123abcd", "--epochs", "30", "--learning-rate", "0.1"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("genre train: error: --resume 0123abcd continues the run with the settings it started")
+    assert "drop --epochs, --learning-rate" in error and error.count("\n") == 1
+    assert not Path("mlflow.db").exists() and not Path("checkpoints").exists()
+
+
+def test_resume_with_a_named_experiment_is_refused(tracking_store: str, tmp_path: Path, capsys) -> None:
+    named = tmp_path / "wide.yaml"
+    named.write_text("conv_filters: '64,128'\n")
+    assert main(["train", "--experiment", str(named), "--resume", "0123abcd"]) == 2
+    assert f"drop the named config {named}" in capsys.readouterr().err
+
+
+def test_resume_takes_the_checkpoints_settings_and_only_the_devices_given(tmp_path: Path) -> None:
+    data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
+    started = TrainConfig(data=str(data), epochs=3, conv_filters="8", dense_units="", cpu_contexts=2, seed=5)
+    store = CheckpointStore(tmp_path / "checkpoints" / "run1")
+    train(dataclasses.replace(started, epochs=1), [mx.cpu(0), mx.cpu(1)], store)  # a run killed after epoch 1
+    asked = TrainConfig(resume="run1", checkpoint_dir=str(tmp_path / "checkpoints"))
+
+    kept, completed = resume_config(asked, given={"resume", "checkpoint_dir"})
+    moved, _ = resume_config(TrainConfig(resume="run1", checkpoint_dir=asked.checkpoint_dir, cpu_contexts=1),
+                             given={"resume", "checkpoint_dir", "cpu_contexts"})  # fmt: skip
+
+    assert completed == 1 and (kept.epochs, kept.seed, kept.conv_filters) == (1, 5, "8")
+    assert kept.cpu_contexts == 2 and moved.cpu_contexts == 1
+    with pytest.raises(ConfigError, match="drop --seed"):
+        resume_config(asked, given={"resume", "seed"})
