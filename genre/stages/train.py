@@ -110,8 +110,7 @@ def run(
     with opened as tracker:
         checkpoints = CheckpointStore(Path(config.checkpoint_dir) / (resume or tracker.run_id))
         if not checkpoints.exists():
-            log_training_start(tracker, config, info, devices.describe(contexts))
-            tracker.log_params(cluster.params())
+            log_training_start(tracker, config, info, devices.describe(contexts), cluster.params())
         elif resume:
             log_unlogged_epochs(tracker, resume, checkpoints.read_state().history)
         if on_started is not None:
@@ -129,8 +128,11 @@ def run(
     return Staged(tracker.run_id, tracker.store, info, config, outcome)
 
 
-def log_training_start(tracker: Tracker, config: TrainConfig, info: DatasetInfo, contexts: str) -> None:
-    """Every resolved setting, the dataset (digest, split counts), the devices and library versions."""
+def log_training_start(
+    tracker: Tracker, config: TrainConfig, info: DatasetInfo, contexts: str, job: dict[str, object] | None = None
+) -> None:
+    """Every resolved setting, the dataset (digest, split counts), the devices (and the distributed `job`'s shape)
+    and library versions."""
     counts = info.counts[config.variant]
     tracker.log_params(
         config_params(dataclasses.asdict(config))
@@ -142,6 +144,7 @@ def log_training_start(tracker: Tracker, config: TrainConfig, info: DatasetInfo,
             "contexts": contexts,
             "omp_num_threads": omp_threads(),
         }
+        | (job or {})
         | library_versions()
     )
     tracker.set_tags(dataset_tags(info))  # the stage tag came with the run: "train", or "trial" in a study
