@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -212,6 +213,16 @@ def test_many_covers_download_concurrently_and_failures_do_not_stop_the_rest(
     assert 2 <= server.max_in_flight <= 8
 
 
+@pytest.fixture
+def ctrl_c_interrupts() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal: a process started in the background (`cmd &` in a script)
+    inherits SIGINT ignored, and Python then leaves it ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("ctrl_c_interrupts")
 def test_ctrl_c_stops_the_run_promptly(server: CoverServer, tmp_path: Path) -> None:
     # Every cover trickles for minutes: waiting for the two in flight, let alone the queue, cannot pass unnoticed.
     entries = [server.add(n, f"folk/{n}.jpg", trickle(COVER * 100, every=0.05)) for n in range(1, 31)]
