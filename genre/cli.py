@@ -96,6 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_arguments(evaluate, EvaluateConfig, "evaluation")
     evaluate.set_defaults(handler=_evaluate)
 
+    from genre.stages.interpret import InterpretConfig
+
+    interpret = commands.add_parser(
+        "interpret",
+        help="a logged model's most confused genres and its calibration (ECE), logged into the model's run",
+        description="Predict a split with an mlflow.pyfunc cover model and log, under interpret/ in the model's own "
+        "run (runs:/ID/model; a new run for any other URI), the most confused genre pairs, the confusion matrix "
+        "normalised per true genre, a reliability diagram and the expected calibration error (docs/interpret.md).",
+    )
+    _common(interpret, None, default_experiment="genre-<dataset>; unused when logging into the model's run")
+    config.add_arguments(interpret, InterpretConfig, "interpretation")
+    interpret.set_defaults(handler=_interpret)
+
     from genre.tuning.study import TuneConfig
 
     tune = commands.add_parser(
@@ -250,6 +263,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     settings, _ = config.load(EvaluateConfig, args, args.config_folder)
     return evaluate.command(settings, args.mlflow_experiment, progress=not args.quiet)
+
+
+def _interpret(args: argparse.Namespace) -> int:
+    from genre.stages import interpret
+    from genre.stages.interpret import InterpretConfig
+
+    settings, _ = config.load(InterpretConfig, args, args.config_folder)
+    return interpret.command(settings, args.mlflow_experiment, progress=not args.quiet)
 
 
 def _tune(args: argparse.Namespace) -> int:

@@ -10,6 +10,9 @@ matplotlib.use("Agg")  # figures are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from genre.metrics import ConfusedPair, Reliability  # noqa: E402
 
 
 def sample_grid(samples: Mapping[str, Sequence[np.ndarray]], columns: int = 8) -> Figure:
@@ -32,8 +35,11 @@ def sample_grid(samples: Mapping[str, Sequence[np.ndarray]], columns: int = 8) -
     return figure
 
 
-def confusion_matrix_figure(matrix: np.ndarray, genres: Sequence[str], title: str) -> Figure:
-    """Rows are true genres, columns predicted; cells show counts, colour shows the row's share."""
+def confusion_matrix_figure(
+    matrix: np.ndarray, genres: Sequence[str], title: str, *, normalised: bool = False
+) -> Figure:
+    """Rows are true genres, columns predicted; cells show counts (`normalised`: the row's share, in %), colour
+    shows the row's share. `matrix` holds counts either way."""
     matrix = np.asarray(matrix)
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     side = max(4.0, 0.55 * len(genres) + 2)
@@ -47,13 +53,15 @@ def confusion_matrix_figure(matrix: np.ndarray, genres: Sequence[str], title: st
         axis.text(
             column,
             row,
-            str(count),
+            f"{100 * shares[row, column]:.0f}" if normalised else str(count),
             ha="center",
             va="center",
             fontsize=8,
             color="white" if shares[row, column] > 0.5 else "black",
         )
     figure.colorbar(image, ax=axis, label="share of the true genre")
+    if normalised:
+        axis.set_xlabel("predicted genre (cells: % of the true genre's covers)")
     axis.set_title(title)
     return figure
 
@@ -113,4 +121,61 @@ def overlaid_curves(curves: Mapping[str, Sequence[Sequence[tuple[int, float]]]],
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     axis.set_title(f"Learning curves: {metric} per epoch (mean over seeds, range shaded)")
+    return figure
+
+
+def confused_pairs_figure(pairs: Sequence[ConfusedPair], title: str) -> Figure:
+    """The most confused pairs as horizontal bars, the most frequent at the top: "true -> predicted", each bar's
+    count with its share of the true genre's covers."""
+    count = len(pairs)
+    figure, axis = plt.subplots(figsize=(8, 1.4 + 0.4 * max(count, 1)), layout="constrained")
+    positions = np.arange(count)[::-1]
+    axis.barh(positions, [pair.count for pair in pairs], height=0.6, color="tab:red")
+    for position, pair in zip(positions, pairs, strict=True):
+        axis.text(pair.count, position, f" {pair.count} ({pair.share:.0%} of {pair.true})", va="center", fontsize=8)
+    axis.set_yticks(positions, [f"{pair.true} \u2192 {pair.predicted}" for pair in pairs])
+    axis.set_xlabel("covers (true genre \u2192 predicted genre)")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_xlim(0, max([pair.count for pair in pairs], default=1) * 1.35)  # room for the labels
+    if not pairs:
+        axis.text(0.5, 0.5, "no cover was confused", transform=axis.transAxes, ha="center", va="center")
+    axis.grid(axis="x", alpha=0.3)
+    axis.set_title(title)
+    return figure
+
+
+def reliability_diagram(bins: Reliability, ece: float, title: str) -> Figure:
+    """Above: each bin's accuracy as a bar, with the gap to the bin's mean top-1 confidence hatched, beside the
+    diagonal a calibrated model follows (bars below it: overconfident). Below: how many covers each bin holds."""
+    edges = bins.edges
+    width = np.diff(edges)
+    centres = edges[:-1] + width / 2
+    filled = bins.count > 0
+    figure, (accuracy_axis, count_axis) = plt.subplots(
+        2, 1, figsize=(6, 7), sharex=True, height_ratios=(3, 1), layout="constrained"
+    )
+    accuracy = bins.accuracy[filled]
+    accuracy_axis.bar(centres[filled], accuracy, width[filled], edgecolor="black", label="accuracy")
+    accuracy_axis.bar(
+        centres[filled],
+        bins.confidence[filled] - accuracy,
+        width[filled],
+        bottom=accuracy,
+        color="tab:red",
+        alpha=0.3,
+        hatch="//",
+        edgecolor="tab:red",
+        label="gap to the mean confidence",
+    )
+    accuracy_axis.plot([0, 1], [0, 1], "--", color="grey", label="calibrated")
+    accuracy_axis.set_xlim(0, 1)
+    accuracy_axis.set_ylim(0, 1)
+    accuracy_axis.set_ylabel("accuracy of the bin's top-1 predictions")
+    accuracy_axis.grid(alpha=0.3)
+    accuracy_axis.legend(loc="upper left")
+    accuracy_axis.set_title(f"{title}\nECE {ece:.3f}", fontsize=10)
+    count_axis.bar(centres, bins.count, width=width, edgecolor="black", color="tab:gray")
+    count_axis.set_xlabel("top-1 confidence")
+    count_axis.set_ylabel("covers")
+    count_axis.grid(alpha=0.3)
     return figure

@@ -3,9 +3,14 @@
 Real cover sets are unbalanced (one genre can be a fifth of the covers, another a twentieth), and there accuracy
 rewards predicting the large genres. Balanced accuracy, macro-F1 and per-genre recall weigh every genre alike; they
 follow scikit-learn's conventions for genres missing from a split, so their numbers compare with its.
+
+Calibration asks whether a model's confidence can be taken at its word: of the covers it gives 80%, are 80% right?
+`reliability` bins the top-1 confidences and `expected_calibration_error` sums the gaps.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -95,3 +100,93 @@ def balanced_accuracy(predicted: np.ndarray, labels: np.ndarray, classes: int) -
 def macro_f1(predicted: np.ndarray, labels: np.ndarray, classes: int) -> float:
     """Unweighted mean of the per-genre F1; see `macro_f1_from_confusion`."""
     return macro_f1_from_confusion(confusion(predicted, labels, classes))
+
+
+class ConfusedPair(NamedTuple):
+    """One off-diagonal cell of a confusion matrix: `count` covers of genre `true` predicted as `predicted`, which
+    are `share` (0..1) of the split's covers of `true`."""
+
+    true: str
+    predicted: str
+    count: int
+    share: float
+
+
+def most_confused(matrix: np.ndarray, genres: list[str], top: int | None = None) -> list[ConfusedPair]:
+    """The `top` (None: all) off-diagonal cells with a count above 0, the largest count first; equal counts keep the
+    matrix's row-major order (by true genre, then predicted genre). `matrix` is `(genres, genres)` counts, rows true
+    genres (as `confusion` makes it)."""
+    matrix = np.asarray(matrix)
+    support = matrix.sum(axis=1)
+    cells = [
+        (int(matrix[true, predicted]), true, predicted)
+        for true in range(len(matrix))
+        for predicted in range(len(matrix))
+        if true != predicted and matrix[true, predicted] > 0
+    ]
+    cells.sort(key=lambda cell: -cell[0])  # a stable sort: ties stay in row-major order
+    return [
+        ConfusedPair(genres[true], genres[predicted], count, count / support[true])
+        for count, true, predicted in cells[:top]
+    ]
+
+
+def confused_pairs_table(pairs: list[ConfusedPair]) -> str:
+    """The pairs as CSV: `true,predicted,count,share` (share of the true genre's covers, 0..1)."""
+    lines = ["true,predicted,count,share"]
+    lines += [f"{pair.true},{pair.predicted},{pair.count},{pair.share:.4f}" for pair in pairs]
+    return "\n".join(lines) + "\n"
+
+
+class Reliability(NamedTuple):
+    """The top-1 confidences of a split sorted into equal-width bins; each array is `(bins,)`.
+
+    Bin `b` holds the confidences in `(edges[b], edges[b + 1]]` (the first bin also takes 0). `confidence` is the
+    mean top-1 probability of the bin's covers, `accuracy` the share of them whose top-1 genre is right (both NaN
+    for an empty bin), `count` how many covers fell in it.
+    """
+
+    edges: np.ndarray
+    confidence: np.ndarray
+    accuracy: np.ndarray
+    count: np.ndarray
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> Reliability:
+    """Per-bin mean confidence, accuracy and count of the top-1 predictions; `probabilities` is `(N, genres)`,
+    `labels` `(N,)`. A model is calibrated when each bin's accuracy equals its confidence."""
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    edges = np.arange(bins + 1) / bins  # i / bins is the float nearest each edge, so 0.3 falls in (0.2, 0.3]
+    confidence = np.max(probabilities, axis=1) if len(labels) else np.zeros(0)
+    correct = (np.argmax(probabilities, axis=1) == labels) if len(labels) else np.zeros(0, dtype=bool)
+    which = np.searchsorted(edges[1:-1], confidence, side="left")
+    count = np.bincount(which, minlength=bins)
+    filled = count > 0
+    mean_confidence = np.full(bins, np.nan)
+    mean_accuracy = np.full(bins, np.nan)
+    mean_confidence[filled] = np.bincount(which, weights=confidence, minlength=bins)[filled] / count[filled]
+    mean_accuracy[filled] = np.bincount(which, weights=correct.astype(float), minlength=bins)[filled] / count[filled]
+    return Reliability(edges, mean_confidence, mean_accuracy, count)
+
+
+def calibration_error(bins: Reliability) -> float:
+    """The expected calibration error of binned confidences: sum over bins of (count / N) |accuracy - confidence|;
+    NaN when no cover was binned."""
+    total = int(bins.count.sum())
+    if total == 0:
+        return float("nan")
+    filled = bins.count > 0
+    gaps = np.abs(bins.accuracy[filled] - bins.confidence[filled])
+    return float(np.sum(bins.count[filled] / total * gaps))
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    """ECE (Naeini et al. 2015; Guo et al. 2017): how far, weighted by how many covers, the top-1 confidence is
+    from the top-1 accuracy over `bins` equal-width bins. 0 is perfectly calibrated; at most 1. See `reliability`."""
+    return calibration_error(reliability(probabilities, labels, bins))
+
+
+def mean_top1_confidence(probabilities: np.ndarray) -> float:
+    """The mean of each cover's highest genre probability (NaN for no covers): compare it with accuracy."""
+    return float(np.mean(np.max(probabilities, axis=1))) if len(probabilities) else float("nan")

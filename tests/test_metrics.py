@@ -1,20 +1,29 @@
-"""Accuracy, top-k, confusion counts, the per-genre table, and the genre-balanced metrics against scikit-learn."""
+"""Accuracy, top-k, confusion counts, the per-genre table, the genre-balanced metrics against scikit-learn, the most
+confused pairs and calibration (reliability bins, ECE) on hand-computed cases."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 
 from genre.metrics import (
+    ConfusedPair,
     accuracy,
     balanced_accuracy,
     balanced_accuracy_from_confusion,
+    confused_pairs_table,
     confusion,
+    expected_calibration_error,
     macro_f1,
     macro_f1_from_confusion,
+    mean_top1_confidence,
+    most_confused,
     per_genre_recall,
     per_genre_table,
     recall_from_confusion,
+    reliability,
     top_k_accuracy,
 )
 
@@ -88,3 +97,69 @@ def test_an_empty_split_has_no_score_rather_than_an_error() -> None:
 
     assert np.isnan(empty.balanced_accuracy) and np.isnan(empty.macro_f1) and len(empty.per_genre_recall) == 0
     assert np.isnan(recall_from_confusion(np.zeros((3, 3), dtype=np.int64))).all()
+
+
+def test_most_confused_pairs_are_off_diagonal_largest_first_ties_in_row_order() -> None:
+    matrix = np.array([[5, 2, 1], [3, 4, 0], [0, 3, 2]])  # rows: true genre; 8, 7 and 5 covers
+    pairs = most_confused(matrix, ["ambient", "jazz", "metal"])
+    assert pairs == [
+        ConfusedPair("jazz", "ambient", 3, pytest.approx(3 / 7)),
+        ConfusedPair("metal", "jazz", 3, pytest.approx(3 / 5)),  # the same count: after jazz's row
+        ConfusedPair("ambient", "jazz", 2, 0.25),
+        ConfusedPair("ambient", "metal", 1, 0.125),
+    ]
+    assert most_confused(matrix, ["ambient", "jazz", "metal"], top=2) == pairs[:2]
+    assert most_confused(np.diag([4, 5]), ["jazz", "metal"]) == []  # nothing confused, no zero-count rows
+    assert confused_pairs_table(pairs[2:]).splitlines() == [
+        "true,predicted,count,share",
+        "ambient,jazz,2,0.2500",
+        "ambient,metal,1,0.1250",
+    ]
+
+
+def two_genres(confidences: list[float], correct: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """Covers of two genres whose top-1 confidence is `confidences[i]`, the top-1 genre right where `correct`."""
+    probabilities = np.array([[c, 1 - c] for c in confidences])
+    labels = np.array([0 if right else 1 for right in correct])
+    return probabilities, labels
+
+
+def test_a_calibrated_model_has_ece_zero() -> None:
+    # 5 covers at 0.8 confidence, 4 of them right; 4 at 0.75, 3 right; 2 at 1.0, both right.
+    probabilities, labels = two_genres(
+        [0.8] * 5 + [0.75] * 4 + [1.0] * 2, [True] * 4 + [False] + [True] * 3 + [False] + [True] * 2
+    )
+    bins = reliability(probabilities, labels)
+    assert bins.count.tolist() == [0, 0, 0, 0, 0, 0, 0, 9, 0, 2]  # 0.8 and 0.75 in (0.7, 0.8]; 1.0 in the last
+    assert bins.confidence[7] == pytest.approx((5 * 0.8 + 4 * 0.75) / 9) and bins.accuracy[7] == pytest.approx(7 / 9)
+    assert np.isnan(bins.accuracy[0]) and np.isnan(bins.confidence[0])  # an empty bin has no mean
+    assert expected_calibration_error(probabilities, labels) == pytest.approx(0.0)
+
+
+def test_an_overconfident_model_has_the_ece_computed_by_hand() -> None:
+    # 4 covers at 0.9, 2 right (gap 0.4); 6 at 0.7, 3 right (gap 0.2): ECE = 4/10 * 0.4 + 6/10 * 0.2 = 0.28.
+    probabilities, labels = two_genres([0.9] * 4 + [0.7] * 6, [True, True, False, False] + [True] * 3 + [False] * 3)
+    bins = reliability(probabilities, labels)
+    assert bins.count[8] == 4 and bins.count[6] == 6  # 0.9 in (0.8, 0.9], 0.7 in (0.6, 0.7]
+    assert bins.accuracy[8] == 0.5 and bins.accuracy[6] == 0.5
+    assert expected_calibration_error(probabilities, labels) == pytest.approx(0.28)
+    assert mean_top1_confidence(probabilities) == pytest.approx(0.78)
+    assert bins.edges.tolist() == pytest.approx([b / 10 for b in range(11)])
+
+
+def test_reliability_bins_are_right_closed_and_the_ece_depends_on_the_binning() -> None:
+    # Four genres, top-1 confidence exactly 0.3 (a bin's upper edge), 0.5 and 0.55; every top-1 prediction right.
+    probabilities = np.array([[0.3, 0.25, 0.25, 0.2], [0.5, 0.2, 0.2, 0.1], [0.55, 0.15, 0.15, 0.15]])
+    labels = np.array([0, 0, 0])
+    assert reliability(probabilities, labels).count.tolist() == [0, 0, 1, 0, 1, 1, 0, 0, 0, 0]
+    assert reliability(probabilities, labels, bins=2).count.tolist() == [2, 1]  # 0.5 belongs to [0, 0.5]
+    # One bin: |1 - mean(0.3, 0.5, 0.55)| = 0.55; ten bins: (0.7 + 0.5 + 0.45) / 3 = 0.55 as well (all right).
+    assert expected_calibration_error(probabilities, labels, bins=1) == pytest.approx(0.55)
+    assert expected_calibration_error(probabilities, labels, bins=10) == pytest.approx(0.55)
+    # A wrong 0.3 and a right 0.55: one bin pools them (|0.5 - 0.425| = 0.075), ten bins do not ((0.3 + 0.45) / 2).
+    mixed, truth = probabilities[[0, 2]], np.array([1, 0])
+    assert expected_calibration_error(mixed, truth, bins=1) == pytest.approx(0.075)
+    assert expected_calibration_error(mixed, truth, bins=10) == pytest.approx(0.375)
+    assert math.isnan(expected_calibration_error(np.zeros((0, 4)), np.zeros(0, dtype=int)))
+    with pytest.raises(ValueError, match="bins must be at least 1"):
+        reliability(probabilities, labels, bins=0)

@@ -201,3 +201,24 @@ def test_suite_and_report_entry_points(tmp_path: Path) -> None:
     assert all(r.info.status == "FINISHED" for r in [suite, *children])
     page = (tmp_path / "results.md").read_text()
     assert "## digits/full" in page and "| 1 | rf-digits | rf on 32x32 RGB pixels | 0,1 |" in page
+
+
+@pytest.mark.slow
+def test_interpret_entry_point_logs_into_the_models_run(tracking_store: str, tmp_path: Path) -> None:
+    from genre.cli import main
+    from genre.data.prepare import PrepareConfig, prepare
+
+    data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
+    small = ["--epochs", "1", "--conv-filters", "8", "--dense-units", "32", "--mlflow-experiment", "mlproject-test"]
+    assert main(["train", "-q", "--data", str(data), *small]) == 0  # the same store as `mlflow run` below
+    client, trained = finished_run(tmp_path)
+
+    params = {"model_uri": f"runs:/{trained.info.run_id}/model", "data": str(data), "top_pairs": "3"}
+    result = mlflow_run("interpret", params, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = client.get_run(trained.info.run_id)
+    assert after.info.status == "FINISHED" and "test_ece" in after.data.metrics
+    assert after.data.params == trained.data.params
+    assert "interpret/reliability_test.png" in {a.path for a in client.list_artifacts(after.info.run_id, "interpret")}
+    (project,) = client.search_runs([after.info.experiment_id], "tags.`genre.stage` = 'interpret'")
+    assert project.data.tags["genre.interpreted_run"] == trained.info.run_id and project.info.status == "FINISHED"

@@ -12,6 +12,7 @@ import yaml
 
 from genre.data.prepare import PrepareConfig
 from genre.stages.baseline import BaselineConfig
+from genre.stages.interpret import InterpretConfig
 from genre.stages.report import ReportConfig
 from genre.stages.suite import SuiteConfig
 from genre.training.config import TrainConfig
@@ -52,6 +53,7 @@ def test_the_lock_file_holds_every_pin() -> None:
         ("baseline", BaselineConfig, "experiment"),
         ("train", TrainConfig, "experiment"),
         ("evaluate", EvaluateConfig, None),
+        ("interpret", InterpretConfig, None),
         ("tune", TuneConfig, None),
         ("suite", SuiteConfig, "suite"),
         ("report", ReportConfig, None),
