@@ -365,6 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     limit_http_retries()  # a tracking server that stops answering fails a command in seconds, not minutes
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # its retries: a failure is one line of ours
+    # Ctrl-C or SIGTERM inside a query makes SQLAlchemy's pool log the cursor it then cannot close, with a traceback;
+    # the interruption itself is reported in one line below, and any real database error reaches us as an exception
+    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
     try:
         return args.handler(args)
     except GenreError as error:
