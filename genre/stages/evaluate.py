@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from genre.data.pack import DatasetInfo, open_pack
+from genre.data.pack import DatasetInfo, Pack, open_pack
 from genre.errors import ConfigError
 from genre.stages.common import (
     EXIT_OK,
@@ -22,14 +22,14 @@ from genre.stages.common import (
 from genre.tracking.tracker import Tracker, experiment_name, tracked_run
 
 if TYPE_CHECKING:
+    from genre.stages.interpret import InterpretConfig
     from genre.training.evaluate import EvaluateConfig
     from genre.training.loop import Evaluation
 
 
-def run(config: EvaluateConfig, experiment: str | None = None, progress: bool = False) -> tuple[str, str, Evaluation]:
-    """Load the model, score it on the split in a run of its own; returns the run id, its store, the evaluation."""
+def model_and_split(config: EvaluateConfig | InterpretConfig, progress: bool) -> tuple[Any, Pack, DatasetInfo]:
+    """The logged model `config.model_uri` (its store checked first) and the split it is to be scored on."""
     from genre.cover_model import load_cover_model, reach_model_store
-    from genre.training.evaluate import evaluate_model
 
     if not config.model_uri:
         raise ConfigError("--model-uri is required, e.g. runs:/<run id>/model or models:/genre-classifier@champion")
@@ -37,7 +37,14 @@ def run(config: EvaluateConfig, experiment: str | None = None, progress: bool = 
     ensure_dataset(config.data, progress)
     pack = open_pack(Path(config.data), config.variant, config.split)
     info = DatasetInfo.read(Path(config.data))
-    model = load_cover_model(config.model_uri)
+    return load_cover_model(config.model_uri), pack, info
+
+
+def run(config: EvaluateConfig, experiment: str | None = None, progress: bool = False) -> tuple[str, str, Evaluation]:
+    """Load the model, score it on the split in a run of its own; returns the run id, its store, the evaluation."""
+    from genre.training.evaluate import evaluate_model
+
+    model, pack, info = model_and_split(config, progress)
     tags = {"genre.stage": "evaluate", "genre.model_uri": config.model_uri}
     with tracked_run(experiment_name(experiment, f"genre-{info.name}"), f"evaluate-{config.split}", tags) as tracker:
         evaluation = evaluate_model(model, pack, config.batch_size)

@@ -18,15 +18,13 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from genre.config import check_range, setting
 from genre.data.choice import DatasetChoice
-from genre.data.pack import DatasetInfo, open_pack
-from genre.errors import ConfigError
+from genre.data.pack import DatasetInfo
 from genre.metrics import (
     ConfusedPair,
     Reliability,
@@ -36,7 +34,7 @@ from genre.metrics import (
     most_confused,
     reliability,
 )
-from genre.stages.common import EXIT_OK, config_params, dataset_facts, dataset_tags, ensure_dataset, split_confusion
+from genre.stages.common import EXIT_OK, config_params, dataset_facts, dataset_tags, split_confusion
 from genre.tracking import runs
 from genre.tracking.tracker import Tracker, experiment_name, tracked_run
 
@@ -113,16 +111,10 @@ def run(config: InterpretConfig, experiment: str | None = None, progress: bool =
 
     The model is loaded and the split predicted before any run opens, so a failure there leaves every run as it was.
     """
-    from genre.cover_model import load_cover_model, reach_model_store
+    from genre.stages.evaluate import model_and_split
     from genre.training.evaluate import evaluate_model
 
-    if not config.model_uri:
-        raise ConfigError("--model-uri is required, e.g. runs:/<run id>/model or models:/genre-classifier@champion")
-    reach_model_store(config.model_uri)  # before any work: loading the model would retry for minutes
-    ensure_dataset(config.data, progress)
-    pack = open_pack(Path(config.data), config.variant, config.split)
-    info = DatasetInfo.read(Path(config.data))
-    model = load_cover_model(config.model_uri)
+    model, pack, info = model_and_split(config, progress)
     interpretation = interpret(evaluate_model(model, pack, config.batch_size), info.genres, config.split)
     run_id, reason = _model_run(config, info)
     if run_id is not None:
