@@ -192,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-m", "--model-uri", required=True, help="runs:/<run id>/model, models:/<name>@<alias> or a path"
     )
     predict.add_argument("--top", type=int, default=3, help="genres to show per cover (default: 3)")
+    predict.add_argument(
+        "--explain",
+        action="store_true",
+        help="also write each cover's Grad-CAM heatmap for its top genre, as <cover>.heatmap.png in --explain-dir",
+    )
+    predict.add_argument(
+        "--explain-dir", type=Path, default=Path("."), metavar="DIR", help="where --explain writes (default: .)"
+    )
     predict.add_argument("files", nargs="+", type=Path, metavar="COVER", help="image files")
     predict.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     predict.set_defaults(handler=_predict)
@@ -326,7 +334,7 @@ def _register(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from genre.commands import predict_command
 
-    return predict_command(args.model_uri, args.files, args.top)
+    return predict_command(args.model_uri, args.files, args.top, args.explain_dir if args.explain else None)
 
 
 def _runs(args: argparse.Namespace) -> int:

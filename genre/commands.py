@@ -7,6 +7,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from genre.disk import check_writable
 from genre.errors import ConfigError
 from genre.stages.common import EXIT_INCOMPLETE, EXIT_OK
 from genre.tracking import runs
@@ -17,14 +20,21 @@ if TYPE_CHECKING:
     from genre.tracking.stale import RunsConfig
 
 
-def predict_command(model_uri: str, files: list[Path], top: int) -> int:
-    """`genre predict`: the `top` genres of each cover file; a file that is not an image is named, not fatal."""
-    from genre.cover_model import CoverUnreadable, load_cover_model, predict_one, reach_model_store
+def predict_command(model_uri: str, files: list[Path], top: int, explain: Path | None = None) -> int:
+    """`genre predict`: the `top` genres of each cover file; a file that is not an image is named, not fatal. With
+    `explain` (a folder), each cover's Grad-CAM heatmap for its top genre goes there as `<name>.heatmap.png`."""
+    from genre.cover_model import CoverUnreadable, explain_one, load_cover_model, predict_one, reach_model_store
 
     if top < 1:
         raise ConfigError(f"'top' must be at least 1, got {top}")
+    if explain is not None:
+        check_writable(explain, "the heatmaps' folder", "--explain-dir")
     reach_model_store(model_uri)
     model = load_cover_model(model_uri)
+    explainer = None
+    if explain is not None:
+        explainer = model.unwrap_python_model().explainer()
+        explain.mkdir(parents=True, exist_ok=True)
     failed = 0
     for path in files:
         try:
@@ -35,7 +45,27 @@ def predict_command(model_uri: str, files: list[Path], top: int) -> int:
             continue
         ranked = sorted(((row[c], c.removeprefix("p_")) for c in row.index if c.startswith("p_")), reverse=True)
         print(f"{path}: " + ", ".join(f"{genre} {p:.1%}" for p, genre in ranked[:top]))
+        if explainer is not None:
+            view, heatmap = explain_one(model, explainer, path)
+            written = write_heatmap(view, heatmap, explain / f"{path.name}.heatmap.png")
+            print(f"  where the evidence for {ranked[0][1]} lies: {written}")
     return EXIT_INCOMPLETE if failed else EXIT_OK
+
+
+def write_heatmap(view: np.ndarray, heatmap: np.ndarray, path: Path) -> Path:
+    """The cover as the network sees it beside its heatmap overlay, at least 256 px high, as a PNG at `path`."""
+    from PIL import Image
+
+    from genre.figures import heatmap_overlay
+
+    side = view.shape[0]
+    both = np.concatenate(
+        [view, np.full((side, max(1, side // 16), 3), 255, np.uint8), heatmap_overlay(view, heatmap)], 1
+    )
+    scale = max(1, -(-256 // side))
+    picture = Image.fromarray(both).resize((both.shape[1] * scale, side * scale), Image.Resampling.BILINEAR)
+    picture.save(path)
+    return path
 
 
 def register_command(run_id: str, name: str, alias: str) -> int:

@@ -198,6 +198,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, exclud
         default = field.default if field.default is not dataclasses.MISSING else None
         help_text = field.metadata.get("help", "")
         help_text += f" (default: {default})" if default not in (None, "") else ""
+        switch = {"nargs": "?", "const": "true"} if kind is bool else {}  # `--calibrate` alone means true
         group.add_argument(
             flag,
             dest=field.name,
@@ -206,6 +207,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, exclud
             metavar=kind.__name__.upper() if kind is not bool else "{true,false}",
             choices=None,
             help=help_text,
+            **switch,
         )
 
 

@@ -34,6 +34,7 @@ from PIL import Image
 import genre
 from genre.data.images import InvalidImage, decode_image, square_resize
 from genre.disk import failed_write
+from genre.models.explain import Explainer
 from genre.models.inputs import NetworkInput, network_input
 from genre.tracking.store import check_reachable
 
@@ -41,7 +42,7 @@ IMAGE_COLUMN = "image"
 GENRE_COLUMN = "genre"
 BATCH_SIZE = 64
 INPUT_NAME = "data"  # what `HybridBlock.export` calls the network's input
-FORMAT_VERSION = 2  # 2 added `input_size`: the network's side, cropped from `image_size` covers
+FORMAT_VERSION = 3  # 2 added `input_size`: the network's side, cropped from `image_size` covers; 3 `temperature`
 BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")  # no image format's bytes are all of these
 WHAT_TO_SEND = "send encoded JPEG/PNG bytes (base64 text in JSON) or (H, W, 3) uint8 pixels"
 
@@ -55,12 +56,16 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
 
     Artifacts: `symbol` and `params` (from `HybridBlock.export`) and `classifier` (JSON: `genres`,
     index = label; `image_size`, the side covers are decoded to; `input_size`, the centre crop the network takes
-    (absent in format 1: the whole image); `mean`/`std` of the normalisation).
+    (absent in format 1: the whole image); `mean`/`std` of the normalisation; `temperature`, what the logits are
+    divided by before the softmax, fitted on validation covers to calibrate the probabilities (absent before
+    format 3: 1, the network's own softmax)).
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.artifacts: dict[str, str] = dict(context.artifacts)  # local paths: `log_calibrated_model` re-logs them
         info = json.loads(Path(context.artifacts["classifier"]).read_text())
         self.genres: list[str] = list(info["genres"])
+        self.temperature: float = float(info.get("temperature", 1.0))
         self.image_size: int = int(info["image_size"])
         self.network = NetworkInput(
             int(info.get("input_size", self.image_size)), tuple(info["mean"]), tuple(info["std"])
@@ -106,10 +111,15 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
             rows = range(start, min(start + BATCH_SIZE, len(cells)))
             yield np.stack([_row_pixels(row, cells[row], self.image_size) for row in rows])
 
+    def explainer(self, maps: str | None = None) -> Explainer:
+        """Heatmaps and embeddings of this model's network, sharing its loaded parameters; `maps` names the heatmap's
+        layer (default: the last spatial map; see `genre.models.explain.find_layers`)."""
+        return Explainer(mx.sym.load(self.artifacts["symbol"]), self.net.collect_params(), self.network, maps=maps)
+
     def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
         batch = network_input(nd.array(pixels, ctx=mx.cpu(), dtype="uint8"), self.network)
         with self.lock:
-            return nd.softmax(self.net(batch), axis=1).asnumpy()
+            return nd.softmax(self.net(batch) / self.temperature, axis=1).asnumpy()
 
 
 def _cells(model_input: pd.DataFrame | np.ndarray) -> Sequence[Any]:
@@ -195,6 +205,7 @@ def log_cover_model(
     name: str = "model",
     registered_model_name: str | None = None,
     network: NetworkInput | None = None,
+    temperature: float = 1.0,
 ) -> ModelInfo:
     """Log `net` (hybridized; outputs one logit per genre) to the active run as a `CoverClassifier`.
 
@@ -202,12 +213,14 @@ def log_cover_model(
     packed images it was trained on; `network` the input it takes (the centre crop's side and the normalisation;
     default: the whole `image_size` image, ImageNet statistics); `example` is one real encoded cover (JPEG/PNG
     bytes), stored as the input example and
-    run through the network first, so a net whose output does not match `genres` fails here. Returns
+    run through the network first, so a net whose output does not match `genres` fails here; `temperature` divides
+    the logits before the softmax (1: the network's own probabilities; see `log_calibrated_model`). Returns
     MLflow's `ModelInfo` (`model_uri` is `models:/<model_id>`; `runs:/<run_id>/<name>` works too).
     """
     genres = list(genres)
     if not genres or len(set(genres)) != len(genres) or not all(genres):
         raise ValueError(f"genres must be distinct, non-empty names, got {genres}")
+    _check_temperature(temperature)
     if not isinstance(net, mx.gluon.HybridBlock):
         raise TypeError(f"only a HybridBlock can be exported for serving, got {type(net).__name__}")
     network = network or NetworkInput(image_size)
@@ -227,7 +240,6 @@ def log_cover_model(
             raise failed_write(prefix, needed, str(error).strip().splitlines()[-1]) from None
         except RuntimeError as error:
             raise ValueError(f"cannot export the network ({error}); call net.hybridize() before training") from error
-        classifier = Path(folder) / "classifier.json"
         settings = {
             "format_version": FORMAT_VERSION,
             "genres": genres,
@@ -235,17 +247,69 @@ def log_cover_model(
             "input_size": network.size,
             "mean": list(network.mean),
             "std": list(network.std),
+            "temperature": float(temperature),
         }
+        files = {"symbol": f"{prefix}-symbol.json", "params": f"{prefix}-0000.params"}
+        return _log_classifier(files, settings, cover_signature(genres), example, name, registered_model_name)
+
+
+def log_calibrated_model(
+    model: mlflow.pyfunc.PyFuncModel,
+    temperature: float,
+    example: bytes,
+    *,
+    name: str,
+    registered_model_name: str | None = None,
+) -> ModelInfo:
+    """Log `model` (a loaded cover model) again to the active run, its probabilities calibrated by `temperature`
+    (from `genre.metrics.fit_temperature` on its validation predictions), so serving returns calibrated ones.
+
+    The network, genres, sizes, normalisation and signature are the model's; its temperature becomes the model's own
+    times `temperature`, since the temperature was fitted to the probabilities the model gives (calibrating a
+    calibrated model composes). `example` (one real encoded cover) is the input example. The model ships this
+    process's `genre` code and requirements, as `log_cover_model` does. `registered_model_name` registers it as a
+    new version of that model. Returns MLflow's `ModelInfo`.
+    """
+    _check_temperature(temperature)
+    try:
+        classifier = model.unwrap_python_model()
+    except MlflowException:  # a flavour other than a PythonModel (sklearn, ...)
+        classifier = None
+    if not isinstance(classifier, CoverClassifier):
+        kind = type(classifier).__name__ if classifier is not None else f"a {'/'.join(model.metadata.flavors)} model"
+        raise ValueError(
+            f"only a cover model (a CoverClassifier, as log_cover_model logs) can be calibrated, not {kind}"
+        )
+    settings = json.loads(Path(classifier.artifacts["classifier"]).read_text())
+    settings |= {"format_version": FORMAT_VERSION, "temperature": classifier.temperature * temperature}
+    files = {"symbol": classifier.artifacts["symbol"], "params": classifier.artifacts["params"]}
+    signature = model.metadata.signature or cover_signature(classifier.genres)
+    return _log_classifier(files, settings, signature, example, name, registered_model_name)
+
+
+def _check_temperature(temperature: float) -> None:
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"the temperature must be a positive number, got {temperature}")
+
+
+def _log_classifier(
+    files: dict[str, str],
+    settings: dict[str, Any],
+    signature: ModelSignature,
+    example: bytes,
+    name: str,
+    registered_model_name: str | None,
+) -> ModelInfo:
+    """Log a `CoverClassifier` of the exported network `files` (`symbol`, `params`: paths) and `settings` (written
+    as its `classifier.json`) to the active run, with this process's `genre` code and requirements."""
+    with tempfile.TemporaryDirectory(prefix="cover-settings-") as folder:
+        classifier = Path(folder) / "classifier.json"
         classifier.write_text(json.dumps(settings, indent=2))
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=CoverClassifier(),
-            artifacts={
-                "symbol": f"{prefix}-symbol.json",
-                "params": f"{prefix}-0000.params",
-                "classifier": str(classifier),
-            },
-            signature=cover_signature(genres),
+            artifacts=files | {"classifier": str(classifier)},
+            signature=signature,
             input_example=pd.DataFrame({IMAGE_COLUMN: [example]}),
             code_paths=[str(Path(genre.__file__).parent)],
             pip_requirements=model_requirements(),
@@ -267,6 +331,18 @@ def predict_one(model: mlflow.pyfunc.PyFuncModel, path: Path) -> pd.Series:
         return model.predict(pd.DataFrame({IMAGE_COLUMN: [path.read_bytes()]})).iloc[0]
     except (OSError, MlflowException) as error:
         raise CoverUnreadable(str(getattr(error, "message", None) or error)) from None
+
+
+def explain_one(model: mlflow.pyfunc.PyFuncModel, explainer: Explainer, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """What the network sees of the cover file at `path`, uint8 `(S, S, 3)`, and its Grad-CAM heatmap `(S, S)` in
+    [0, 1] for the genre the model ranks first (`explainer` from the model's `CoverClassifier.explainer()`)."""
+    classifier = model.unwrap_python_model()
+    try:
+        pixels = decode_image(path.read_bytes(), classifier.image_size)[None]
+    except (OSError, InvalidImage) as error:
+        raise CoverUnreadable(str(error)) from None
+    _, logits = explainer.embed(pixels)
+    return explainer.view(pixels)[0], explainer.heatmaps(pixels, logits.argmax(axis=1))[0]
 
 
 class CoverUnreadable(Exception):

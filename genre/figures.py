@@ -179,3 +179,141 @@ def reliability_diagram(bins: Reliability, ece: float, title: str) -> Figure:
     count_axis.set_ylabel("covers")
     count_axis.grid(alpha=0.3)
     return figure
+
+
+HeatmapPanel = tuple[np.ndarray, np.ndarray, str]  # cover (H, W, 3) uint8, heatmap (h, w) in [0, 1], caption
+NeighbourPanel = tuple[np.ndarray, str]  # cover (H, W, 3) uint8, caption
+
+
+def heatmap_overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """A cover `(H, W, 3)` uint8 with a heatmap `(h, w)` in [0, 1] (e.g. Grad-CAM) laid over it in the "jet"
+    colours (blue 0, red 1): `(H, W, 3)` uint8, `alpha` the heatmap's weight. A heatmap of another size is resized
+    to the cover's bilinearly; values outside [0, 1] (and NaN, as 0) are clipped."""
+    image = np.asarray(image)
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"the cover must be (H, W, 3), got shape {image.shape}")
+    if heatmap.ndim != 2:
+        raise ValueError(f"the heatmap must be (h, w), got shape {heatmap.shape}")
+    height, width = image.shape[:2]
+    heatmap = np.nan_to_num(heatmap, nan=0.0)
+    if heatmap.shape != (height, width):
+        from PIL import Image
+
+        resized = Image.fromarray(np.ascontiguousarray(heatmap)).resize((width, height), Image.Resampling.BILINEAR)
+        heatmap = np.asarray(resized, dtype=np.float32)
+    colours = matplotlib.colormaps["jet"](np.clip(heatmap, 0.0, 1.0))[..., :3] * 255.0
+    blend = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
+    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+
+
+def _cover_panel(axis: plt.Axes, image: np.ndarray | None, caption: str = "") -> None:
+    """One cover in a grid: no ticks or frame, the caption in small type under it; None leaves the panel blank."""
+    axis.set_xticks([])
+    axis.set_yticks([])
+    for spine in axis.spines.values():
+        spine.set_visible(False)
+    if image is not None:
+        axis.imshow(image, interpolation="nearest")
+        axis.set_xlabel(caption, fontsize=7)
+
+
+def _panel_grid(rows: int, columns: int) -> tuple[Figure, np.ndarray]:
+    """A figure of `rows` x `columns` cover panels, room under each for a caption."""
+    return plt.subplots(
+        max(rows, 1),
+        max(columns, 1),
+        figsize=(max(columns, 1) * 1.5 + 1, max(rows, 1) * 1.75 + 0.6),
+        squeeze=False,
+        layout="constrained",
+    )
+
+
+def heatmap_grid(rows: Sequence[tuple[str, Sequence[HeatmapPanel]]], title: str) -> Figure:
+    """One row per label (a genre, say) with its label at the left; each panel a cover with its heatmap laid over it
+    (`heatmap_overlay`) and its caption under it ("rock -> metal 87%"). Rows with fewer panels than the longest end
+    blank."""
+    columns = max((len(panels) for _, panels in rows), default=0)
+    figure, axes = _panel_grid(len(rows), columns)
+    for row, (label, panels) in enumerate(rows):
+        for column in range(axes.shape[1]):
+            if column < len(panels):
+                cover, heatmap, caption = panels[column]
+                _cover_panel(axes[row][column], heatmap_overlay(cover, heatmap), caption)
+            else:
+                _cover_panel(axes[row][column], None)
+        axes[row][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    if not rows:
+        _cover_panel(axes[0][0], None)
+        axes[0][0].text(0.5, 0.5, "no cover to show", ha="center", va="center", transform=axes[0][0].transAxes)
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def genre_colours(count: int) -> list[tuple[float, float, float, float]]:
+    """`count` distinct colours, one per genre: tab10 up to 10 genres, tab20 up to 20 (beyond, they repeat)."""
+    palette = matplotlib.colormaps["tab10" if count <= 10 else "tab20"]
+    return [palette(index % palette.N) for index in range(count)]
+
+
+def embedding_map(
+    points: np.ndarray,
+    labels: np.ndarray,
+    genres: Sequence[str],
+    title: str,
+    thumbnails: np.ndarray | None = None,
+) -> Figure:
+    """A 2-D map of covers: `points` `(N, 2)` float (e.g. `genre.models.embedding.project`), coloured by genre
+    (`labels` `(N,)` int indices into `genres`), with a legend of the genres present. With `thumbnails`
+    `(N, h, w, 3)` uint8 each cover is drawn as itself, framed in its genre's colour (keep N to a few hundred)."""
+    points = np.asarray(points, dtype=np.float64)
+    labels = np.asarray(labels)
+    if points.ndim != 2 or points.shape[1] != 2 or labels.shape != (len(points),):
+        raise ValueError(f"need points (N, 2) and labels (N,), got {points.shape} and {labels.shape}")
+    if thumbnails is not None and len(thumbnails) != len(points):
+        raise ValueError(f"need one thumbnail per point, got {len(thumbnails)} for {len(points)} points")
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    colours = genre_colours(len(genres))
+    figure, axis = plt.subplots(figsize=(9, 8), layout="constrained")
+    for index, genre in enumerate(genres):
+        mine = labels == index
+        if mine.any():  # under thumbnails the points still set the axes' limits and give the legend its colours
+            axis.scatter(*points[mine].T, s=6 if thumbnails is not None else 14, color=colours[index], label=genre)
+    if thumbnails is not None:
+        for (x, y), label, thumbnail in zip(points, labels, thumbnails, strict=True):
+            picture = OffsetImage(thumbnail, zoom=22 / max(thumbnail.shape[:2]))  # about 22 points a side
+            frame = {"edgecolor": colours[int(label)], "linewidth": 1.5}
+            axis.add_artist(AnnotationBbox(picture, (x, y), frameon=True, pad=0.1, bboxprops=frame))
+    axis.set_xticks([])
+    axis.set_yticks([])
+    if len(points):
+        axis.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, markerscale=2, title="genre")
+    axis.set_title(title, fontsize=10)
+    return figure
+
+
+def neighbours_figure(rows: Sequence[tuple[np.ndarray, str, Sequence[NeighbourPanel]]], title: str) -> Figure:
+    """One row per query cover: the query with its caption, framed, then its nearest neighbours in order, each with
+    its caption ("folk 0.93"). Rows with fewer neighbours than the longest end blank."""
+    columns = 1 + max((len(neighbours) for _, _, neighbours in rows), default=0)
+    figure, axes = _panel_grid(len(rows), columns)
+    for row, (query, caption, neighbours) in enumerate(rows):
+        _cover_panel(axes[row][0], query, caption)
+        for spine in axes[row][0].spines.values():
+            spine.set_visible(True)
+            spine.set_linewidth(2)
+        for column in range(1, columns):
+            if column <= len(neighbours):
+                _cover_panel(axes[row][column], *neighbours[column - 1])
+            else:
+                _cover_panel(axes[row][column], None)
+    if rows:
+        axes[0][0].set_title("query", fontsize=8)
+        for column in range(1, columns):
+            axes[0][column].set_title(f"neighbour {column}", fontsize=8)
+    else:
+        _cover_panel(axes[0][0], None)
+        axes[0][0].text(0.5, 0.5, "no cover to show", ha="center", va="center", transform=axes[0][0].transAxes)
+    figure.suptitle(title, fontsize=10)
+    return figure

@@ -190,3 +190,70 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
 def mean_top1_confidence(probabilities: np.ndarray) -> float:
     """The mean of each cover's highest genre probability (NaN for no covers): compare it with accuracy."""
     return float(np.mean(np.max(probabilities, axis=1))) if len(probabilities) else float("nan")
+
+
+TEMPERATURES = (0.05, 20.0)  # the range `fit_temperature` searches: from 20x sharper to 20x softer logits
+# The smallest normal float32: a float32 softmax gives exactly 0 only for a logit about 87 or more below the top one,
+# so clipping there keeps log p near the logit gap that made the 0 (and finite).
+PROBABILITY_FLOOR = float(np.finfo(np.float32).tiny)
+
+
+def _log_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """`(N, genres)` float64 log of the probabilities, clipped at `PROBABILITY_FLOOR` so a 0 is finite."""
+    return np.log(np.clip(np.asarray(probabilities, dtype=np.float64), PROBABILITY_FLOOR, 1.0))
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean -log p(true genre) over the covers (nats; probabilities clipped at `PROBABILITY_FLOOR`); NaN for none.
+    Lower is better; unlike ECE it needs no bins and rewards confidence only where it is right."""
+    if not len(labels):
+        return float("nan")
+    log_probabilities = _log_probabilities(probabilities)
+    return float(-np.mean(log_probabilities[np.arange(len(labels)), labels]))
+
+
+def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """`(N, genres)` float64 probabilities `softmax(log(probabilities) / temperature)`: the same as
+    `softmax(logits / temperature)` of the logits that gave `probabilities` (softmax ignores a shift per row).
+    Above 1 softens, below 1 sharpens; every row still sums to 1 and keeps its top-1 genre."""
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"the temperature must be a positive number, got {temperature}")
+    return _softmax(_log_probabilities(probabilities) / temperature)
+
+
+def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T in `TEMPERATURES` whose `apply_temperature(probabilities, T)` has the lowest
+    `negative_log_likelihood` on `labels` (Guo et al. 2017): T > 1 for an overconfident model, < 1 for an
+    underconfident one. Fit it on the validation split and apply it to the test split and to serving.
+
+    `probabilities` is `(N, genres)`, `labels` `(N,)` integers. The likelihood has one minimum over log T (it is
+    convex in 1/T), so a bounded 1-D search finds it; the same predictions always give the same T.
+    """
+    from scipy.optimize import minimize_scalar  # scipy comes with scikit-learn; imported here as only this needs it
+
+    probabilities, labels = np.asarray(probabilities), np.asarray(labels)
+    if probabilities.ndim != 2 or len(probabilities) != len(labels) or not len(labels):
+        raise ValueError(
+            f"need (N, genres) probabilities and N labels with N > 0, got {probabilities.shape} and {labels.shape}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= probabilities.shape[1]:
+        raise ValueError(f"labels must be integers in [0, {probabilities.shape[1]}), got {labels.dtype} labels")
+    if not np.isfinite(probabilities).all():
+        raise ValueError("the probabilities hold NaN or infinite values; the model's output is broken")
+    log_probabilities = _log_probabilities(probabilities)
+    rows = np.arange(len(labels))
+
+    def loss(log_temperature: float) -> float:
+        scaled = log_probabilities / np.exp(log_temperature)
+        top = scaled.max(axis=1)
+        log_normaliser = top + np.log(np.exp(scaled - top[:, None]).sum(axis=1))
+        return float(np.mean(log_normaliser - scaled[rows, labels]))
+
+    lowest, highest = np.log(TEMPERATURES)
+    found = minimize_scalar(loss, bounds=(lowest, highest), method="bounded", options={"xatol": 1e-5})
+    return float(np.exp(found.x))

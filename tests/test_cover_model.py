@@ -1,5 +1,6 @@
 """The network logged as an MLflow pyfunc model: loaded where `genre` is not importable, fed covers as a
-client sends them, and scored through `mlflow models predict`, in a real SQLite tracking store."""
+client sends them, scored through `mlflow models predict`, and calibrated by a temperature, in a real SQLite tracking
+store."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mxnet import nd
 from PIL import Image, ImageFile
 
-from genre.cover_model import load_cover_model, log_cover_model
+from genre.cover_model import FORMAT_VERSION, load_cover_model, log_calibrated_model, log_cover_model
 from genre.data.images import decode_image
 from genre.models.inputs import network_input
 from tests.conftest import PROJECT_ROOT, jpeg_bytes
@@ -62,6 +64,22 @@ def expected_probabilities(net: mx.gluon.HybridBlock, covers: list[bytes]) -> np
     return nd.softmax(net(network_input(nd.array(pixels, dtype="uint8"))), axis=1).asnumpy()
 
 
+def expected_logits(net: mx.gluon.HybridBlock, covers: list[bytes]) -> np.ndarray:
+    pixels = np.stack([decode_image(cover, SIZE) for cover in covers])
+    return net(network_input(nd.array(pixels, dtype="uint8"))).asnumpy().astype(np.float64)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def sharpened(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities raised to 1 / temperature and renormalised: softmax(logits / temperature) of their logits."""
+    powered = probabilities.astype(np.float64) ** (1 / temperature)
+    return powered / powered.sum(axis=1, keepdims=True)
+
+
 @dataclass(frozen=True)
 class Logged:
     net: mx.gluon.HybridBlock
@@ -69,6 +87,7 @@ class Logged:
     model_uri: str
     tracking_uri: str
     folder: Path
+    experiment_id: str
 
     @property
     def runs_uri(self) -> str:
@@ -93,7 +112,7 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Logged]:
         experiment_id = mlflow.MlflowClient(uri).create_experiment("covers")  # not MLflow's global active one
         with mlflow.start_run(experiment_id=experiment_id) as run:
             info = log_cover_model(net, GENRES, SIZE, example=COVERS[0])
-        yield Logged(net, run.info.run_id, info.model_uri, uri, folder)
+        yield Logged(net, run.info.run_id, info.model_uri, uri, folder, experiment_id)
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +288,111 @@ def test_a_network_exported_onto_a_full_disk_is_a_full_disk_not_an_unhybridized_
     assert caught.value.errno == errno.ENOSPC
     written = Path(caught.value.filename)
     assert written.name == "network" and written.parent.name.startswith("cover-model-")
+
+
+@contextmanager
+def run_in_store(logged: Logged) -> Iterator[None]:
+    """A new run in the logged model's store and experiment."""
+    with _use_tracking_uri(logged.tracking_uri), mlflow.start_run(experiment_id=logged.experiment_id):
+        yield
+
+
+def classifier_settings(model_uri: str, tracking_uri: str) -> dict:
+    local = Path(mlflow.artifacts.download_artifacts(model_uri, tracking_uri=tracking_uri))
+    return json.loads((local / "artifacts" / "classifier.json").read_text())
+
+
+def test_a_model_logged_with_a_temperature_divides_the_logits_by_it(logged: Logged, model) -> None:
+    with run_in_store(logged):
+        info = log_cover_model(logged.net, GENRES, SIZE, example=COVERS[0], temperature=2.5)
+    with _use_tracking_uri(logged.tracking_uri):
+        warm = load_cover_model(info.model_uri).predict(pd.DataFrame({"image": COVERS}))
+    assert classifier_settings(info.model_uri, logged.tracking_uri)["temperature"] == 2.5
+    assert classifier_settings(logged.model_uri, logged.tracking_uri)["temperature"] == 1.0
+
+    probabilities = warm[COLUMNS[1:]].to_numpy()
+    np.testing.assert_allclose(probabilities, softmax(expected_logits(logged.net, COVERS) / 2.5), atol=1e-5)
+    plain = model.predict(pd.DataFrame({"image": COVERS}))[COLUMNS[1:]].to_numpy()
+    np.testing.assert_allclose(probabilities, sharpened(plain, 2.5), atol=1e-5)
+    assert probabilities.max(axis=1).mean() < plain.max(axis=1).mean() - 0.01  # softer, visibly
+    assert list(warm["genre"]) == [GENRES[label] for label in plain.argmax(axis=1)]
+
+    with pytest.raises(ValueError, match="positive number, got 0"), run_in_store(logged):
+        log_cover_model(logged.net, GENRES, SIZE, example=COVERS[0], temperature=0.0)
+
+
+def test_a_calibrated_model_is_a_new_version_that_serves_calibrated_probabilities(
+    logged: Logged, model: mlflow.pyfunc.PyFuncModel
+) -> None:
+    plain = model.predict(pd.DataFrame({"image": COVERS}))
+    with run_in_store(logged):
+        first = log_cover_model(logged.net, GENRES, SIZE, example=COVERS[0], registered_model_name="cover-genres")
+        info = log_calibrated_model(
+            model, 0.4, example=COVERS[2], name="calibrated", registered_model_name="cover-genres"
+        )
+    assert (first.registered_model_version, info.registered_model_version) == (1, 2)
+    with _use_tracking_uri(logged.tracking_uri):
+        calibrated = load_cover_model("models:/cover-genres/2")
+        answer = calibrated.predict(pd.DataFrame({"image": COVERS}))
+    np.testing.assert_allclose(answer[COLUMNS[1:]].to_numpy(), sharpened(plain[COLUMNS[1:]].to_numpy(), 0.4), atol=1e-5)
+    assert list(answer["genre"]) == list(plain["genre"])
+
+    # The same network, genres and signature; the new example; only the temperature (and the format) changed.
+    before = classifier_settings(logged.model_uri, logged.tracking_uri)
+    after = classifier_settings(info.model_uri, logged.tracking_uri)
+    assert after == before | {"temperature": 0.4, "format_version": FORMAT_VERSION}
+    local = Path(mlflow.artifacts.download_artifacts(info.model_uri, tracking_uri=logged.tracking_uri))
+    assert mlflow.models.Model.load(local).signature == model.metadata.signature
+    serving = json.loads((local / "serving_input_example.json").read_text())["dataframe_split"]
+    assert base64.b64decode("".join(serving["data"][0][0].split())) == COVERS[2]
+    assert (local / "code" / "genre" / "cover_model.py").is_file()
+
+    # Calibrating the calibrated model again composes: 0.4 * 5 = 2.
+    with run_in_store(logged):
+        again = log_calibrated_model(calibrated, 5.0, example=COVERS[0], name="recalibrated")
+    assert classifier_settings(again.model_uri, logged.tracking_uri)["temperature"] == pytest.approx(2.0)
+    with _use_tracking_uri(logged.tracking_uri):
+        twice = load_cover_model(again.model_uri).predict(pd.DataFrame({"image": COVERS}))
+    np.testing.assert_allclose(twice[COLUMNS[1:]].to_numpy(), sharpened(plain[COLUMNS[1:]].to_numpy(), 2.0), atol=1e-5)
+
+
+def test_a_model_logged_before_temperatures_loads_uncalibrated_and_can_be_calibrated(
+    logged: Logged, tmp_path: Path
+) -> None:
+    local = Path(
+        mlflow.artifacts.download_artifacts(logged.model_uri, tracking_uri=logged.tracking_uri, dst_path=tmp_path)
+    )
+    settings_file = local / "artifacts" / "classifier.json"
+    settings = json.loads(settings_file.read_text())
+    del settings["temperature"]
+    settings_file.write_text(json.dumps(settings | {"format_version": 2}))
+
+    old = mlflow.pyfunc.load_model(str(local))
+    assert old.unwrap_python_model().temperature == 1.0
+    answer = old.predict(pd.DataFrame({"image": COVERS}))
+    np.testing.assert_allclose(answer[COLUMNS[1:]].to_numpy(), expected_probabilities(logged.net, COVERS), atol=1e-5)
+
+    with run_in_store(logged):
+        info = log_calibrated_model(old, 1.5, example=COVERS[0], name="calibrated")
+    assert classifier_settings(info.model_uri, logged.tracking_uri) == settings | {
+        "format_version": FORMAT_VERSION,
+        "temperature": 1.5,
+    }
+
+
+class Constant(mlflow.pyfunc.PythonModel):
+    """A pyfunc model that is not a cover model."""
+
+    def predict(self, context: object, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        return pd.DataFrame({"genre": ["jazz"] * len(model_input)})
+
+
+def test_only_a_cover_model_can_be_calibrated(logged: Logged, model: mlflow.pyfunc.PyFuncModel) -> None:
+    with run_in_store(logged):
+        other = mlflow.pyfunc.log_model(name="constant", python_model=Constant(), pip_requirements=[])
+        with _use_tracking_uri(logged.tracking_uri):
+            constant = mlflow.pyfunc.load_model(other.model_uri)
+        with pytest.raises(ValueError, match="only a cover model .* can be calibrated, not Constant"):
+            log_calibrated_model(constant, 2.0, example=COVERS[0], name="calibrated")
+        with pytest.raises(ValueError, match="positive number"):
+            log_calibrated_model(model, -1.0, example=COVERS[0], name="calibrated")

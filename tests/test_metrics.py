@@ -1,5 +1,6 @@
 """Accuracy, top-k, confusion counts, the per-genre table, the genre-balanced metrics against scikit-learn, the most
-confused pairs and calibration (reliability bins, ECE) on hand-computed cases."""
+confused pairs and calibration (reliability bins, ECE) on hand-computed cases, and temperature scaling on the
+predictions of synthetic models whose calibration is known."""
 
 from __future__ import annotations
 
@@ -11,15 +12,18 @@ import pytest
 from genre.metrics import (
     ConfusedPair,
     accuracy,
+    apply_temperature,
     balanced_accuracy,
     balanced_accuracy_from_confusion,
     confused_pairs_table,
     confusion,
     expected_calibration_error,
+    fit_temperature,
     macro_f1,
     macro_f1_from_confusion,
     mean_top1_confidence,
     most_confused,
+    negative_log_likelihood,
     per_genre_recall,
     per_genre_table,
     recall_from_confusion,
@@ -163,3 +167,85 @@ def test_reliability_bins_are_right_closed_and_the_ece_depends_on_the_binning() 
     assert math.isnan(expected_calibration_error(np.zeros((0, 4)), np.zeros(0, dtype=int)))
     with pytest.raises(ValueError, match="bins must be at least 1"):
         reliability(probabilities, labels, bins=0)
+
+
+def calibrated_model(covers: int = 10_000, genres: int = 5, seed: int = 15) -> tuple[np.ndarray, np.ndarray]:
+    """Logits `(covers, genres)` of a model that is calibrated by construction (each cover's genre is drawn from the
+    softmax of its logits), and those genres."""
+    rng = np.random.default_rng(seed)
+    logits = 2.0 * rng.normal(size=(covers, genres))
+    probabilities = softmax(logits)
+    labels = (rng.random((covers, 1)) > np.cumsum(probabilities, axis=1)).sum(axis=1)
+    return logits, labels
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    ("sharpness", "temperature"), [(3.0, 3.0), (0.5, 0.5)], ids=["overconfident", "underconfident"]
+)
+def test_temperature_scaling_undoes_over_and_underconfidence_without_changing_a_prediction(
+    sharpness: float, temperature: float
+) -> None:
+    logits, labels = calibrated_model()
+    miscalibrated = softmax(sharpness * logits)  # the calibrated model's logits, multiplied
+    fitted = fit_temperature(miscalibrated, labels)
+    assert fitted == pytest.approx(temperature, rel=0.05)
+
+    calibrated = apply_temperature(miscalibrated, fitted)
+    assert expected_calibration_error(miscalibrated, labels) > 0.15
+    assert expected_calibration_error(calibrated, labels) < 0.02
+    assert negative_log_likelihood(calibrated, labels) < negative_log_likelihood(miscalibrated, labels) - 0.1
+    assert negative_log_likelihood(calibrated, labels) == pytest.approx(
+        negative_log_likelihood(softmax(logits), labels), abs=0.002
+    )
+    assert np.array_equal(calibrated.argmax(axis=1), miscalibrated.argmax(axis=1))
+    assert accuracy(calibrated, labels) == accuracy(miscalibrated, labels)
+    np.testing.assert_allclose(calibrated.sum(axis=1), 1.0)
+    # The fitted temperature is the best one: a tenth either way does worse.
+    for other in (0.9 * fitted, 1.1 * fitted):
+        assert negative_log_likelihood(apply_temperature(miscalibrated, other), labels) > negative_log_likelihood(
+            calibrated, labels
+        )
+
+
+def test_a_calibrated_model_keeps_a_temperature_near_one() -> None:
+    logits, labels = calibrated_model()
+    probabilities = softmax(logits)
+    fitted = fit_temperature(probabilities, labels)
+    assert fitted == pytest.approx(1.0, abs=0.05)
+    assert fit_temperature(probabilities, labels) == fitted  # deterministic
+    assert expected_calibration_error(apply_temperature(probabilities, fitted), labels) < 0.02
+
+
+def test_applying_a_temperature_is_dividing_the_logits_by_it() -> None:
+    logits = np.array([[2.0, 0.0, -1.0], [-3.0, 4.0, 0.5]])
+    probabilities = softmax(logits).astype(np.float32)  # what a network hands over
+    for temperature in (0.5, 1.0, 2.0, 7.0):
+        np.testing.assert_allclose(
+            apply_temperature(probabilities, temperature), softmax(logits / temperature), rtol=1e-5
+        )
+    # A genre the float32 softmax rounded to 0 stays finite and stays last.
+    hard = softmax(np.array([[0.0, -200.0, 5.0]])).astype(np.float32)
+    assert hard[0, 1] == 0.0
+    softened = apply_temperature(hard, 20.0)
+    assert np.all(np.isfinite(softened)) and softened.argmax() == 2 and softened.argmin() == 1
+    assert negative_log_likelihood(hard, np.array([1])) == pytest.approx(87.3, abs=0.1)  # clipped, not infinite
+    for temperature in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="positive"):
+            apply_temperature(probabilities, temperature)
+
+
+def test_fitting_a_temperature_needs_predictions_with_their_labels() -> None:
+    with pytest.raises(ValueError, match="N > 0"):
+        fit_temperature(np.zeros((0, 3)), np.zeros(0, dtype=int))
+    with pytest.raises(ValueError, match="N > 0"):
+        fit_temperature(np.full((4, 3), 1 / 3), np.zeros(3, dtype=int))
+    with pytest.raises(ValueError, match=r"labels must be integers in \[0, 3\)"):
+        fit_temperature(np.full((2, 3), 1 / 3), np.array([0, 3]))
+    with pytest.raises(ValueError, match="NaN"):
+        fit_temperature(np.array([[np.nan, 0.5, 0.5]]), np.array([0]))
+    assert math.isnan(negative_log_likelihood(np.zeros((0, 3)), np.zeros(0, dtype=int)))

@@ -84,10 +84,14 @@ def test_train_and_evaluate_entry_points(tmp_path: Path) -> None:
 
     data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
     params = {"data": str(data), "epochs": "2", "conv_filters": "8,16", "dense_units": "32"}
-    result = mlflow_run("train", params | {"checkpoint_dir": str(tmp_path / "checkpoints")}, tmp_path)
+    settings = {"checkpoint_dir": str(tmp_path / "checkpoints"), "interpret": "true"}
+    result = mlflow_run("train", params | settings, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    client, run = finished_run(tmp_path)
+    client, run = finished_run(tmp_path)  # the one run: train, then interpret into it
     assert run.info.status == "FINISHED" and run.data.params["config.epochs"] == "2"
+    assert run.data.tags["genre.stage"] == "train" and "test_ece" in run.data.metrics
+    shown = {a.path for a in client.list_artifacts(run.info.run_id, "interpret")}
+    assert {"interpret/heatmaps_right_test.png", "interpret/cover_map_test.png"} <= shown
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
     assert run.data.metrics["test_accuracy"] > 0.5
 

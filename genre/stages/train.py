@@ -49,7 +49,7 @@ RunCallback = Callable[[Tracker], None]
 # What `--resume RUN` takes from the command rather than the checkpoint: where the checkpoint is and how many
 # processes continue it (always), and the devices (when given). Every other setting is the checkpoint's: a run's
 # settings are its params, logged once.
-RESUME_SETTINGS = ("resume", "checkpoint_dir", "kvstore")
+RESUME_SETTINGS = ("resume", "checkpoint_dir", "kvstore", "interpret")
 RESUME_DEVICES = ("gpus", "cpu_contexts")
 
 
@@ -262,6 +262,12 @@ def command(
         f"at epoch {outcome.state.best_epoch}"
     )
     print(f"MLflow run {staged.run_id} at {staged.store}; model: runs:/{staged.run_id}/model")
+    if config.interpret:
+        from genre.stages import interpret
+        from genre.stages.interpret import InterpretConfig
+
+        settings = InterpretConfig(data=config.data, variant=config.variant, model_uri=f"runs:/{staged.run_id}/model")
+        return interpret.command(settings, experiment, progress)
     return EXIT_OK
 
 

@@ -60,6 +60,9 @@ class TrainConfig(NetworkSpec, AugmentSpec, DatasetChoice):
     )
     checkpoint_dir: str = setting(DEFAULT_CHECKPOINT_DIR, "folder of per-run checkpoints (<dir>/<run id>/)")
     resume: str | None = setting(None, "MLflow run id of a killed run to continue from its last checkpoint")
+    interpret: bool = setting(
+        False, "after training, `genre interpret` the model on the test split into its run (docs/interpret.md)"
+    )
     kvstore: str = setting(
         "",
         "train across processes started by `genre launch`: dist_sync (CPU workers) or dist_device_sync (GPU "

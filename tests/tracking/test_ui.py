@@ -6,9 +6,12 @@ chromium-driver` locally). Screenshots go to $GENRE_SCREENSHOTS (docs/img/ holds
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from collections.abc import Iterator
+import struct
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ from genre.cli import main
 from tests.tracking.test_server import running_server
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+STARTED_IN = Path.cwd()  # the tests chdir into their tmp_path; a relative $GENRE_SCREENSHOTS counts from here
 pytestmark = pytest.mark.skipif(
     not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)) and not os.environ.get("GENRE_REQUIRE_BROWSER"),
     reason="Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)",
@@ -60,8 +64,17 @@ def fill(url: str, tmp_path: Path) -> str:
     return url
 
 
-def show(driver, url: str, texts: list[str], screenshot: str, timeout: float = 180) -> None:
-    """Open `url`, wait until every text is on the page, save a screenshot."""
+def show(
+    driver,
+    url: str,
+    texts: list[str],
+    screenshot: str,
+    timeout: float = 180,
+    ready: Callable[[object], bool] | None = None,
+    arrange: Callable[[object], None] | None = None,
+) -> None:
+    """Open `url`, wait until every text is on the page (and `ready(driver)` holds: an image loaded, say), let
+    `arrange(driver)` scroll what the screenshot should show into view, save the screenshot."""
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -71,10 +84,15 @@ def show(driver, url: str, texts: list[str], screenshot: str, timeout: float = 1
     driver.get("about:blank")  # a real navigation each time, not only a change of the URL's fragment
     driver.get(url)
     try:
-        WebDriverWait(driver, timeout).until(lambda d: all(text in page(d) for text in texts))
+        WebDriverWait(driver, timeout).until(
+            lambda d: all(text in page(d) for text in texts) and (ready is None or ready(d))
+        )
     except TimeoutException:
-        raise AssertionError(f"{url} never showed all of {texts}; it shows: {page(driver)[:800]!r}") from None
-    folder = Path(os.environ.get("GENRE_SCREENSHOTS", "screenshots"))
+        waited = f"all of {texts}" + (" and ready" if ready is not None else "")
+        raise AssertionError(f"{url} never showed {waited}; it shows: {page(driver)[:800]!r}") from None
+    if arrange is not None:
+        arrange(driver)
+    folder = STARTED_IN / os.environ["GENRE_SCREENSHOTS"] if "GENRE_SCREENSHOTS" in os.environ else Path("screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(folder / screenshot))
 
@@ -85,6 +103,7 @@ def test_the_ui_shows_the_runs_the_metric_charts_and_the_study_with_its_trials(s
     experiment = client.get_experiment_by_name("genre-digits")
     runs = {r.data.tags["genre.stage"]: r for r in client.search_runs([experiment.experiment_id])}
     base = f"{server_with_runs}/#/experiments/{experiment.experiment_id}"
+    hide_assistant(browser, server_with_runs)
 
     show(browser, f"{base}/runs", ["prepare", "train-convnet", "tune-ui"], "runs.png")
     train = runs["train"].info.run_id
@@ -108,3 +127,109 @@ def test_the_ui_shows_the_runs_the_metric_charts_and_the_study_with_its_trials(s
         ["trial-0", "best_val_accuracy", "best_val_macro_f1"],
         "trial-run.png",
     )
+
+
+INTERPRET_FILES = {  # what `genre interpret --calibrate` logs under interpret/ for the test split
+    f"interpret/{name}"
+    for name in (
+        "heatmaps_right_test.png", "heatmaps_mistakes_test.png", "cover_map_test.png", "cover_map_test.csv",
+        "neighbours_test.png", "confused_pairs_test.csv", "confused_pairs_test.png", "confusion_normalised_test.png",
+        "reliability_test.png", "reliability_test_calibrated.png",
+    )
+}  # fmt: skip
+
+
+def get(url: str) -> tuple[bytes, str]:
+    """The body and content type of a plain HTTP GET, as any client of the server would send it."""
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return response.read(), response.headers.get_content_type()
+
+
+def post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
+
+
+def hide_assistant(driver, url: str) -> None:
+    """MLflow 3's assistant panel opens on a first visit and takes a third of the width: close it as a user would
+    once (the UI remembers that in localStorage)."""
+    driver.get(f"{url}/")
+    driver.execute_script(
+        "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
+        "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
+    )
+
+
+@pytest.mark.slow
+def test_interpret_artifacts_come_through_the_rest_api_and_open_in_the_ui(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, browser
+) -> None:
+    with running_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, monkeypatch) as url:
+        assert main(["prepare", "-q", "--image-size", "16", "--out", "digits16"]) == 0
+        assert main(["train", "-q", "--data", "digits16", "--epochs", "3", "--conv-filters", "8,16"]) == 0
+        experiment = MlflowClient(url).get_experiment_by_name("genre-digits")
+        (train,) = MlflowClient(url).search_runs([experiment.experiment_id], "tags.`genre.stage` = 'train'")
+        run_id = train.info.run_id
+        model_uri = f"runs:/{run_id}/model"
+        assert main(["interpret", "-q", "--model-uri", model_uri, "--data", "digits16", "--calibrate"]) == 0
+
+        listing = json.loads(get(f"{url}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=interpret")[0])
+        sizes = {entry["path"]: entry.get("file_size", 0) for entry in listing["files"]}
+        assert INTERPRET_FILES <= set(sizes), sorted(INTERPRET_FILES - set(sizes))
+        assert all(size > 0 for size in sizes.values()), sizes
+        # the URL MLflow 3's artifact view fetches an image from (checked below in the browser)
+        heatmaps, content_type = get(f"{url}/get-artifact?path=interpret/heatmaps_right_test.png&run_uuid={run_id}")
+        assert content_type == "image/png" and heatmaps.startswith(b"\x89PNG\r\n\x1a\n")
+        assert len(heatmaps) == sizes["interpret/heatmaps_right_test.png"]
+        width, height = struct.unpack(">II", heatmaps[16:24])  # the PNG's IHDR chunk
+
+        run = json.loads(get(f"{url}/api/2.0/mlflow/runs/get?run_id={run_id}")[0])["run"]
+        metrics = {metric["key"]: metric["value"] for metric in run["data"]["metrics"]}
+        assert run["info"]["status"] == "FINISHED"
+        assert {"test_ece", "temperature", "val_ece_calibrated", "test_ece_calibrated"} <= set(metrics)
+        assert metrics["temperature"] > 0
+        models = post(f"{url}/api/2.0/mlflow/logged-models/search", {"experiment_ids": [experiment.experiment_id]})
+        logged = {model["info"]["name"] for model in models["models"] if model["info"]["source_run_id"] == run_id}
+        assert logged == {"model", "model_calibrated"}
+
+        def heatmaps_shown(driver) -> bool:
+            """The artifact view's <img> holds the grid's PNG (its natural size) and is laid out on the page."""
+            return driver.execute_script(
+                "return Array.from(document.images).some(i => i.complete && i.naturalWidth === arguments[0] "
+                "&& i.naturalHeight === arguments[1] && i.getBoundingClientRect().height > 0)",
+                width,
+                height,
+            )
+
+        hide_assistant(browser, url)
+        browser.set_window_size(1600, height + 500)  # the whole grid, without scrolling the viewer
+        run_page = f"{url}/#/experiments/{experiment.experiment_id}/runs/{run_id}"
+        show(
+            browser,
+            f"{run_page}/artifacts/interpret/heatmaps_right_test.png",
+            ["train-convnet", *(path.removeprefix("interpret/") for path in INTERPRET_FILES)],
+            "interpret-artifacts.png",
+            ready=heatmaps_shown,
+        )
+        fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        image = [name for name in fetched if "heatmaps_right_test.png" in name]
+        assert any("/get-artifact?" in name and run_id in name for name in image), image  # the URL fetched above
+
+        def interpret_metrics_in_view(driver) -> None:
+            """The metrics table scrolled to its end (where interpret's metrics are) and the logged models below."""
+            driver.execute_script(
+                "const leaf = text => Array.from(document.querySelectorAll('*')).filter("
+                "  e => e.childElementCount === 0 && e.textContent.trim().startsWith(text)).pop();"
+                "leaf('Metrics (').scrollIntoView({block: 'start'});"
+                "leaf('test_ece_calibrated').scrollIntoView({block: 'nearest'});"
+            )
+
+        browser.set_window_size(1600, 1800)
+        show(
+            browser,
+            run_page,
+            ["train-convnet", "temperature", "val_ece_calibrated", "test_ece_calibrated", "model_calibrated"],
+            "interpret-metrics.png",
+            arrange=interpret_metrics_in_view,
+        )
