@@ -22,10 +22,7 @@ demo: install
 	mlflow run . -e train --env-manager local --experiment-name genre-digits
 	mlflow run . -e tune --env-manager local --experiment-name genre-digits
 	@echo
-	@echo "Runs are in $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} (experiment genre-digits). Browse them with:"
-	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}   # then open http://127.0.0.1:5000"
-	@echo "Predict with the trained model (its run id is printed above):"
-	@echo "  $(VENV)/bin/genre predict --model-uri runs:/<run id>/model cover.jpg"
+	@$(BIN)/genre demo-end --experiment genre-digits  # the UI address of the runs; predict with the train run's model
 
 # The bundled-data suite (experiments/suites/digits.yaml) and its results page, docs/results.md.
 results: install
@@ -49,6 +46,8 @@ bench:
 	test -d .venv-bench || $(PYTHON) -m venv .venv-bench
 	.venv-bench/bin/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
 	.venv-bench/bin/python benchmarks/prepare.py
+	.venv-bench/bin/python benchmarks/predict.py
+	.venv-bench/bin/python benchmarks/serving.py
 	.venv-bench/bin/python benchmarks/iterator_memory.py
 	.venv-bench/bin/python benchmarks/train_throughput.py --wait-idle 120
 	.venv-bench/bin/python benchmarks/finetune_speed.py --wait-idle 120

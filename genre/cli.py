@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ from genre.data.prepare import PrepareConfig
 from genre.disk import disk_fault
 from genre.errors import GenreError, StoreUnreachable
 from genre.stages.baseline import BaselineConfig
-from genre.tracking.store import limit_http_retries, tracking_failure
+from genre.tracking.store import limit_http_retries, quiet_mlflow, tracking_failure
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 
@@ -39,7 +38,7 @@ def _common(
         metavar="NAME",
         help=f"MLflow experiment (default: MLFLOW_EXPERIMENT_NAME, else {default_experiment})",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or epoch lines, warnings only")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.set_defaults(handler=_baseline)
 
     from genre.data.transforms import AugmentSpec
-    from genre.models.networks import NetworkSpec
+    from genre.models.spec import NetworkSpec
     from genre.training.config import TrainConfig
     from genre.training.evaluate import EvaluateConfig
 
@@ -79,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train an MXNet/Gluon network (mlp, convnet or a GluonCV zoo model) and log it to MLflow",
         description="Train on a prepared dataset (the bundled digits by default, prepared on first use), a chunk "
-        "at a time, on the CPU or --gpus; checkpoint every epoch; log metrics, reports and an mlflow.pyfunc model.",
+        "at a time, on the CPU or --gpus; checkpoint every epoch; log metrics, reports and an mlflow.pyfunc model. "
+        "On covers (any --data but the digits) with no --experiment, the settings start from the cover recipe "
+        "measured best, which it names (docs/training.md); flags override it.",
     )
     _common(train, "experiment", "")
     config.add_arguments(train, TrainConfig, "training", exclude=(NetworkSpec, AugmentSpec))
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_arguments(interpret, InterpretConfig, "interpretation")
     interpret.set_defaults(handler=_interpret)
 
-    from genre.tuning.study import TuneConfig
+    from genre.tuning.config import TuneConfig
 
     tune = commands.add_parser(
         "tune",
@@ -141,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser(
         "report",
-        help="a suite's results table and figures from the tracking store (Markdown or HTML)",
-        description="Read a suite's finished runs back from MLflow and write the results table (mean +- std over "
+        help="the results table and figures of a suite, or of any experiment's models (Markdown or HTML)",
+        description="Read the finished runs of a suite's MLflow experiment, or the train, trial and baseline runs of "
+        "any other (--experiment genre-digits), back from MLflow and write the results table (mean +- std over "
         "seeds, best first) with figures; the page is also logged as a run's artifacts.",
     )
     config.add_arguments(report, ReportConfig, "report")
@@ -155,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         "server",
         help="start an MLflow tracking server (SQLite by default, PostgreSQL for a team)",
         description="Run `mlflow server` with the project's defaults: SQLite backend, proxied artifacts, bound to "
-        "127.0.0.1. Point every command at it with MLFLOW_TRACKING_URI=http://HOST:PORT.",
+        "127.0.0.1; one line says where the UI is once it answers, and Ctrl-C stops every process of it. Point every "
+        "command at it with MLFLOW_TRACKING_URI=http://HOST:PORT.",
     )
     config.add_arguments(server, ServerConfig, "server")
     server.add_argument("-q", "--quiet", action="store_true", help="warnings only")
@@ -185,23 +188,38 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     register.set_defaults(handler=_register)
 
+    from genre.stages.predict import DEFAULT_EXPERIMENT as PREDICTIONS_EXPERIMENT
+    from genre.stages.predict import PredictConfig
+
+    about = {  # each setting's help and default, from the dataclass
+        f.name: f.metadata["help"] + (f" (default: {f.default})" if f.default not in ("", None, False) else "")
+        for f in dataclasses.fields(PredictConfig)
+    }
     predict = commands.add_parser(
-        "predict", help="print the most likely genres of cover images", description="Predict the genre of covers."
+        "predict",
+        help="the genres of covers in files and folders: printed, or a CSV (--output)",
+        description="Predict the genre of each cover in the files and folders given (a folder's .jpg, .png, ... "
+        "files, recursively) with a logged model, a batch at a time, the covers decoded in worker processes. Prints "
+        "each cover's top genres, or writes a CSV (path, genre, p_<genre>...). A file that is not an image is listed "
+        "with the reason and the rest go on (exit status 1). --log-run also logs the CSV in an MLflow run, as "
+        "`mlflow run . -e predict` does.",
     )
     predict.add_argument(
         "-m", "--model-uri", required=True, help="runs:/<run id>/model, models:/<name>@<alias> or a path"
     )
-    predict.add_argument("--top", type=int, default=3, help="genres to show per cover (default: 3)")
+    predict.add_argument("--output", metavar="CSV", default=argparse.SUPPRESS, help=about["output"])
+    predict.add_argument("--top", metavar="N", default=argparse.SUPPRESS, help=about["top"])
+    predict.add_argument("--batch-size", metavar="N", default=argparse.SUPPRESS, help=about["batch_size"])
+    predict.add_argument("--workers", metavar="N", default=argparse.SUPPRESS, help=about["workers"])
     predict.add_argument(
         "--explain",
         action="store_true",
         help="also write each cover's Grad-CAM heatmap for its top genre, as <cover>.heatmap.png in --explain-dir",
     )
-    predict.add_argument(
-        "--explain-dir", type=Path, default=Path("."), metavar="DIR", help="where --explain writes (default: .)"
-    )
-    predict.add_argument("files", nargs="+", type=Path, metavar="COVER", help="image files")
-    predict.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    predict.add_argument("--explain-dir", metavar="DIR", default=argparse.SUPPRESS, help=about["explain_dir"])
+    predict.add_argument("--log-run", action="store_true", help=about["log_run"])
+    predict.add_argument("inputs", nargs="+", metavar="COVER_OR_FOLDER", help="image files and folders of them")
+    _common(predict, None, default_experiment=f"{PREDICTIONS_EXPERIMENT}; used with --log-run")
     predict.set_defaults(handler=_predict)
 
     runs = commands.add_parser(
@@ -223,6 +241,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     runs.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     runs.set_defaults(handler=_runs, config_folder="")
+
+    from genre.training.checkpoint import DEFAULT_CHECKPOINT_DIR
+
+    clean = commands.add_parser(
+        "clean",
+        help="remove the checkpoints of FINISHED runs (never those --resume needs)",
+        description="Every epoch of a training run is checkpointed in <checkpoint dir>/<run id>/; a finished run keeps "
+        "only its best and last parameters there. This asks the tracking store which runs ended FINISHED and removes "
+        "their folders; those of RUNNING, KILLED and FAILED runs (which `genre train --resume` continues) and of runs "
+        "the store does not hold are kept.",
+    )
+    clean.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=Path(DEFAULT_CHECKPOINT_DIR),
+        metavar="DIR",
+        help=f"folder of per-run checkpoints (default: {DEFAULT_CHECKPOINT_DIR})",
+    )
+    clean.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    clean.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    clean.set_defaults(handler=_clean, config_folder="")
+
+    demo_end = commands.add_parser(  # no help: not listed; the last step of `make demo`
+        "demo-end",
+        description="What `make demo` prints at its end: the predict command for the model its train run logged, "
+        "with a real image of the dataset, and the MLflow UI address of the experiment.",
+    )
+    demo_end.add_argument("--experiment", default="genre-digits", help="the demo's MLflow experiment")
+    demo_end.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    demo_end.set_defaults(handler=_demo_end, config_folder="")
 
     from genre.launch.roles import LaunchConfig
 
@@ -258,10 +306,13 @@ def _baseline(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from genre.stages import train
+    from genre.stages.recipes import with_cover_recipe
     from genre.training.config import TrainConfig
 
     settings, path = config.load(TrainConfig, args, args.config_folder)
-    given = set(config.flag_values(args, TrainConfig))  # what --resume must refuse (or apply)
+    flags = config.flag_values(args, TrainConfig)
+    settings, path = with_cover_recipe(settings, flags, path)  # no experiment named: covers take the cover recipe
+    given = set(flags)  # what --resume must refuse (or apply)
     return train.command(settings, args.mlflow_experiment, path, progress=not args.quiet, given=given)
 
 
@@ -283,7 +334,7 @@ def _interpret(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     from genre.stages import tune
-    from genre.tuning.study import TuneConfig
+    from genre.tuning.config import TuneConfig
 
     settings, _ = config.load(TuneConfig, args, args.config_folder)
     return tune.command(settings, args.mlflow_experiment, progress=not args.quiet)
@@ -332,9 +383,13 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from genre.commands import predict_command
+    from genre.stages import predict
+    from genre.stages.predict import PredictConfig
 
-    return predict_command(args.model_uri, args.files, args.top, args.explain_dir if args.explain else None)
+    given = {k: v for k, v in config.flag_values(args, PredictConfig).items() if v not in ("", False)}  # "": unset
+    settings = config.build(PredictConfig, (config.COMMAND_LINE, given))
+    inputs = [Path(name) for name in args.inputs if name]  # `mlflow run` passes "" for no input
+    return predict.command(settings, inputs, args.mlflow_experiment, progress=not args.quiet)
 
 
 def _runs(args: argparse.Namespace) -> int:
@@ -343,6 +398,18 @@ def _runs(args: argparse.Namespace) -> int:
 
     settings, _ = config.load(RunsConfig, args, "")
     return runs_command(settings)
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from genre.commands import clean_command
+
+    return clean_command(args.checkpoint_dir, args.dry_run)
+
+
+def _demo_end(args: argparse.Namespace) -> int:
+    from genre.commands import demo_end_command
+
+    return demo_end_command(args.experiment)
 
 
 def _launch(args: argparse.Namespace) -> int:
@@ -365,8 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"genre {command}: error: {error}", file=sys.stderr)
             return EXIT_ERROR
     args = build_parser().parse_args(argv)
+    quiet_mlflow()  # a user sees genre's lines, not MLflow's bars and INFO lines (before anything imports MLflow)
     if args.quiet:
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         logging.getLogger("optuna").setLevel(logging.WARNING)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"

@@ -1,5 +1,6 @@
-"""The commands that are not stages (no run of their own): predict with a logged model, register one, list and
-end stale runs, launch a distributed job. The stages' commands are in `genre.stages`."""
+"""The commands that are not stages (no run of their own): register a logged model, list and end stale runs,
+launch a distributed job, remove the checkpoints of finished runs, say how to look at the demo's results. The
+stages' commands are in `genre.stages`."""
 
 from __future__ import annotations
 
@@ -7,65 +8,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from genre.disk import check_writable
-from genre.errors import ConfigError
-from genre.stages.common import EXIT_INCOMPLETE, EXIT_OK
+from genre.stages.common import EXIT_OK
 from genre.tracking import runs
 from genre.tracking.store import missing_sqlite_store
 
 if TYPE_CHECKING:
+    from genre.data.pack import DatasetInfo
     from genre.launch.roles import LaunchConfig
     from genre.tracking.stale import RunsConfig
-
-
-def predict_command(model_uri: str, files: list[Path], top: int, explain: Path | None = None) -> int:
-    """`genre predict`: the `top` genres of each cover file; a file that is not an image is named, not fatal. With
-    `explain` (a folder), each cover's Grad-CAM heatmap for its top genre goes there as `<name>.heatmap.png`."""
-    from genre.cover_model import CoverUnreadable, explain_one, load_cover_model, predict_one, reach_model_store
-
-    if top < 1:
-        raise ConfigError(f"'top' must be at least 1, got {top}")
-    if explain is not None:
-        check_writable(explain, "the heatmaps' folder", "--explain-dir")
-    reach_model_store(model_uri)
-    model = load_cover_model(model_uri)
-    explainer = None
-    if explain is not None:
-        explainer = model.unwrap_python_model().explainer()
-        explain.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    for path in files:
-        try:
-            row = predict_one(model, path)
-        except CoverUnreadable as error:
-            failed += 1
-            print(f"{path}: {error}")
-            continue
-        ranked = sorted(((row[c], c.removeprefix("p_")) for c in row.index if c.startswith("p_")), reverse=True)
-        print(f"{path}: " + ", ".join(f"{genre} {p:.1%}" for p, genre in ranked[:top]))
-        if explainer is not None:
-            view, heatmap = explain_one(model, explainer, path)
-            written = write_heatmap(view, heatmap, explain / f"{path.name}.heatmap.png")
-            print(f"  where the evidence for {ranked[0][1]} lies: {written}")
-    return EXIT_INCOMPLETE if failed else EXIT_OK
-
-
-def write_heatmap(view: np.ndarray, heatmap: np.ndarray, path: Path) -> Path:
-    """The cover as the network sees it beside its heatmap overlay, at least 256 px high, as a PNG at `path`."""
-    from PIL import Image
-
-    from genre.figures import heatmap_overlay
-
-    side = view.shape[0]
-    both = np.concatenate(
-        [view, np.full((side, max(1, side // 16), 3), 255, np.uint8), heatmap_overlay(view, heatmap)], 1
-    )
-    scale = max(1, -(-256 // side))
-    picture = Image.fromarray(both).resize((both.shape[1] * scale, side * scale), Image.Resampling.BILINEAR)
-    picture.save(path)
-    return path
 
 
 def register_command(run_id: str, name: str, alias: str) -> int:
@@ -135,3 +85,108 @@ def launch_command(config: LaunchConfig, command: list[str]) -> int:
                 file=sys.stderr,
             )
     return status
+
+
+def clean_command(checkpoint_dir: Path, dry_run: bool = False) -> int:
+    """`genre clean`: remove the checkpoint folders of runs that ended FINISHED, as the tracking store says; keep
+    those of RUNNING, KILLED and FAILED runs (`genre train --resume` continues them) and of runs it does not hold."""
+    import shutil
+    from collections import Counter
+
+    from genre.training.checkpoint import folder_bytes, run_folders
+
+    folders = run_folders(checkpoint_dir)
+    missing = missing_sqlite_store()
+    if not folders or missing:
+        why = f"the tracking store {missing} does not exist" if missing else f"no run checkpoints in {checkpoint_dir}"
+        print(f"nothing to remove: {why}")
+        return EXIT_OK
+    statuses = runs.run_statuses([folder.name for folder in folders])
+    finished = [folder for folder in folders if statuses.get(folder.name) == "FINISHED"]
+    freed = sum(folder_bytes(folder) for folder in finished)
+    for folder in finished:
+        if dry_run:
+            print(f"would remove {folder} ({folder_bytes(folder) / 2**20:.1f} MB)")
+        else:
+            shutil.rmtree(folder)
+    verb = "would remove" if dry_run else "removed"
+    print(f"{verb} the checkpoints of {len(finished)} FINISHED run(s) from {checkpoint_dir}: {freed / 2**20:.1f} MB")
+    kept = Counter(statuses.get(folder.name, "unknown") for folder in folders if folder not in finished)
+    if kept:
+        unknown = f"; unknown: not a run of {runs.shown_store()}" if "unknown" in kept else ""
+        counts = ", ".join(f"{count} {status}" for status, count in sorted(kept.items()))
+        resumable = f"a RUNNING, KILLED or FAILED run continues with `genre train --resume RUN_ID`{unknown}"
+        print(f"kept {sum(kept.values())}: {counts} ({resumable})")
+    return EXIT_OK
+
+
+def demo_end_command(experiment: str) -> int:
+    """What `make demo` prints last: where its runs are in the MLflow UI, and the `genre predict` command for the
+    model of the experiment's newest finished train run, on a real image of that run's test split."""
+    import sys
+
+    from genre.data.pack import DatasetInfo
+    from genre.errors import TrackingError
+    from genre.tracking.store import tracking_uri
+
+    experiment_id = runs.experiment_id(experiment)
+    query = "attributes.status = 'FINISHED' and tags.`genre.stage` = 'train'"
+    found = runs.search([experiment_id], query, newest_first=True, max_results=1)
+    if not found:
+        raise TrackingError(f"MLflow experiment {experiment} holds no finished train run; run `genre train` first")
+    run = found[0]
+    data = Path(run.data.params["config.data"])
+    variant = run.data.params.get("config.variant", "full")
+    image, genre_of = example_image(data, DatasetInfo.read(data), variant)
+    bin_folder = Path(sys.executable).parent
+    genre, mlflow = (_shown_path(bin_folder / name) for name in ("genre", "mlflow"))
+    uri = tracking_uri()
+    page = f"#/experiments/{experiment_id}"
+    print(f"The runs are in MLflow experiment {experiment} of {runs.shown_store()}. Browse them:")
+    if uri.startswith(("http://", "https://")):
+        print(f"  {uri.rstrip('/')}/{page}")
+    else:
+        print(f"  {mlflow} ui --backend-store-uri {runs.shown_store()}   # then open http://127.0.0.1:5000/{page}")
+    print(f"Predict with the model of train run {run.info.run_id}, on a test image of genre {genre_of}:")
+    print(f"  {genre} predict --model-uri runs:/{run.info.run_id}/model {_shown_path(image)}")
+    return EXIT_OK
+
+
+def example_image(data: Path, info: DatasetInfo, variant: str) -> tuple[Path, str]:
+    """The first image of the test split of prepared dataset `data` as a file, and its genre: the digits' rendering
+    under `data/images/` or the source folder's file, else (a manifest's covers, or a moved folder) its packed
+    pixels written to `data/examples/` as a PNG."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    from genre.data.sources import DIGITS_SOURCE
+
+    relpath = info.files[f"{variant}/test"][0]
+    genre_of = relpath.split("/", 1)[0]
+    if info.source == DIGITS_SOURCE:
+        source = data / "images" / relpath
+    elif info.source.startswith("file:"):
+        source = Path(url2pathname(urlparse(info.source).path)) / relpath
+    else:
+        source = None
+    if source is not None and source.is_file():
+        return source, genre_of
+    import numpy as np
+    from PIL import Image
+
+    from genre.data.pack import open_pack
+
+    written = data / "examples" / relpath.replace("/", "-")
+    written = written.with_suffix(".png")
+    written.parent.mkdir(exist_ok=True)
+    Image.fromarray(np.asarray(open_pack(data, variant, "test").images[0])).save(written)
+    return written, genre_of
+
+
+def _shown_path(path: Path) -> str:
+    """`path` relative to the working folder when it is inside it (`.venv/bin/genre`), else as it is."""
+    shown = Path(os.path.abspath(path))  # symlinks kept: a linked .venv is still .venv/bin/genre
+    try:
+        return str(shown.relative_to(Path.cwd()))
+    except ValueError:
+        return str(shown)

@@ -185,8 +185,8 @@ def _flag_type(kind: type) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, exclude: tuple[type, ...] = ()) -> None:
-    """One `--kebab-case` flag per field of `cls` (less those of `exclude`, listed in their own groups);
-    defaults stay in the dataclass (flags default to unset)."""
+    """One `--kebab-case` flag per field of `cls` (less those of `exclude`, listed in their own groups), showing a
+    setting's allowed values as `{a,b,c}`; defaults stay in the dataclass (flags default to unset)."""
     group = parser.add_argument_group(title)
     kinds = _field_types(cls)
     skipped = {f.name for base in exclude for f in dataclasses.fields(base)}
@@ -199,12 +199,17 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, exclud
         help_text = field.metadata.get("help", "")
         help_text += f" (default: {default})" if default not in (None, "") else ""
         switch = {"nargs": "?", "const": "true"} if kind is bool else {}  # `--calibrate` alone means true
+        shown = [choice for choice in field.metadata.get("choices") or () if choice]  # '' (unset): its help says
+        if shown:  # `build` checks the value, so that an empty flag (an unset `mlflow run` parameter) passes here
+            metavar = "{" + ",".join(shown) + "}"
+        else:
+            metavar = kind.__name__.upper() if kind is not bool else "{true,false}"
         group.add_argument(
             flag,
             dest=field.name,
             type=_flag_type(kind),
             default=argparse.SUPPRESS,
-            metavar=kind.__name__.upper() if kind is not bool else "{true,false}",
+            metavar=metavar,
             choices=None,
             help=help_text,
             **switch,

@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -32,13 +34,17 @@ from mxnet.base import MXNetError
 from PIL import Image
 
 import genre
+from genre.data.cover_files import read_cover
 from genre.data.images import InvalidImage, decode_image, square_resize
 from genre.disk import failed_write
 from genre.models.explain import Explainer
 from genre.models.inputs import NetworkInput, network_input
-from genre.tracking.store import check_reachable
+from genre.runtime import usable_cores
+from genre.tracking.store import check_reachable, tracking_uri
 
 IMAGE_COLUMN = "image"
+PATH_COLUMN = "path"  # a cover file this process can read: `mlflow models predict -i paths.csv -t csv`
+SERVER_MODEL_PATH = "__pyfunc_model_path__"  # set in `mlflow models serve`'s server: scoring_server._SERVER_MODEL_PATH
 GENRE_COLUMN = "genre"
 BATCH_SIZE = 64
 INPUT_NAME = "data"  # what `HybridBlock.export` calls the network's input
@@ -76,6 +82,8 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
                 context.artifacts["symbol"], [INPUT_NAME], context.artifacts["params"], ctx=mx.cpu()
             )
         self.lock = threading.Lock()  # the scoring server predicts from several threads; a cached op is not safe
+        # Pillow releases the GIL while it decodes and resizes, so threads decode a request's covers side by side.
+        self.decoder = ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="cover-decode")
 
     def predict(
         self,
@@ -86,15 +94,23 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
         """Genre and probabilities per cover, in input order (a DataFrame keeps its index).
 
         `model_input` is a DataFrame with an `image` column whose cells are encoded image bytes, base64 text
-        of them (str, or ASCII bytes), or `(H, W, 3)` uint8 pixels; or a uint8 array `(N, H, W, 3)` when called
-        directly (`unwrap_python_model().predict(None, pixels)`: MLflow's signature check refuses arrays).
+        of them (str, or ASCII bytes), or `(H, W, 3)` uint8 pixels, and/or a `path` column naming cover files this
+        process reads (for a row whose `image` is empty; refused by a model served over HTTP, which must not open
+        files a request names); or a uint8 array `(N, H, W, 3)` when called directly
+        (`unwrap_python_model().predict(None, pixels)`: MLflow's signature check refuses arrays).
         Pixels of another size are centre-cropped and resized as decoding does. The result has a `genre`
         column (the top-1 name) and one softmax probability column `p_<genre>` (float64) per genre.
 
-        A row that cannot be used raises `MlflowException` INVALID_PARAMETER_VALUE naming it ("row 3: ...",
-        counted from 0), which the scoring server answers with HTTP 400.
+        The rows go through the network `BATCH_SIZE` at a time (a request of up to 64 covers in one pass), each
+        batch's covers decoded in parallel threads. A row that cannot be used raises `MlflowException`
+        INVALID_PARAMETER_VALUE naming it ("row 3: ...", counted from 0), which the scoring server answers with
+        HTTP 400.
         """
-        probabilities = [self._probabilities(batch) for batch in self._batches(model_input)]
+        cells = _cells(model_input)
+        probabilities = [
+            self.probabilities(self._pixels(cells[start : start + BATCH_SIZE], start))
+            for start in range(0, len(cells), BATCH_SIZE)
+        ]
         table = np.concatenate(probabilities) if probabilities else np.zeros((0, len(self.genres)))
         index = model_input.index if isinstance(model_input, pd.DataFrame) else None
         result = pd.DataFrame(
@@ -104,32 +120,50 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
         result.insert(0, GENRE_COLUMN, [self.genres[label] for label in table.argmax(axis=1)])
         return result
 
-    def _batches(self, model_input: pd.DataFrame | np.ndarray) -> Iterator[np.ndarray]:
-        """`(n, size, size, 3)` uint8 batches of at most `BATCH_SIZE`, decoded as they are needed."""
-        cells = _cells(model_input)
-        for start in range(0, len(cells), BATCH_SIZE):
-            rows = range(start, min(start + BATCH_SIZE, len(cells)))
-            yield np.stack([_row_pixels(row, cells[row], self.image_size) for row in rows])
+    def _pixels(self, cells: Sequence[Any], first_row: int) -> np.ndarray:
+        """`(n, size, size, 3)` uint8 of the cells of rows `first_row...`; encoded covers are decoded in threads."""
+        rows = range(first_row, first_row + len(cells))
+        if len(cells) < 2 or all(isinstance(cell, np.ndarray) for cell in cells):
+            return np.stack([_row_pixels(row, cell, self.image_size) for row, cell in zip(rows, cells, strict=True)])
+        sizes = [self.image_size] * len(cells)
+        return np.stack(list(self.decoder.map(_row_pixels, rows, cells, sizes)))  # raises for the first bad row
 
     def explainer(self, maps: str | None = None) -> Explainer:
         """Heatmaps and embeddings of this model's network, sharing its loaded parameters; `maps` names the heatmap's
         layer (default: the last spatial map; see `genre.models.explain.find_layers`)."""
         return Explainer(mx.sym.load(self.artifacts["symbol"]), self.net.collect_params(), self.network, maps=maps)
 
-    def _probabilities(self, pixels: np.ndarray) -> np.ndarray:
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Softmax probabilities `(N, genres)` float32 of `(N, image_size, image_size, 3)` uint8 covers, in one
+        pass through the network (the caller picks `N`)."""
         batch = network_input(nd.array(pixels, ctx=mx.cpu(), dtype="uint8"), self.network)
         with self.lock:
             return nd.softmax(self.net(batch) / self.temperature, axis=1).asnumpy()
 
 
 def _cells(model_input: pd.DataFrame | np.ndarray) -> Sequence[Any]:
+    """One cell per row: its `image`, else its `path` as a `Path`."""
     if isinstance(model_input, pd.DataFrame):
-        if IMAGE_COLUMN not in model_input.columns:
+        columns = model_input.columns
+        if IMAGE_COLUMN not in columns and PATH_COLUMN not in columns:
             raise MlflowException.invalid_parameter_value(
-                f"the input has no '{IMAGE_COLUMN}' column (columns: {list(model_input.columns)}); {WHAT_TO_SEND} "
+                f"the input has no '{IMAGE_COLUMN}' column (columns: {list(columns)}); {WHAT_TO_SEND} "
                 f"in a column named '{IMAGE_COLUMN}'"
             )
-        return model_input[IMAGE_COLUMN].tolist()
+        images = model_input[IMAGE_COLUMN].tolist() if IMAGE_COLUMN in columns else [None] * len(model_input)
+        if PATH_COLUMN not in columns:
+            return images
+        paths = model_input[PATH_COLUMN].tolist()
+        named = [
+            Path(path) if _missing(image) and isinstance(path, str) and path else image
+            for image, path in zip(images, paths, strict=True)
+        ]
+        if os.environ.get(SERVER_MODEL_PATH) and any(isinstance(cell, Path) for cell in named):
+            raise MlflowException.invalid_parameter_value(
+                f"a served model reads no files named in a request (the '{PATH_COLUMN}' column); {WHAT_TO_SEND} "
+                f"in the '{IMAGE_COLUMN}' column"
+            )
+        return named
     if isinstance(model_input, np.ndarray):
         if model_input.ndim != 4 or model_input.shape[-1] != 3 or model_input.dtype != np.uint8:
             raise MlflowException.invalid_parameter_value(
@@ -142,11 +176,17 @@ def _cells(model_input: pd.DataFrame | np.ndarray) -> Sequence[Any]:
     )
 
 
+def _missing(cell: Any) -> bool:
+    return cell is None or (pd.api.types.is_scalar(cell) and pd.isna(cell))
+
+
 def _row_pixels(row: int, cell: Any, size: int) -> np.ndarray:
     """One cell as `(size, size, 3)` uint8, or `MlflowException` naming the row and what was wrong."""
     try:
         if isinstance(cell, np.ndarray):
             return _resized(cell, size)
+        if isinstance(cell, Path):
+            return read_cover(cell, size)
         if isinstance(cell, str):
             return decode_image(_base64_bytes(cell), size)
         if isinstance(cell, bytes | bytearray | memoryview):
@@ -155,11 +195,12 @@ def _row_pixels(row: int, cell: Any, size: int) -> np.ndarray:
             if BASE64_TEXT.fullmatch(cell):
                 cell = _base64_bytes(cell.decode("ascii"))
             return decode_image(cell, size)
-        if cell is None or (pd.api.types.is_scalar(cell) and pd.isna(cell)):
+        if _missing(cell):
             raise InvalidImage("no image (empty cell)")
         raise InvalidImage(f"not an image (a {type(cell).__name__})")
     except InvalidImage as error:
-        raise MlflowException.invalid_parameter_value(f"row {row}: {error}; {WHAT_TO_SEND}") from None
+        what_to_send = "" if isinstance(cell, Path) else f"; {WHAT_TO_SEND}"  # a file: its name says it all
+        raise MlflowException.invalid_parameter_value(f"row {row}: {error}{what_to_send}") from None
 
 
 def _base64_bytes(text: str) -> bytes:
@@ -179,10 +220,13 @@ def _resized(pixels: np.ndarray, size: int) -> np.ndarray:
 
 
 def cover_signature(genres: Sequence[str]) -> ModelSignature:
-    """A binary `image` column in; `genre` (string) and one `p_<genre>` (double) per genre out."""
+    """A binary `image` column or a string `path` column in (each optional to MLflow: `predict` wants one of
+    them); `genre` (string) and one `p_<genre>` (double) per genre out."""
+    inputs = [ColSpec(DataType.binary, IMAGE_COLUMN, required=False)]
+    inputs += [ColSpec(DataType.string, PATH_COLUMN, required=False)]
     outputs = [ColSpec(DataType.string, GENRE_COLUMN)]
     outputs += [ColSpec(DataType.double, probability_column(name)) for name in genres]
-    return ModelSignature(inputs=Schema([ColSpec(DataType.binary, IMAGE_COLUMN)]), outputs=Schema(outputs))
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
 
 
 def model_requirements() -> list[str]:
@@ -292,6 +336,17 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"the temperature must be a positive number, got {temperature}")
 
 
+# What MLflow runs to make the model when it loads it; `genre` is the model's own copy (its `code_paths`).
+MODEL_CODE = """\"\"\"The genre cover model: a `genre.cover_model.CoverClassifier` (logged from code by `genre`).\"\"\"
+
+import mlflow
+
+from genre.cover_model import CoverClassifier
+
+mlflow.models.set_model(CoverClassifier())
+"""
+
+
 def _log_classifier(
     files: dict[str, str],
     settings: dict[str, Any],
@@ -301,13 +356,18 @@ def _log_classifier(
     registered_model_name: str | None,
 ) -> ModelInfo:
     """Log a `CoverClassifier` of the exported network `files` (`symbol`, `params`: paths) and `settings` (written
-    as its `classifier.json`) to the active run, with this process's `genre` code and requirements."""
+    as its `classifier.json`) to the active run, with this process's `genre` code and requirements.
+
+    The model is logged from code (`MODEL_CODE`, MLflow's "models from code"), not as a pickled object: nothing
+    is unpickled to load it, and MLflow has no pickling to warn about."""
     with tempfile.TemporaryDirectory(prefix="cover-settings-") as folder:
         classifier = Path(folder) / "classifier.json"
         classifier.write_text(json.dumps(settings, indent=2))
+        code = Path(folder) / "cover_classifier.py"
+        code.write_text(MODEL_CODE)
         return mlflow.pyfunc.log_model(
             name=name,
-            python_model=CoverClassifier(),
+            python_model=str(code),
             artifacts=files | {"classifier": str(classifier)},
             signature=signature,
             input_example=pd.DataFrame({IMAGE_COLUMN: [example]}),
@@ -322,15 +382,6 @@ def reach_model_store(model_uri: str) -> None:
     which would otherwise retry for minutes."""
     if model_uri.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
         check_reachable()
-
-
-def predict_one(model: mlflow.pyfunc.PyFuncModel, path: Path) -> pd.Series:
-    """The model's row for the cover file at `path`: `genre` and the `p_<genre>` columns. A file that cannot be
-    read or is not an image is a `CoverUnreadable` naming why."""
-    try:
-        return model.predict(pd.DataFrame({IMAGE_COLUMN: [path.read_bytes()]})).iloc[0]
-    except (OSError, MlflowException) as error:
-        raise CoverUnreadable(str(getattr(error, "message", None) or error)) from None
 
 
 def explain_one(model: mlflow.pyfunc.PyFuncModel, explainer: Explainer, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -354,5 +405,7 @@ def load_cover_model(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
 
     MLflow checks the input against the signature first, so a bare `(N, H, W, 3)` array is refused here;
     pass `pd.DataFrame({"image": list(pixels)})`, or call `.unwrap_python_model().predict(None, pixels)`.
+    The model is read from the store genre uses (`tracking_uri()`), as every stage's run is.
     """
+    mlflow.set_tracking_uri(tracking_uri())
     return mlflow.pyfunc.load_model(model_uri)

@@ -26,7 +26,13 @@ from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mxnet import nd
 from PIL import Image, ImageFile
 
-from genre.cover_model import FORMAT_VERSION, load_cover_model, log_calibrated_model, log_cover_model
+from genre.cover_model import (
+    FORMAT_VERSION,
+    SERVER_MODEL_PATH,
+    load_cover_model,
+    log_calibrated_model,
+    log_cover_model,
+)
 from genre.data.images import decode_image
 from genre.models.inputs import network_input
 from tests.conftest import PROJECT_ROOT, jpeg_bytes
@@ -149,10 +155,15 @@ print(json.dumps({{"genre_from": sys.modules["genre"].__file__, "result": result
     assert list(result["genre"]) == [GENRES[label] for label in expected.argmax(axis=1)]
 
 
-def test_the_logged_model_declares_a_binary_image_in_and_genre_with_probabilities_out(logged: Logged) -> None:
+def test_the_logged_model_declares_a_binary_image_or_a_path_in_and_genre_with_probabilities_out(
+    logged: Logged,
+) -> None:
     local = Path(mlflow.artifacts.download_artifacts(logged.model_uri, tracking_uri=logged.tracking_uri))
     signature = mlflow.models.Model.load(local).signature
-    assert signature.inputs.to_dict() == [{"type": "binary", "name": "image", "required": True}]
+    assert signature.inputs.to_dict() == [
+        {"type": "binary", "name": "image", "required": False},
+        {"type": "string", "name": "path", "required": False},
+    ]
     assert [(c["name"], c["type"]) for c in signature.outputs.to_dict()] == [
         ("genre", "string"),
         ("p_folk", "double"),
@@ -243,6 +254,90 @@ def test_pixels_of_the_wrong_kind_are_refused_with_what_was_expected(model: mlfl
         classifier.predict(None, np.zeros((2, SIZE, SIZE, 3), np.float32))
     with pytest.raises(MlflowException, match=r"row 0: not an image \(expected \(H, W, 3\) uint8 pixels"):
         model.predict(pd.DataFrame({"image": [np.zeros((SIZE, SIZE), np.uint8)]}))
+
+
+def test_a_path_column_reads_the_files_and_agrees_with_their_bytes(
+    model: mlflow.pyfunc.PyFuncModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    names = ["c0.png", "sub/c1.jpg", "c2.png"]
+    for name, cover in zip(names, COVERS, strict=True):
+        Path(name).parent.mkdir(exist_ok=True)
+        Path(name).write_bytes(cover)
+    by_bytes = model.predict(pd.DataFrame({"image": COVERS}))
+    pd.testing.assert_frame_equal(model.predict(pd.DataFrame({"path": names})), by_bytes)
+    # A row with an image uses it; a row without one, its path.
+    mixed = model.predict(pd.DataFrame({"image": [COVERS[0], None, COVERS[2]], "path": [None, names[1], "gone.jpg"]}))
+    pd.testing.assert_frame_equal(mixed, by_bytes)
+
+    Path("notes.txt").write_text("not a cover")
+    with pytest.raises(MlflowException) as raised:
+        model.predict(pd.DataFrame({"path": [names[0], "gone.jpg", "notes.txt"]}))
+    assert raised.value.message == "row 1: gone.jpg cannot be read (No such file or directory)"
+    with pytest.raises(MlflowException) as raised:
+        model.predict(pd.DataFrame({"path": ["notes.txt"]}))
+    assert raised.value.message == "row 0: notes.txt is not an image (PIL: cannot identify image file)"
+
+
+def test_a_served_model_reads_no_file_a_request_names(
+    model: mlflow.pyfunc.PyFuncModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.pyfunc import scoring_server
+
+    assert SERVER_MODEL_PATH == scoring_server._SERVER_MODEL_PATH  # what `mlflow models serve` sets for its server
+    monkeypatch.setenv(SERVER_MODEL_PATH, "file:///somewhere/model")
+    with pytest.raises(MlflowException) as raised:
+        model.predict(pd.DataFrame({"path": ["/etc/hostname"]}))
+    assert raised.value.get_http_status_code() == 400
+    assert raised.value.message.startswith("a served model reads no files named in a request (the 'path' column)")
+    assert model.predict(pd.DataFrame({"image": [COVERS[1]]}))["genre"].iloc[0] in GENRES
+
+
+def test_a_request_goes_through_the_network_in_one_pass_per_64_covers(
+    model: mlflow.pyfunc.PyFuncModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    classifier = model.unwrap_python_model()
+    network = classifier.net
+    passes: list[int] = []
+
+    def counted(batch: nd.NDArray) -> nd.NDArray:
+        passes.append(batch.shape[0])
+        return network(batch)
+
+    monkeypatch.setattr(classifier, "net", counted)
+    thirty_two = model.predict(pd.DataFrame({"image": [COVERS[n % 3] for n in range(32)]}))
+    assert passes == [32]
+    passes.clear()
+    hundred = model.predict(pd.DataFrame({"image": [COVERS[n % 3] for n in range(100)]}))
+    assert passes == [64, 36]
+    pd.testing.assert_frame_equal(hundred.iloc[:32], thirty_two)
+    # Decoded side by side, the first bad row is the one named.
+    with pytest.raises(MlflowException, match=r"^row 1: not an image"):
+        model.predict(pd.DataFrame({"image": [COVERS[0], b"%PDF junk", COVERS[1], b"junk"]}))
+
+
+@pytest.mark.slow
+def test_mlflow_models_predict_reads_a_csv_of_paths(logged: Logged) -> None:
+    names = [f"paths/cover{n}.img" for n in range(len(COVERS))]
+    (logged.folder / "paths").mkdir(exist_ok=True)
+    for name, cover in zip(names, COVERS, strict=True):
+        (logged.folder / name).write_bytes(cover)
+    (logged.folder / "paths.csv").write_text("path\n" + "\n".join(names) + "\n")
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    command = [str(mlflow_cli), "models", "predict", "-m", logged.runs_uri, "-i", "paths.csv", "-t", "csv"]
+    done = subprocess.run(
+        [*command, "--env-manager", "local", "-o", "predictions.json"],
+        cwd=logged.folder,
+        env=logged.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    predictions = pd.DataFrame(json.loads((logged.folder / "predictions.json").read_text())["predictions"])
+    expected = expected_probabilities(logged.net, COVERS)
+    assert list(predictions["genre"]) == [GENRES[label] for label in expected.argmax(axis=1)]
+    np.testing.assert_allclose(predictions[COLUMNS[1:]].to_numpy(), expected, atol=1e-5)
 
 
 @pytest.mark.slow

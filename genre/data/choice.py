@@ -1,4 +1,4 @@
-"""Which prepared dataset a stage reads: the settings `train`, `baseline` and `evaluate` share, declared once."""
+"""Which prepared dataset a stage reads: the settings `train`, `baseline`, `evaluate` and `interpret` share."""
 
 from __future__ import annotations
 
@@ -17,3 +17,16 @@ class DatasetChoice:
         DEFAULT_DATASET, "prepared dataset folder (from `genre prepare`; the bundled digits are prepared on first use)"
     )
     variant: str = setting("full", "the full dataset or its development subset", VARIANTS)
+
+
+@dataclass(frozen=True)
+class ModelDataChoice(DatasetChoice):
+    """The dataset a stage scores a logged model on (`evaluate`, `interpret`): unset (""), the one the model was
+    trained on, which the stage reads from the model's run (`genre.stages.model_data`)."""
+
+    data: str = setting(
+        "",
+        "prepared dataset folder (default: the one the model was trained on, read from its run; for a model that "
+        f"names no run, {DEFAULT_DATASET})",
+    )
+    variant: str = setting("", "the full dataset or its development subset (default: the model's, else full)", VARIANTS)

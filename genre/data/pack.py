@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -82,28 +83,67 @@ def dataset_digest(genres: list[str], image_size: int, pack_digests: dict[str, s
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def write_pack(images_path: Path, labels_path: Path, source: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> str:
-    """Copy `source[rows]` into a new `.npy` pack a slice at a time; return the pack's sha256.
+def create_pack(images_path: Path, count: int, size: int) -> int:
+    """Make the images file of a pack, `count` rows `(size, size, 3)` uint8 allocated on disk (`reserve`), for its
+    rows to be written in place; return the byte offset of row 0 (row k starts `k * size * size * 3` after it).
 
-    `source` may be a memory map of any size: at most `COPY_ROWS` images are in memory at once.
+    The header is numpy's own for that shape, so the file is byte for byte what `np.save` writes once the rows are in.
     """
     images_path.parent.mkdir(parents=True, exist_ok=True)
-    shape = (len(rows), *source.shape[1:])
-    digest = hashlib.sha256()
-    if len(rows) == 0:
+    shape = (count, size, size, 3)
+    if count == 0:
         np.save(images_path, np.zeros(shape, dtype=np.uint8))
-    else:
-        target = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=shape)
-        reserve(images_path)
-        for start in range(0, len(rows), COPY_ROWS):
-            block = source[rows[start : start + COPY_ROWS]]
-            target[start : start + len(block)] = block
-            digest.update(np.ascontiguousarray(block).tobytes())
-        target.flush()
-        del target
+        return images_path.stat().st_size
+    target = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=shape)
+    offset = int(target.offset)
+    del target
+    reserve(images_path)
+    return offset
+
+
+def write_at(handle: int, data: np.ndarray, offset: int) -> None:
+    """Write all of a C-contiguous array at `offset` of an open file (`os.pwrite` may write less than asked)."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(handle, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def read_at(handle: int, buffer: bytearray, offset: int) -> None:
+    """Fill `buffer` from `offset` of an open file; a file that ends first is an `OSError`."""
+    view = memoryview(buffer)
+    while view:
+        read = os.preadv(handle, [view], offset)
+        if read == 0:
+            raise OSError(f"pack file ends before byte {offset + len(view)}")
+        view, offset = view[read:], offset + read
+
+
+def start_writeback(handle: int, offset: int, length: int) -> None:
+    """Start writing a finished byte range to disk now, without waiting, so the final `fsync` finds little left.
+
+    Linux starts writeback of dirty pages on `POSIX_FADV_DONTNEED` (and drops only pages already clean); elsewhere
+    this does nothing and `fsync` writes everything at the end.
+    """
+    if hasattr(os, "posix_fadvise") and length > 0:
+        os.posix_fadvise(handle, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def finish_pack(images_path: Path, labels_path: Path, labels: np.ndarray, digest: hashlib._Hash) -> str:
+    """Write a pack's labels and make both files durable; return the pack's sha256 (`digest` holds its image rows).
+
+    The digest `dataset.json` lists for a pack is sha256 of its image rows in order (the raw pixels, no header),
+    then of its int32 labels.
+    """
     labels = np.asarray(labels, dtype=np.int32)
     np.save(labels_path, labels)
     digest.update(labels.tobytes())
+    for path in (images_path, labels_path):  # on disk before dataset.json says the packs are complete
+        handle = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
     return digest.hexdigest()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -17,23 +18,25 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
 
-from genre.config import SEEDS, check_range, setting
+from genre.config import EXPERIMENTS_DIR, SEEDS, check_range, read_config_file, setting
 from genre.data import pack
 from genre.data.download import DownloadConfig, DownloadResult, download_covers
 from genre.data.images import decode_outcome
 from genre.data.manifest import read_manifest
 from genre.data.problems import Problem, write_report
-from genre.data.sources import SourceImage, render_digits, scan_folder
+from genre.data.sources import DIGITS_SOURCE, SourceImage, render_digits, scan_folder
 from genre.data.split import SPLITS, SplitFractions, development_subset, stratified_split
-from genre.disk import check_writable, disk_faults, reserve
+from genre.disk import check_writable, disk_faults
 from genre.errors import ConfigError, DataError, DiskError
 from genre.runtime import usable_cores
 
@@ -54,7 +57,9 @@ class PrepareConfig:
     manifest: str | None = setting(None, "manifest of 'URL<TAB>genre/file.jpg' lines to download and pack")
     folder: str | None = setting(None, "folder of images laid out ROOT/<genre>/<file> to pack")
     out: str | None = setting(None, "output folder (default: data/prepared/<name>-<image size>)")
-    name: str | None = setting(None, "dataset name (default: digits, covers, or the folder's name)")
+    name: str | None = setting(
+        None, "dataset name (default: digits, covers, or the folder's name when no named dataset takes it)"
+    )
     image_size: int | None = setting(
         None,
         f"side of the packed square images, {MIN_SIZE}..{MAX_SIZE} pixels (default: {COVER_SIZE}; digits {DIGIT_SIZE})",
@@ -137,6 +142,61 @@ class PrepareConfig:
         )
 
 
+class TakenName(NamedTuple):
+    """Who uses a dataset name: `user` in words, the dataset name and output folder it packs under, and for a named
+    dataset its name (for `--dataset`) and the folder it packs (None for other sources)."""
+
+    user: str
+    dataset: str
+    out: str
+    named: str = ""
+    folder: Path | None = None
+
+
+def taken_names(datasets: Path = EXPERIMENTS_DIR / "datasets") -> dict[str, TakenName]:
+    """The dataset names a folder may not take by default, casefolded: each named dataset's file stem, `digits` and
+    `covers` (the manifest's), and each named dataset's dataset name and output folder name (`covers-dev-256`).
+
+    A folder named like one of them would put its packs beside theirs and its runs in their MLflow experiment."""
+    named: list[tuple[Path, TakenName]] = []
+    for path in sorted(datasets.glob("*.yaml")):
+        try:
+            values = read_config_file(path)
+        except ConfigError:
+            continue  # a broken named dataset is reported when it is used, not by every other prepare
+        folder = Path(str(values["folder"])) if values.get("folder") else None
+        kind = "manifest" if values.get("manifest") else "folder" if folder else "digits"
+        default = {"manifest": MANIFEST_DATASET_NAME, "folder": folder.name if folder else "", "digits": "digits"}
+        name = str(values.get("name") or default[kind])
+        size = values.get("image_size") or (DIGIT_SIZE if kind == "digits" else COVER_SIZE)
+        out = Path(str(values["out"])).name if values.get("out") else f"{name}-{size}"
+        named.append((path, TakenName(f"the named dataset {path.stem} ({path})", name, out, path.stem, folder)))
+    taken = {path.stem.casefold(): user for path, user in named}  # a file's own name first
+    taken.setdefault("digits", TakenName("the bundled digits", "digits", f"digits-{DIGIT_SIZE}"))
+    manifest = TakenName("the covers of a manifest", MANIFEST_DATASET_NAME, f"{MANIFEST_DATASET_NAME}-{COVER_SIZE}")
+    taken.setdefault(MANIFEST_DATASET_NAME, manifest)
+    for _, user in named:
+        taken.setdefault(user.dataset.casefold(), user)
+        taken.setdefault(user.out.casefold(), user)
+    return taken
+
+
+def check_folder_name(folder: Path) -> None:
+    """A one-line `ConfigError` pointing to `--name` when `folder`'s own name would take a named dataset's name."""
+    name = folder.resolve().name
+    user = taken_names().get(name.casefold())
+    if user is None:
+        return
+    if user.folder is not None and user.folder.resolve() == folder.resolve():
+        todo = f"`genre prepare --dataset {user.named}` packs this folder as that dataset, or give it --name NAME"
+    else:
+        todo = f"give it a name of its own with --name NAME (e.g. --name my-{name})"
+    raise ConfigError(
+        f"folder {folder} would name its dataset '{name}', which {user.user} uses (data/prepared/{user.out}, "
+        f"MLflow experiment genre-{user.dataset}); {todo}"
+    )
+
+
 @dataclass
 class PreparedDataset:
     """What one `prepare` run produced, for the caller to report and log."""
@@ -170,7 +230,7 @@ def gather_sources(
     if kind == "digits":
         root = render_digits(config.out_dir / "images")
         images, problems = scan_folder(root)
-        return images, problems, "sklearn.datasets.load_digits", None
+        return images, problems, DIGITS_SOURCE, None
     if kind == "folder":
         root = Path(config.folder or "")
         images, problems = scan_folder(root)
@@ -186,20 +246,116 @@ def gather_sources(
     return images, problems + result.failures, manifest.resolve().as_uri(), result
 
 
-def decode_rows(staging_path: Path, start: int, paths: list[Path], size: int) -> list[str | None]:
-    """Worker: decode `paths` straight into rows `start...` of the staging pack; return each failure's reason.
+@dataclass(frozen=True)
+class PackLayout:
+    """What each pack holds for a list of images: per pack (`"full/train"`, ..., `"dev/test"`), the indices of its
+    images, ascending (so its rows follow the images' relpath order), and their labels (indices into `genres`)."""
 
-    Writing through the shared memory map keeps the pixels out of the pool's pipe: only reasons travel back.
+    genres: list[str]
+    assignment: list[str]  # "train", "val" or "test" for each image
+    dev: list[str]  # each image's development split, "" when it was not drawn
+    members: dict[str, np.ndarray]  # int64 image indices
+    labels: dict[str, np.ndarray]  # int32
+
+
+def plan_packs(
+    names: list[str], genres_of: list[str], fractions: SplitFractions, seed: int, dev_size: int
+) -> PackLayout:
+    """Split the images (`names` sorted, each `genre/file`) and lay out the packs: a pure function of its arguments."""
+    genres = sorted(set(genres_of))
+    label_of = {genre: index for index, genre in enumerate(genres)}
+    labels_of = np.array([label_of[genre] for genre in genres_of], dtype=np.int32)
+    assignment = stratified_split(names, genres_of, fractions, seed)
+    dev = development_subset(names, genres_of, assignment, dev_size, fractions, seed)
+    members: dict[str, np.ndarray] = {}
+    for variant, splits_of in (("full", assignment), ("dev", dev)):
+        for split in SPLITS:
+            members[f"{variant}/{split}"] = np.array([i for i, s in enumerate(splits_of) if s == split], dtype=np.int64)
+    labels = {key: labels_of[indices] for key, indices in members.items()}
+    return PackLayout(genres, assignment, dev, members, labels)
+
+
+Places = tuple[tuple[int, int], ...]  # where one image's pixels go: (pack file number, byte offset) pairs
+
+
+def pack_places(layout: PackLayout, offsets: list[int], row_bytes: int, count: int) -> list[Places]:
+    """For each of `count` images, its places in the packs (numbered in `layout.members` order), given each pack
+    file's offset of row 0: one place in a full pack, and a second in a development pack if it was drawn."""
+    places: list[list[tuple[int, int]]] = [[] for _ in range(count)]
+    for number, (indices, offset) in enumerate(zip(layout.members.values(), offsets, strict=True)):
+        for row, index in enumerate(indices.tolist()):
+            places[index].append((number, offset + row * row_bytes))
+    return [tuple(place) for place in places]
+
+
+def task_runs(count: int, workers: int) -> list[tuple[int, int]]:
+    """Consecutive `(start, stop)` runs of images, one per task: up to 64 images, fewer towards the end, so the
+    workers run out of work at about the same time."""
+    runs, start = [], 0
+    while start < count:
+        stop = start + max(1, min(64, (count - start) // (workers * 4)))
+        runs.append((start, stop))
+        start = stop
+    return runs
+
+
+def decode_rows(paths: list[Path], places: list[Places], files: list[Path], size: int) -> list[str | None]:
+    """Worker: decode `paths` and write each image's pixels at its places in the pack files; return each failure's
+    reason.
+
+    The pixels go straight into the packs, once per pack that holds them, with no staging copy; only the reasons
+    travel back through the pool's pipe.
     """
-    staging = np.load(staging_path, mmap_mode="r+")
+    handles: dict[int, int] = {}
     reasons: list[str | None] = []
-    for offset, path in enumerate(paths):
-        outcome = decode_outcome(path, size)
-        if outcome.pixels is not None:
-            staging[start + offset] = outcome.pixels
-        reasons.append(outcome.reason)
-    del staging
+    try:
+        for path, where in zip(paths, places, strict=True):
+            outcome = decode_outcome(path, size)
+            if outcome.pixels is not None:
+                for number, offset in where:
+                    if number not in handles:
+                        handles[number] = os.open(files[number], os.O_WRONLY)
+                    pack.write_at(handles[number], outcome.pixels, offset)
+            reasons.append(outcome.reason)
+    finally:
+        for handle in handles.values():
+            os.close(handle)
     return reasons
+
+
+class PackHashes:
+    """The packs' sha256 digests, computed while the workers decode.
+
+    A pack's rows follow the image order, so once the first n images are decoded, their rows are final: each is
+    read back once, while still in the page cache, and hashed into the digest of every pack that holds it, and
+    the writing of those rows to disk starts. `pack.finish_pack` adds the labels to each digest. sha256 is
+    sequential, so each pack is hashed in one process, row after row: here, in the parent, while the workers decode.
+    """
+
+    def __init__(self, files: list[Path], places: list[Places], row_bytes: int) -> None:
+        self.places = places
+        self.row_bytes = row_bytes
+        self.digests = [hashlib.sha256() for _ in files]
+        self.hashed = 0  # images whose rows are hashed
+        self.row = bytearray(row_bytes)  # one row at a time: hashed while it is in this core's cache
+        self.handles = [os.open(path, os.O_RDONLY) for path in files]
+
+    def follow(self, decoded: int) -> None:
+        """Hash the rows of the first `decoded` images that are not hashed yet."""
+        spans: dict[int, tuple[int, int]] = {}  # pack file number -> (first, end) byte of the rows hashed now
+        for where in self.places[self.hashed : decoded]:
+            pack.read_at(self.handles[where[0][0]], self.row, where[0][1])
+            for number, offset in where:
+                self.digests[number].update(self.row)
+                spans[number] = (spans.get(number, (offset, 0))[0], offset + self.row_bytes)
+        for number, (first, end) in spans.items():
+            pack.start_writeback(self.handles[number], first, end - first)
+        self.hashed = max(self.hashed, decoded)
+
+    def close(self) -> None:
+        for handle in self.handles:
+            os.close(handle)
+        self.handles = []
 
 
 def watch_parent(alive: Connection) -> None:
@@ -221,28 +377,41 @@ def watch_parent(alive: Connection) -> None:
 
 
 def decode_all(
-    images: list[SourceImage], size: int, staging_path: Path, workers: int, progress: bool
+    images: list[SourceImage],
+    size: int,
+    places: list[Places],
+    files: list[Path],
+    workers: int,
+    progress: bool,
+    on_decoded: Callable[[int, list[str | None]], None] | None = None,
 ) -> list[str | None]:
-    """Decode every image into row i of the staging pack in parallel; return the reason for each one that failed.
+    """Decode every image into its places in the pack files in parallel; return the reason for each one that failed.
 
+    `on_decoded(n, reasons)` is called in order as each task's run of images is done: the first n images are
+    decoded, and `reasons` are those of the run that just finished.
     Interrupted (Ctrl-C, or SIGTERM under `genre prepare`), it cancels the queued work and stops the
     workers at once instead of finishing the queue; killed, its workers exit by themselves (`watch_parent`).
     """
     paths = [image.path for image in images]
     workers = workers or usable_cores()
-    rows_per_task = max(1, min(64, len(paths) // (workers * 8) or 1))
-    starts = range(0, len(paths), rows_per_task)
     reasons: list[str | None] = []
     bar = tqdm(total=len(images), desc="decode", unit="img", disable=not progress)
-    # forkserver: worker processes must not inherit MLflow's or tqdm's threads through fork.
+    # forkserver: worker processes must not inherit MLflow's or tqdm's threads through fork. The fork server
+    # imports this module (numpy, Pillow) once when it starts, so each worker starts without importing them again.
     context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     alive, alive_writer = context.Pipe(duplex=False)
     executor = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=watch_parent, initargs=(alive,))
     try:
-        tasks = [executor.submit(decode_rows, staging_path, i, paths[i : i + rows_per_task], size) for i in starts]
-        for task in tasks:
+        tasks = [
+            (stop, executor.submit(decode_rows, paths[start:stop], places[start:stop], files, size))
+            for start, stop in task_runs(len(paths), workers)
+        ]
+        for stop, task in tasks:
             part = task.result()
             reasons.extend(part)
+            if on_decoded is not None:
+                on_decoded(stop, part)
             bar.update(len(part))
     except BaseException:
         executor.shutdown(wait=False, cancel_futures=True)
@@ -256,6 +425,51 @@ def decode_all(
     return reasons
 
 
+def repack(partial: Path, decoded: PackLayout, layout: PackLayout, valid: list[int], size: int) -> list[str]:
+    """Rebuild the packs of `layout` (over the images `valid`) from the full packs the workers wrote for `decoded`
+    (over every image); return their digests, in `layout.members` order.
+
+    Needed only when some images failed to decode: the split of the others then differs from the one the workers
+    wrote into. Every decoded image is in one of the full packs; the development packs are removed first, so the
+    disk holds at most the written full packs and the new packs at once.
+    """
+    written = partial / "decoded"
+    shutil.rmtree(written, ignore_errors=True)
+    (partial / "full").replace(written)
+    shutil.rmtree(partial / "dev")
+    pack_of = np.zeros(len(decoded.assignment), dtype=np.int64)
+    row_of = np.zeros(len(decoded.assignment), dtype=np.int64)
+    sources = []
+    for number, split in enumerate(SPLITS):
+        indices = decoded.members[f"full/{split}"]
+        pack_of[indices], row_of[indices] = number, np.arange(len(indices))
+        sources.append(np.load(pack.pack_paths(partial, written.name, split)[0], mmap_mode="r"))
+    row_bytes = size * size * 3
+    image_of = np.asarray(valid, dtype=np.int64)
+    digests = []
+    for key, members in layout.members.items():
+        images_path, labels_path = pack.pack_paths(partial, *key.split("/"))
+        offset = pack.create_pack(images_path, len(members), size)
+        digest = hashlib.sha256()
+        handle = os.open(images_path, os.O_WRONLY)
+        try:
+            for start in range(0, len(members), pack.COPY_ROWS):
+                chosen = image_of[members[start : start + pack.COPY_ROWS]]
+                block = np.empty((len(chosen), size, size, 3), dtype=np.uint8)
+                for number, source in enumerate(sources):
+                    here = pack_of[chosen] == number
+                    if here.any():
+                        block[here] = source[row_of[chosen[here]]]
+                pack.write_at(handle, block, offset + start * row_bytes)
+                digest.update(block)
+        finally:
+            os.close(handle)
+        digests.append(pack.finish_pack(images_path, labels_path, layout.labels[key], digest))
+    del sources
+    shutil.rmtree(written)
+    return digests
+
+
 def write_split_file(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="") as handle:
@@ -266,7 +480,10 @@ def write_split_file(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
 
 
 def check_output_folders(config: PrepareConfig) -> None:
-    """A folder `prepare` could not write is named before any download or decoding starts."""
+    """A folder `prepare` could not write is named before any download or decoding starts, and so is a source folder
+    whose own name a named dataset takes (unless `--name` names the dataset)."""
+    if config.source_kind == "folder" and not config.name:
+        check_folder_name(Path(config.folder or "."))
     check_writable(config.out_dir, "output folder", "--out")
     if config.source_kind == "manifest":
         check_writable(config.download_folder, "download folder", "--download-dir")
@@ -301,12 +518,31 @@ def _prepare(config: PrepareConfig, progress: bool) -> PreparedDataset:
     partial = root / PARTIAL_FOLDER
     shutil.rmtree(partial, ignore_errors=True)  # what a killed run left half-written
     partial.mkdir()
-    staging_path = partial / "staging.npy"
-    staging = np.lib.format.open_memmap(staging_path, mode="w+", dtype=np.uint8, shape=(len(images), size, size, 3))
-    reserve(staging_path)
-    pack_bytes = (len(images) + min(config.dev_size, len(images))) * size * size * 3  # the full and dev packs
-    check_writable(partial, "packs", "--out", min_free=pack_bytes)  # now, not after decoding
-    reasons = decode_all(images, size, staging_path, config.workers, progress)
+    # Laid out as if every image decodes, the packs are allocated whole now (a disk too small fails here, not after
+    # decoding), and the workers write each image straight into its rows.
+    names = [image.relpath for image in images]
+    layout = plan_packs(names, [image.genre for image in images], fractions, config.seed, config.dev_size)
+    keys = list(layout.members)
+    pack_files = [pack.pack_paths(partial, *key.split("/")) for key in keys]
+    image_files = [images_path for images_path, _ in pack_files]
+    rows = [len(indices) for indices in layout.members.values()]
+    row_bytes = size * size * 3
+    check_writable(root, "packs", "--out", min_free=sum(rows) * row_bytes)
+    offsets = [pack.create_pack(path, count, size) for path, count in zip(image_files, rows, strict=True)]
+    places = pack_places(layout, offsets, row_bytes, len(images))
+    hashes = PackHashes(image_files, places, row_bytes)
+    failed = False
+
+    def follow(decoded: int, part: list[str | None]) -> None:
+        nonlocal failed
+        failed = failed or any(reason is not None for reason in part)
+        if not failed:  # after a failure the packs are rebuilt by `repack`, and hashed then
+            hashes.follow(decoded)
+
+    try:
+        reasons = decode_all(images, size, places, image_files, config.workers, progress, follow)
+    finally:
+        hashes.close()
     problems += [
         Problem("decode", image.relpath, reason) for image, reason in zip(images, reasons, strict=True) if reason
     ]
@@ -315,32 +551,30 @@ def _prepare(config: PrepareConfig, progress: bool) -> PreparedDataset:
         write_report(root / pack.REPORT_FILE, problems, dataset=config.dataset_name, packed=0)
         raise DataError(f"none of the {len(images)} images could be decoded; see {root / pack.REPORT_FILE}")
 
-    names = [images[i].relpath for i in valid]
     genres_of = [images[i].genre for i in valid]
-    genres = sorted(set(genres_of))
-    label_of = {genre: index for index, genre in enumerate(genres)}
-    assignment = stratified_split(names, genres_of, fractions, config.seed)
-    dev = development_subset(names, genres_of, assignment, config.dev_size, fractions, config.seed)
+    if failed:
+        decoded, names = layout, [names[i] for i in valid]
+        layout = plan_packs(names, genres_of, fractions, config.seed, config.dev_size)
+        pack_digests = repack(partial, decoded, layout, valid, size)
+    else:
+        pack_digests = [
+            pack.finish_pack(images_path, labels_path, layout.labels[key], digest)
+            for key, (images_path, labels_path), digest in zip(keys, pack_files, hashes.digests, strict=True)
+        ]
+    genres, assignment, dev = layout.genres, layout.assignment, layout.dev
+    digests = dict(zip(keys, pack_digests, strict=True))
+    counts = {
+        variant: {split: len(layout.members[f"{variant}/{split}"]) for split in SPLITS} for variant in pack.VARIANTS
+    }
+    files = {key: [names[i] for i in members.tolist()] for key, members in layout.members.items()}
 
-    counts: dict[str, dict[str, int]] = {}
-    digests: dict[str, str] = {}
-    files: dict[str, list[str]] = {}
-    for variant, splits_of in (("full", assignment), ("dev", dev)):
-        counts[variant] = {}
-        for split in SPLITS:
-            members = [k for k, s in enumerate(splits_of) if s == split]  # sorted by relpath
-            rows = np.array([valid[k] for k in members], dtype=np.int64)
-            labels = np.array([label_of[genres_of[k]] for k in members], dtype=np.int32)
-            images_path, labels_path = pack.pack_paths(partial, variant, split)
-            digests[f"{variant}/{split}"] = pack.write_pack(images_path, labels_path, staging, rows, labels)
-            counts[variant][split] = len(members)
-            files[f"{variant}/{split}"] = [names[k] for k in members]
-
-    samples = {genre: [] for genre in genres}
-    for k in range(len(names)):
-        if assignment[k] == "train" and len(samples[genres_of[k]]) < 8:
-            samples[genres_of[k]].append(np.array(staging[valid[k]]))
-    del staging
+    samples: dict[str, list[np.ndarray]] = {genre: [] for genre in genres}
+    train_labels = layout.labels["full/train"]
+    if len(train_labels):
+        train = np.load(pack.pack_paths(partial, "full", "train")[0], mmap_mode="r")
+        for label, genre in enumerate(genres):
+            samples[genre] = [np.array(train[row]) for row in np.flatnonzero(train_labels == label)[:8]]
+        del train
 
     # Swap the finished packs in: dataset.json goes first and comes back last, so a reader never
     # sees a half-replaced set as complete.

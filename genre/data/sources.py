@@ -19,6 +19,7 @@ from genre.errors import DataError
 # Suffixes of files that are never images: partial downloads and our own temporaries.
 TEMPORARY_SUFFIXES = (".part", ".tmp")
 DIGITS_COUNT = 1797
+DIGITS_SOURCE = "sklearn.datasets.load_digits"  # the bundled digits' `source` in dataset.json
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,15 @@ takes the centre crop, training a random-resized crop, both at the network's sid
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from mxnet import nd
 
 from genre.config import check_range, setting
 from genre.models.inputs import GRAY_WEIGHTS, NetworkInput, fit_to_side, normalise, to_float_nchw
+
+if TYPE_CHECKING:
+    from mxnet import nd  # imported where used: `AugmentSpec`'s flags are read without MXNet
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ def augment(batch: nd.NDArray, parameters: np.ndarray, side: int | None = None) 
     1, smaller parts as drawn); without crops or flips, the centre `side` square is kept as evaluation does
     (`training_input` takes that centre square first when no crops are drawn, so flips mirror what evaluation sees).
     """
+    from mxnet import nd
+
     ctx = batch.context
     side = side or batch.shape[2]
     params = nd.array(parameters, ctx=ctx)

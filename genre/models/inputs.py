@@ -8,8 +8,10 @@ Pure functions over NDArrays: they run on whatever context their input lives on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from mxnet import nd
+if TYPE_CHECKING:
+    from mxnet import nd  # imported where used: the training config's flags are read without MXNet
 
 # ImageNet statistics: what GluonCV's pretrained networks expect, and harmless for networks trained here.
 MEAN = (0.485, 0.456, 0.406)
@@ -31,11 +33,15 @@ class NetworkInput:
 
 def to_float_nchw(images: nd.NDArray) -> nd.NDArray:
     """`(N, H, W, 3)` uint8 -> `(N, 3, H, W)` float32 in [0, 1]."""
+    from mxnet import nd
+
     return nd.transpose(images.astype("float32"), axes=(0, 3, 1, 2)) / 255.0
 
 
 def normalise(batch: nd.NDArray, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD) -> nd.NDArray:
     """`(N, 3, H, W)` float in [0, 1] -> standardised per channel, as the networks take it."""
+    from mxnet import nd
+
     mean_array = nd.array(mean, ctx=batch.context).reshape((1, 3, 1, 1))
     std_array = nd.array(std, ctx=batch.context).reshape((1, 3, 1, 1))
     return nd.broadcast_div(nd.broadcast_sub(batch, mean_array), std_array)
@@ -44,6 +50,8 @@ def normalise(batch: nd.NDArray, mean: tuple[float, ...] = MEAN, std: tuple[floa
 def fit_to_side(batch: nd.NDArray, side: int) -> nd.NDArray:
     """`(N, 3, H, W)` -> `(N, 3, side, side)`: the centre crop of a larger square, or a bilinear resize of a
     smaller one (a 128-px pack fed to a 224-px network)."""
+    from mxnet import nd
+
     height, width = batch.shape[2:]
     if (height, width) == (side, side):
         return batch

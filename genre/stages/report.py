@@ -1,4 +1,5 @@
-"""`genre report`: a suite's results, read back from the tracking store, as a Markdown or HTML page with figures.
+"""`genre report`: the results of a suite, or of any MLflow experiment's train, trial and baseline runs (those of a
+dataset, `genre-digits`, say), read back from the tracking store as a Markdown or HTML page with figures.
 
 The numbers are never typed: every cell comes from the runs' metrics. The page and its figures are also logged as
 the artifacts of a `report` run in the same MLflow experiment. A Markdown report can also be one marked section of
@@ -16,9 +17,17 @@ from pathlib import Path
 
 from genre.config import setting
 from genre.errors import ConfigError, TrackingError
-from genre.figures import accuracy_bars, overlaid_curves
-from genre.stages.common import EXIT_OK, NAME
-from genre.stages.report_table import TABLE_HEADER, MemberRun, ResultRow, by_data, member_run, result_rows, table_cells
+from genre.stages.common import EXIT_OK
+from genre.stages.report_table import (
+    NETWORK_STAGES,
+    TABLE_HEADER,
+    MemberRun,
+    ResultRow,
+    by_data,
+    member_run,
+    result_rows,
+    table_cells,
+)
 from genre.tracking import runs
 from genre.tracking.tracker import tracked_run
 
@@ -44,9 +53,13 @@ EXPLANATION = (
 
 @dataclass(frozen=True)
 class ReportConfig:
-    """Which suite experiment to report on, and where to write the page."""
+    """Which MLflow experiment to report on (a suite's, or any other), and where to write the page."""
 
-    experiment: str = setting("", "MLflow experiment of the suite (default: the newest suite run's)")
+    experiment: str = setting(
+        "",
+        "MLflow experiment whose finished train, trial and baseline runs to compare: a suite's (genre-suite-NAME) or "
+        "any other, e.g. a dataset's (genre-digits) (default: the newest suite run's)",
+    )
     format: str = setting("md", "page format: Markdown or self-contained HTML", ("md", "html"))  # noqa: A003
     output: str = setting("", "file to write (default: reports/<experiment>.<format>); figures go in <stem>/ beside it")
     section: str = setting(
@@ -80,6 +93,8 @@ def _figures(rows: list[ResultRow], folder: Path) -> dict[str, Path]:
     """The accuracy chart, the overlaid learning curves (networks) and the best run's test confusion matrix."""
     import matplotlib.pyplot as plt
 
+    from genre.figures import accuracy_bars, overlaid_curves  # matplotlib: imported when figures are made
+
     folder.mkdir(parents=True, exist_ok=True)
     made: dict[str, Path] = {}
     rows = [row for _, table in by_data(rows) for row in table]  # in the tables' order: full first
@@ -89,7 +104,7 @@ def _figures(rows: list[ResultRow], folder: Path) -> dict[str, Path]:
     curves = {
         label: [runs.metric_history(run.run_id, "val_accuracy") for run in row.runs]
         for label, row in zip(labels, rows, strict=True)
-        if row.first.kind == "train"
+        if row.first.kind in NETWORK_STAGES
     }
     if curves:
         figures[CURVES] = overlaid_curves(curves, "validation accuracy")
@@ -149,8 +164,9 @@ def _best_line(report: Report) -> str:
 
 def _title(report: Report) -> str:
     suites = sorted({run.suite for row in report.rows for run in row.runs if run.suite})
-    named = f"suite {', '.join(suites)}" if suites else "a suite"
-    return f"Results of {named} (MLflow experiment {report.experiment})"
+    if not suites:
+        return f"Results of MLflow experiment {report.experiment}"
+    return f"Results of suite {', '.join(suites)} (MLflow experiment {report.experiment})"
 
 
 def render_markdown(report: Report, generated: str) -> str:
@@ -243,7 +259,7 @@ def render_html(report: Report, generated: str) -> str:
 
 
 def write_report(config: ReportConfig) -> Report:
-    """Read the suite's runs, write the page and its figures, and return what was written.
+    """Read the experiment's runs, write the page and its figures, and return what was written.
 
     With `config.section` the Markdown goes between that section's marker lines of `config.output` (appended if the
     file has none, the file made if missing), headings one level down, figures in `<stem>/<section>/`; the rest of
@@ -253,9 +269,12 @@ def write_report(config: ReportConfig) -> Report:
     experiment = config.experiment or newest_suite_experiment()
     if not experiment:
         raise TrackingError(f"no suite runs at {runs.shown_store()}; run `genre suite` first, or name --experiment")
-    rows, left_out = result_rows(suite_members(experiment))
+    rows, left_out = result_rows(experiment_members(experiment))
     if not rows:
-        raise TrackingError(f"MLflow experiment '{experiment}' has no finished suite runs yet; run `genre suite`")
+        raise TrackingError(
+            f"MLflow experiment '{experiment}' has no finished train, trial or baseline run with test metrics yet; "
+            "run `genre train`, `genre baseline` or `genre suite`"
+        )
     page = Path(config.output or f"reports/{experiment}.{config.format}")
     page.parent.mkdir(parents=True, exist_ok=True)
     folder = page.parent / page.stem / config.section if config.section else page.parent / page.stem
@@ -273,13 +292,14 @@ def write_report(config: ReportConfig) -> Report:
     return report
 
 
-def suite_members(experiment: str) -> list[MemberRun]:
-    """The FINISHED runs a suite made in MLflow experiment `experiment` (by name)."""
+def experiment_members(experiment: str) -> list[MemberRun]:
+    """The FINISHED train, trial and baseline runs of MLflow experiment `experiment` (by name): a suite's members,
+    or any other such runs."""
     try:
         experiment_id = runs.experiment_id(experiment)
     except TrackingError as error:
         raise TrackingError(f"{error}; run `genre suite` first, or name one with --experiment") from None
-    finished = runs.search([experiment_id], f"attributes.status = 'FINISHED' and tags.`{NAME}` != ''")
+    finished = runs.search([experiment_id], "attributes.status = 'FINISHED'")
     return [member for member in map(member_run, finished) if member is not None]
 
 
@@ -290,7 +310,7 @@ def newest_suite_experiment() -> str | None:
 
 
 def command(config: ReportConfig) -> int:
-    """`genre report`: the results page of a suite, written to a file and logged as a run's artifacts."""
+    """`genre report`: the results page of an experiment, written to a file and logged as a run's artifacts."""
     report = write_report(config)
     with tracked_run(report.experiment, "report", {"genre.stage": "report"}) as tracker:
         tracker.log_params(

@@ -1,4 +1,7 @@
-"""A suite's results table from its runs: one row per experiment and dataset variant, mean +- std over seeds.
+"""The results table of an experiment's runs: one row per experiment and dataset variant, mean +- std over seeds.
+A suite's runs are named by their experiment and show its newest version; any other train, trial or baseline run
+of an MLflow experiment (`genre-digits`, say) is named by its named experiment, study trial or stage and model, and
+runs with the same settings but their seed share a row.
 
 Pure: run records in, rows out. Rows are ordered best first by mean validation balanced accuracy (mean per-genre
 recall: covers are unbalanced, and plain accuracy rewards predicting the large genres); a table holding runs that
@@ -7,13 +10,20 @@ predate that metric is ordered by validation accuracy, the number the original w
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from genre.stages.common import DATA_DIGEST, NAME, SEED, SETTINGS_DIGEST, SUITE
+
+NETWORK_STAGES = ("train", "trial")  # a study's trial is a train run
+SCORED_STAGES = (*NETWORK_STAGES, "baseline")  # the stages whose runs the table shows
 
 
 @dataclass(frozen=True)
@@ -23,7 +33,7 @@ class MemberRun:
     run_id: str
     suite: str
     name: str
-    kind: str  # train or baseline
+    kind: str  # train, trial or baseline
     seed: int
     settings_digest: str
     data_digest: str
@@ -40,10 +50,13 @@ class MemberRun:
 
 
 def member_run(run: Any) -> MemberRun | None:
-    """A suite's finished MLflow run as the table reads it; None for a run without the metrics a row needs."""
+    """A finished train, trial or baseline MLflow run as the table reads it; None for a run of another stage or without
+    the metrics a row needs."""
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     kind = tags.get("genre.stage", "")
-    best = "best_val" if kind == "train" else "val"  # a network's val_* are per-epoch curves; best_val_* its kept epoch
+    if kind not in SCORED_STAGES:
+        return None
+    best = "best_val" if kind in NETWORK_STAGES else "val"  # a network's val_* are curves; best_val_* its kept epoch
     val = metrics.get(f"{best}_accuracy")
     if val is None or "test_accuracy" not in metrics:
         return None
@@ -51,10 +64,10 @@ def member_run(run: Any) -> MemberRun | None:
     return MemberRun(
         run_id=run.info.run_id,
         suite=tags.get(SUITE, ""),
-        name=tags[NAME],
+        name=tags.get(NAME) or run_label(kind, tags, params),
         kind=kind,
         seed=int(tags.get(SEED, params.get("config.seed", 0))),
-        settings_digest=tags.get(SETTINGS_DIGEST, ""),
+        settings_digest=tags.get(SETTINGS_DIGEST) or settings_digest(params),
         data_digest=tags.get(DATA_DIGEST, ""),
         dataset=params.get("dataset_name", "?"),
         variant=params.get("config.variant", "full"),
@@ -67,6 +80,27 @@ def member_run(run: Any) -> MemberRun | None:
         val_balanced_accuracy=metrics.get(f"{best}_balanced_accuracy"),
         test_balanced_accuracy=metrics.get("test_balanced_accuracy"),
     )
+
+
+def run_label(kind: str, tags: dict[str, str], params: dict[str, str]) -> str:
+    """What a run outside a suite is called in the table: its named experiment (`--experiment NAME`), its study and
+    trial number, or its stage and model ('train-convnet', 'baseline-rf')."""
+    if tags.get("genre.config_file"):
+        return Path(tags["genre.config_file"]).stem
+    if kind == "trial":
+        return f"{tags.get('optuna.study', 'study')} trial {tags.get('trial_number', '?')}"
+    return f"{kind}-{params.get('config.model', '?')}"
+
+
+def settings_digest(params: dict[str, str]) -> str:
+    """A digest of the settings a run outside a suite learned with (its `config.*` params less the seed and those
+    that change where or how fast it runs, as a suite's digest leaves them out): runs that differ only by seed share
+    it."""
+    from genre.stages.catalogue import NOT_IDENTITY  # here: the catalogue reads the experiments, a report seldom
+
+    left_out = {f"config.{name}" for name in (*NOT_IDENTITY, "seed")}
+    settings = {key: value for key, value in params.items() if key.startswith("config.") and key not in left_out}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def describe_model(kind: str, params: dict[str, str]) -> str:
@@ -139,12 +173,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def result_rows(members: list[MemberRun]) -> tuple[list[ResultRow], int]:
     """Rows best first, and how many runs were left out as older versions of an experiment.
 
-    When an experiment's settings or data changed between runs, only the newest version is shown; within it,
-    the newest run of each seed.
+    When a suite's experiment changed settings or data between runs, only the newest version is shown; within it,
+    the newest run of each seed. Runs outside a suite get a row per settings and data (named apart by their newest
+    run when names repeat).
     """
-    groups: dict[tuple[str, str, str], dict[tuple[str, str], list[MemberRun]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[tuple[str, ...], dict[tuple[str, str], list[MemberRun]]] = defaultdict(lambda: defaultdict(list))
     for run in members:
-        groups[run.name, run.dataset, run.variant][run.settings_digest, run.data_digest].append(run)
+        version = (run.settings_digest, run.data_digest)
+        groups[(run.name, run.dataset, run.variant) + (() if run.suite else version)][version].append(run)
     rows, left_out = [], 0
     for versions in groups.values():
         newest = max(versions.values(), key=lambda runs: max(run.start_time for run in runs))
@@ -154,7 +190,20 @@ def result_rows(members: list[MemberRun]) -> tuple[list[ResultRow], int]:
             left_out += run.seed in by_seed
             by_seed[run.seed] = run
         rows.append(ResultRow(tuple(by_seed[seed] for seed in sorted(by_seed))))
-    return _ranked(rows), left_out
+    return _ranked(_named_apart(rows)), left_out
+
+
+def _named_apart(rows: list[ResultRow]) -> list[ResultRow]:
+    """Rows whose name repeats in one table (runs outside a suite with other settings) named apart by their newest
+    run: 'train-convnet (run 1a2b3c4d)'."""
+    names = Counter((row.first.name, row.first.dataset, row.first.variant) for row in rows)
+    apart = []
+    for row in rows:
+        if names[row.first.name, row.first.dataset, row.first.variant] > 1:
+            newest = max(row.runs, key=lambda run: run.start_time).run_id[:8]
+            row = ResultRow(tuple(dataclasses.replace(run, name=f"{run.name} (run {newest})") for run in row.runs))
+        apart.append(row)
+    return apart
 
 
 def _ranked(rows: list[ResultRow]) -> list[ResultRow]:

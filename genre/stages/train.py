@@ -68,7 +68,9 @@ def run(
 ) -> Staged | None:
     """Train (or, with `config.resume`, continue) a network in its own run, then log its test report and model.
 
-    `on_started(tracker)` runs once the run is open and its settings logged (a trial logs what the sampler chose);
+    `progress` shows a bar per epoch on a terminal and prints a line per epoch with the run's ETA (a nested run's
+    lines start with its `run_name`). `on_started(tracker)` runs once the run is open and its settings logged (a
+    trial logs what the sampler chose);
     `on_epoch_end(epoch, metrics)` after each epoch is checkpointed and logged (a trial reports to its pruner,
     which may stop it by raising one of `finished_on`: the run then ends FINISHED). Returns None on a distributed
     worker other than 0.
@@ -76,6 +78,7 @@ def run(
     from genre import devices
     from genre.training.checkpoint import CheckpointStore
     from genre.training.distributed import join_cluster
+    from genre.training.progress import TrainingProgress
     from genre.training.train import train
 
     resume = config.resume
@@ -121,9 +124,18 @@ def run(
             if on_epoch_end is not None and epoch > 0:  # epoch 0: the linear probe's start, no training yet
                 on_epoch_end(epoch, metrics)
 
-        outcome = train(config, contexts, checkpoints, epoch_end, cluster=cluster)
+        watching = TrainingProgress.for_terminal(f"{run_name}: " if nested and run_name else "") if progress else None
+        try:
+            outcome = train(config, contexts, checkpoints, epoch_end, cluster=cluster, progress=watching)
+        except finished_on:  # a pruned trial: its run ends FINISHED, so its checkpoint shrinks as a finished run's
+            checkpoints.keep_best_and_last()
+            raise
+        finally:  # a diverged loss or Ctrl-C inside an epoch: its bar leaves the terminal before the error is said
+            if watching is not None:
+                watching.close()
         assert outcome is not None  # worker 0 and single processes always get the outcome
         log_training_outcome(tracker, outcome, example if example is not None else example_image(config))
+        checkpoints.keep_best_and_last()  # the model is logged: nothing is left to resume
     cluster.finish()
     return Staged(tracker.run_id, tracker.store, info, config, outcome)
 
@@ -220,6 +232,11 @@ def resume_config(config: TrainConfig, given: set[str] | None = None) -> tuple[T
             f"{', '.join(map(_flag, other))} (only {allowed} may change on resume)"
         )
     saved = CheckpointStore(Path(config.checkpoint_dir) / config.resume).read_state()
+    if saved.finished:
+        raise ConfigError(
+            f"--resume {config.resume}: that run finished training (epoch {saved.epoch}) and logged its model, "
+            f"runs:/{config.resume}/model; there is nothing to resume"
+        )
     applied = [*RESUME_SETTINGS, *(name for name in RESUME_DEVICES if name in given)]
     settings = saved.config | {name: getattr(config, name) for name in applied}
     return build(TrainConfig, ("checkpoint of run " + config.resume, settings)), saved.epoch

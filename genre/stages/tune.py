@@ -5,6 +5,8 @@ running again with the same study name continues the study."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +91,54 @@ class Objective:
             runs.set_tags(opened[0], {"trial_state": state})
 
 
+def study_eta(trial_seconds: float, trials_left: int, timeout_left: float | None = None) -> float:
+    """Seconds until this invocation's study ends: the trials left at the mean trial time so far (`trial_seconds`);
+    with `--timeout`, only the trials that can still start before it runs out (a started trial runs to its end)."""
+    if timeout_left is not None and trial_seconds > 0:
+        trials_left = min(trials_left, math.ceil(max(0.0, timeout_left) / trial_seconds))
+    return trials_left * trial_seconds
+
+
+@dataclasses.dataclass
+class StudyProgress:
+    """Optuna's callback that prints a line per finished trial with the study's ETA, e.g.
+    `trial 3 complete in 41s: val 97.21%; best 97.77% (trial 1); 4/6 trials, ETA 1m22s`. Made when the study
+    starts: the ETA counts this invocation's trials (`--n-trials`, `--timeout`) at their mean time so far."""
+
+    n_trials: int
+    timeout: float | None = None
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    trial_seconds: list[float] = dataclasses.field(default_factory=list)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        print(self.line(study, trial, time.monotonic()), flush=True)
+
+    def line(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, now: float) -> str:
+        from genre.training.progress import duration
+
+        elapsed = now - self.started
+        self.trial_seconds.append(elapsed - sum(self.trial_seconds))  # since the last trial ended: sampling too
+        took = duration(self.trial_seconds[-1])
+        state = trial.state.name
+        if state == "COMPLETE":
+            said = f"trial {trial.number} complete in {took}: val {trial.value:.2%}"
+        elif state == "PRUNED":
+            said = f"trial {trial.number} pruned after epoch {trial.last_step} in {took}"
+        else:  # FAIL: Optuna has logged why
+            said = f"trial {trial.number} failed in {took}"
+        if any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
+            said += f"; best {study.best_value:.2%} (trial {study.best_trial.number})"
+        done, mean = len(self.trial_seconds), elapsed / len(self.trial_seconds)
+        timeout_left = None if self.timeout is None else self.timeout - elapsed
+        left = study_eta(mean, self.n_trials - done, timeout_left)
+        if left > 0:
+            limited = left < study_eta(mean, self.n_trials - done)
+            return f"{said}; {done}/{self.n_trials} trials, ETA {duration(left)}" + (" (--timeout)" * limited)
+        if done < self.n_trials:
+            return f"{said}; {done}/{self.n_trials} trials in {duration(elapsed)}: --timeout reached, no more trials"
+        return f"{said}; {done}/{self.n_trials} trials in {duration(elapsed)}"
+
+
 def run(config: TuneConfig, experiment: str | None = None, progress: bool = False) -> tuple[Any, str | None, str, str]:
     """Run (or continue) the study in a parent run; returns the study, the best trial's run id, the parent's run
     id and its store."""
@@ -118,12 +168,17 @@ def run(config: TuneConfig, experiment: str | None = None, progress: bool = Fals
             print(f"ended {len(ended)} run(s) of the study KILLED: their process had died ({', '.join(ended)})")
         log_tune_start(parent, config, space, info)
         objective = Objective(space, config.study_name, config.checkpoint_dir, train.example_image(base), progress)
+        callbacks: list[Any] = [
+            lambda study, trial: log_study_progress(parent, study, trial.number, sampler.effective_seed)
+        ]
+        if progress:  # its clock starts here, with the study's timeout
+            callbacks.append(StudyProgress(config.n_trials, config.timeout))
         study.optimize(
             objective,
             n_trials=config.n_trials,
             timeout=config.timeout,
             catch=(GenreError,),
-            callbacks=[lambda study, trial: log_study_progress(parent, study, trial.number, sampler.effective_seed)],
+            callbacks=callbacks,
             gc_after_trial=True,
         )
         best_run = log_study_result(parent, study)

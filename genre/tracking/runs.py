@@ -74,6 +74,30 @@ def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
         store.set_tag(run_id, key, value)
 
 
+def run_params(run_id: str) -> dict[str, str]:
+    """The params of run `run_id`; a `TrackingError` when the store holds no such run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(client().get_run(run_id).data.params)
+    except MlflowException as error:
+        raise TrackingError(f"no run {run_id} at {shown_store()} ({error.message})") from None
+
+
+def run_statuses(run_ids: list[str]) -> dict[str, str]:
+    """The status (FINISHED, RUNNING, KILLED, FAILED, SCHEDULED) of each run of `run_ids` the store holds, deleted ones
+    included, by id; a run it does not hold is left out."""
+    from mlflow.exceptions import MlflowException
+
+    store, found = client(), {}
+    for run_id in run_ids:
+        try:
+            found[run_id] = store.get_run(run_id).info.status
+        except MlflowException:
+            continue
+    return found
+
+
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     """`[(step, value), ...]` of one metric of one run, by step."""
     return sorted((m.step, m.value) for m in client().get_metric_history(run_id, key))

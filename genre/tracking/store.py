@@ -44,6 +44,21 @@ def limit_http_retries(environ: MutableMapping[str, str] = os.environ) -> dict[s
     return {name: environ[name] for name in HTTP_LIMITS}
 
 
+# MLflow's own output that a user of `genre` has no use for: its progress bars of the few files of a model it saves
+# or loads (a second at most, leaving a line each), and its INFO lines ("Validating input example against model
+# signature", "Updating database tables"); its warnings and errors still show. A user's own setting wins.
+QUIET_MLFLOW = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_LOGGING_LEVEL": "WARNING"}
+
+
+def quiet_mlflow(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
+    """Turn MLflow's own progress bars and INFO lines off (`QUIET_MLFLOW`, unless the user set the variable) in this
+    process and the ones it starts; returns the values in force. MLflow reads its logging level when it is imported,
+    so call this first."""
+    for name, value in QUIET_MLFLOW.items():
+        environ.setdefault(name, value)
+    return {name: environ[name] for name in QUIET_MLFLOW}
+
+
 @contextlib.contextmanager
 def single_try() -> Iterator[None]:
     """MLflow calls in the block try once, briefly: a last word (ending a run FAILED) to a store that just stopped

@@ -117,8 +117,17 @@ class MlflowTracker:
             warnings.simplefilter("ignore")  # MLflow warns that several local source types match
             source = resolve_dataset_source(source_uri)
         schema = Schema([TensorSpec(np.dtype(np.uint8), (-1, *shape[1:]), "image")])
+        dataset = MetaDataset(source, name=name, digest=digest, schema=schema)
         with self._calling("logging the dataset"):
-            mlflow.log_input(MetaDataset(source, name=name, digest=digest, schema=schema), context=context)
+            try:
+                mlflow.log_input(dataset, context=context)
+            except mlflow.exceptions.MlflowException as error:
+                # The SQL store looks the dataset up, then inserts it: two workers of one study logging the same
+                # dataset at once can both miss it, and the second insert breaks the unique key. Once it exists,
+                # logging it again finds it (seen on PostgreSQL with three tune workers).
+                if "dataset_pk" not in str(error) and "UNIQUE constraint failed: datasets" not in str(error):
+                    raise
+                mlflow.log_input(dataset, context=context)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         import mlflow

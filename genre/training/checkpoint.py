@@ -3,7 +3,8 @@
 A checkpoint is the network's parameters, the trainer's state (momentum, update count) and `state.json`
 (completed epoch, best epoch, metric history, the resolved config). Randomness needs no saving: every
 epoch reseeds from (seed, epoch). Files are written under new names and `state.json` is replaced last,
-so a kill at any moment leaves the previous complete checkpoint.
+so a kill at any moment leaves the previous complete checkpoint. A finished run keeps only its best and last
+parameters (`keep_best_and_last`); `genre clean` removes the folders of FINISHED runs.
 """
 
 from __future__ import annotations
@@ -11,20 +12,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mxnet as mx
 import numpy as np
-from mxnet import gluon
-from mxnet.base import MXNetError
 
 from genre import disk
 from genre.errors import DiskError, GenreError
 
+if TYPE_CHECKING:
+    from mxnet import gluon
+
 DEFAULT_CHECKPOINT_DIR = "checkpoints"  # <dir>/<run id>/ per run, for train and for each tuning trial
 STATE_FILE = "state.json"
+RUN_FOLDER = re.compile(r"[0-9a-f]{32}")  # an MLflow run id
 
 
 class CheckpointError(GenreError):
@@ -40,6 +43,7 @@ class TrainingState:
     best_val_accuracy: float = -1.0
     history: list[dict[str, float]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    finished: bool = False  # training ended: only the best and the last parameters are kept (`keep_best_and_last`)
 
 
 def _parameter_bytes(net: gluon.Block) -> int:
@@ -50,8 +54,27 @@ def _parameter_bytes(net: gluon.Block) -> int:
 def _save_parameters(net: gluon.Block, path: str) -> None:
     """`net.save_parameters`, then read back: MXNet's writer drops a failed write's last buffer without a word
     (an unchecked `fclose`), so a full disk could otherwise leave a truncated file that looks saved."""
+    import mxnet as mx  # here, not above: `TrainConfig` reads this module's default folder without MXNet
+
     net.save_parameters(path)
     mx.nd.load(path)
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files under `folder`, a hard-linked file once."""
+    seen: dict[tuple[int, int], int] = {}
+    for path in folder.rglob("*"):
+        if path.is_file():
+            stat = path.stat()
+            seen[stat.st_dev, stat.st_ino] = stat.st_size
+    return sum(seen.values())
+
+
+def run_folders(root: Path) -> list[Path]:
+    """The run checkpoint folders in `root` (`<run id>/`: 32 hex digits, as MLflow names runs), sorted."""
+    if not root.is_dir():
+        return []
+    return sorted(path for path in root.iterdir() if path.is_dir() and RUN_FOLDER.fullmatch(path.name))
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -88,6 +111,8 @@ class CheckpointStore:
         A full or read-only disk raises a one-line `DiskError` naming the file and the checkpoint still intact;
         this epoch's partial files are removed.
         """
+        from mxnet.base import MXNetError
+
         params, states = self.params_path(state.epoch), self.states_path(state.epoch)
         writing = self.folder
         try:
@@ -145,8 +170,36 @@ class CheckpointStore:
         except (ValueError, TypeError) as error:
             raise CheckpointError(f"checkpoint {path} is unreadable ({error}); start a new run") from error
 
+    def keep_best_and_last(self) -> int:
+        """Once training has finished: keep the best and the last epoch's parameters and `state.json` (marked
+        finished), and drop the trainer state (momentum and the like: only continuing a run needs it) and any
+        leftovers. When the best epoch is the last, its two files become one (a hard link). Returns the bytes freed.
+        """
+        if not self.exists():
+            return 0
+        state = self.read_state()
+        state.finished = True  # first: from here on the folder is no longer one to resume from
+        _atomic_write_text(self.folder / STATE_FILE, json.dumps(asdict(state), indent=1))
+        before = folder_bytes(self.folder)
+        last = self.params_path(state.epoch)
+        for path in self.folder.iterdir():
+            if path.is_file() and path.name not in (STATE_FILE, self.best_params_path.name, last.name):
+                path.unlink(missing_ok=True)
+        if state.best_epoch == state.epoch and self.best_params_path.exists() and last.exists():
+            linked = last.with_name(last.name + ".tmp")
+            with contextlib.suppress(OSError):  # a file system without hard links keeps both copies
+                os.link(self.best_params_path, linked)
+                linked.replace(last)
+            linked.unlink(missing_ok=True)
+        return before - folder_bytes(self.folder)
+
     def restore(self, net: gluon.Block, trainer: gluon.Trainer, state: TrainingState) -> None:
         """Load the parameters and trainer state of `state.epoch` into `net` and `trainer`."""
+        if state.finished:
+            raise CheckpointError(
+                f"run {self.folder.name} finished training at epoch {state.epoch}; its checkpoint keeps only the best "
+                "and the last parameters, and there is nothing to resume"
+            )
         params, states = self.params_path(state.epoch), self.states_path(state.epoch)
         for path in (params, states):
             if not path.exists():

@@ -12,9 +12,8 @@ from genre.config import SEEDS, check_range, setting
 from genre.data.choice import DatasetChoice
 from genre.data.transforms import AugmentSpec
 from genre.errors import ConfigError
-from genre.models.networks import NetworkSpec, require_loaded_weights
+from genre.models.spec import NetworkSpec, require_loaded_weights
 from genre.training.checkpoint import DEFAULT_CHECKPOINT_DIR
-from genre.training.schedule import parse_steps
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +70,8 @@ class TrainConfig(NetworkSpec, AugmentSpec, DatasetChoice):
     )
 
     def __post_init__(self) -> None:
+        from genre.training.schedule import parse_steps  # imports MXNet: not needed to list the flags
+
         NetworkSpec.__post_init__(self)
         AugmentSpec.__post_init__(self)
         check_range(self, "learning_rate", 0.0, low_open=True)

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from genre.config import check_range, setting
-from genre.data.choice import DatasetChoice
+from genre.data.choice import ModelDataChoice
 from genre.data.pack import Pack
 from genre.errors import DataError
-from genre.training.loop import Evaluation
+
+if TYPE_CHECKING:
+    from genre.training.loop import Evaluation  # MXNet's loop: imported when a model is evaluated
 
 PROBABILITY_PREFIX = "p_"
 
 
 @dataclass(frozen=True)
-class EvaluateConfig(DatasetChoice):
-    """Which model, on which split of which dataset."""
+class EvaluateConfig(ModelDataChoice):
+    """Which model, on which split of which dataset (by default the one the model was trained on)."""
 
     model_uri: str = setting("", "the model: runs:/<run id>/model, models:/<name>@<alias>, or a local path")
     split: str = setting("test", "split to evaluate on", ("train", "val", "test"))
@@ -46,6 +48,8 @@ def evaluate_model(model: Any, pack: Pack, batch_size: int) -> Evaluation:
 
     Pixels go straight to the cover model's `predict` (the pyfunc wrapper's schema takes encoded images only).
     """
+    from genre.training.loop import Evaluation
+
     classifier = model.unwrap_python_model()
     parts = []
     for start in range(0, len(pack), batch_size):

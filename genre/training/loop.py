@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mxnet as mx
@@ -22,6 +23,8 @@ from genre.metrics import accuracy, balanced_accuracy, macro_f1, per_genre_recal
 from genre.models.inputs import NetworkInput, network_input
 
 SYNC_EVERY = 20  # batches between host syncs: often enough to stop a diverged run early, rare enough to stay async
+# After each batch: batches done this epoch, images trained, the mean loss at the last host sync (None before it).
+BatchCallback = Callable[[int, int, float | None], None]
 
 
 class TrainingDiverged(GenreError):
@@ -107,10 +110,12 @@ def train_one_epoch(
     seed: int,
     loss_fn: gluon.loss.Loss,
     network: NetworkInput | None = None,
+    on_batch: BatchCallback | None = None,
 ) -> EpochStats:
     """Train one pass over `batches` (shuffled by epoch); raise `TrainingDiverged` on a non-finite loss.
 
     `network` is the input the net takes (side and normalisation); None takes the images as they are packed.
+    `on_batch` (a progress bar) hears of every batch without forcing a host sync: the loss it gets is the last synced.
     """
     mx.random.seed(seed * 100_003 + epoch)  # dropout: a resumed epoch draws what the original would have
     augment_rng = np.random.default_rng([seed, epoch, 1])
@@ -118,7 +123,7 @@ def train_one_epoch(
     device_count = len(batches.contexts)
     loss_parts: list[nd.NDArray] = []
     correct_parts: list[nd.NDArray] = []
-    loss_sum, correct, images = 0.0, 0.0, 0
+    loss_sum, correct, images, synced = 0.0, 0.0, 0, 0
     for index, batch in enumerate(batches.epoch(epoch)):
         with autograd.record():
             outputs = [net(training_input(x, augment, augment_rng, network)) for x, _ in batch.shards]
@@ -137,6 +142,9 @@ def train_one_epoch(
             correct += sum(part.asscalar() for part in correct_parts)
             loss_parts, correct_parts = [], []
             _check_finite(loss_sum, epoch, index + 1)
+            synced = images
+        if on_batch is not None:
+            on_batch(index + 1, images, loss_sum / synced if synced else None)
     loss_sum += sum(part.asscalar() for part in loss_parts)
     correct += sum(part.asscalar() for part in correct_parts)
     _check_finite(loss_sum, epoch, len(batches))

@@ -2,7 +2,8 @@
 
 Reports through one callback, `on_epoch_end(epoch, metrics)`, called after each epoch's checkpoint is written (and
 with epoch 0 for a linear-probe start): the train stage logs there, and a tuning trial also reports to Optuna. It
-knows nothing of MLflow. One process and a distributed job run the same loop; the `Cluster` (`SingleProcess` for
+knows nothing of MLflow. A person watching sees the `TrainingProgress` the stage passes (a bar per epoch, a line per
+epoch, the run's ETA). One process and a distributed job run the same loop; the `Cluster` (`SingleProcess` for
 one process) does what differs.
 """
 
@@ -28,6 +29,7 @@ from genre.training.distributed import Cluster, SingleProcess
 from genre.training.loop import Evaluation, TrainingDiverged, evaluate, train_one_epoch
 from genre.training.losses import training_loss
 from genre.training.probe import fit_probe_head
+from genre.training.progress import TrainingProgress
 from genre.training.schedule import Schedule, ScheduleAdapter, parse_steps
 
 log = logging.getLogger(__name__)
@@ -126,11 +128,13 @@ def train(
     checkpoints: CheckpointStore | None,
     on_epoch_end: EpochCallback | None = None,
     cluster: Cluster | SingleProcess | None = None,
+    progress: TrainingProgress | None = None,
 ) -> TrainOutcome | None:
     """Train (or continue training from `checkpoints`) and evaluate the best epoch on the test split.
 
-    In a distributed job (`cluster`), only worker 0 writes checkpoints and evaluates the test split; the other
-    workers return None (their `checkpoints` is None, or the shared folder of the run they resume).
+    In a distributed job (`cluster`), only worker 0 writes checkpoints, evaluates the test split and shows
+    `progress`; the other workers return None (their `checkpoints` is None, or the shared folder of the run they
+    resume).
     """
     cluster = cluster or SingleProcess()
     report = on_epoch_end or (lambda epoch, metrics: None)
@@ -141,6 +145,7 @@ def train(
         packs["train"], config.batch_size, config.chunk_size, contexts, config.seed
     )
     owner = cluster.is_chief
+    progress = progress if owner else None
     val_batches, test_batches = (
         ChunkedIterator(packs[split], config.batch_size, config.chunk_size, contexts) for split in ("val", "test")
     )
@@ -173,8 +178,13 @@ def train(
     stopped_early = False
     for epoch in range(state.epoch + 1, config.epochs + 1):
         hold_backbone(backbone, epoch <= config.freeze_epochs)
+        if progress is not None:
+            progress.epoch_started(epoch, config.epochs, len(train_batches))
+        on_batch = progress.batch_done if progress is not None else None
         try:
-            stats = train_one_epoch(net, trainer, train_batches, epoch, config, config.seed, train_loss, network)
+            stats = train_one_epoch(
+                net, trainer, train_batches, epoch, config, config.seed, train_loss, network, on_batch
+            )
         except TrainingDiverged as error:
             kept = (
                 f"the last good checkpoint (epoch {state.epoch}) is kept in {checkpoints.folder}" if checkpoints else ""
@@ -190,7 +200,9 @@ def train(
             state.best_epoch, state.best_val_accuracy = epoch, validation.accuracy
         if owner and checkpoints is not None:
             checkpoints.save(net, trainer, state, improved)
-        log.info(
+        if progress is not None:
+            progress.epoch_ended(epoch, config.epochs, metrics)
+        log.debug(
             "epoch %d/%d: train loss %.4f accuracy %.4f | val loss %.4f accuracy %.4f | %.0f img/s",
             epoch, config.epochs, stats.loss, stats.accuracy, validation.loss, validation.accuracy,
             stats.images_per_second,

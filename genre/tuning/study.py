@@ -1,4 +1,5 @@
-"""Optuna studies over the training code: the study's settings, samplers, pruners, RDB storage with heartbeats.
+"""Optuna studies over the training code: samplers, pruners, RDB storage with heartbeats (the study's settings,
+`TuneConfig`, are in `genre.tuning.config`).
 
 The objective is the tune stage's (`genre.stages.tune`): each trial is the train stage itself in a nested MLflow
 run, reporting the validation accuracy every epoch, pruned when it lags. The storage is an Optuna RDB: a SQLite
@@ -12,68 +13,19 @@ import random
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 
-from genre.config import SEEDS, check_range, setting
 from genre.credentials import mask_password
 from genre.errors import ConfigError
 from genre.runtime import POOL_LIMITS
-from genre.training.checkpoint import DEFAULT_CHECKPOINT_DIR
+from genre.tuning.config import TuneConfig
 
 log = logging.getLogger(__name__)
 TABLE_CREATION_ATTEMPTS = 5
-DEFAULT_STORAGE = "sqlite:///optuna.db"  # beside MLflow's mlflow.db, the embedded default
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    """One `genre tune` invocation: which space, which study, how many trials, where the study lives."""
-
-    space: str = setting("convnet-digits", "search space: a name in experiments/spaces/ or a YAML file")
-    study: str | None = setting(None, "study name (default: the space's name); an existing study is continued")
-    n_trials: int = setting(6, "trials this invocation adds to the study")
-    timeout: float | None = setting(None, "start no new trial after this many seconds")
-    storage: str | None = setting(
-        None,
-        f"Optuna storage URL (default: {DEFAULT_STORAGE}; postgresql://USER@HOST/DB to share, the password in "
-        "PGPASSWORD or ~/.pgpass)",
-    )
-    sampler: str = setting("tpe", "how trials are chosen", ("tpe", "random", "cmaes"))
-    pruner: str = setting("median", "how lagging trials are stopped", ("median", "hyperband", "none"))
-    seed: int = setting(0, "seed of the sampler")
-    heartbeat_seconds: int = setting(10, "how often a running trial tells the storage it is alive")
-    grace_seconds: int = setting(60, "a trial silent this long is failed (its worker died) and retried")
-    max_retries: int = setting(1, "times a trial of a dead worker is retried")
-    checkpoint_dir: str = setting(DEFAULT_CHECKPOINT_DIR, "folder of the trials' checkpoints (<dir>/<trial run id>/)")
-    register: str | None = setting(None, "register the best model in the MLflow registry under this name")
-    alias: str = setting("champion", "alias the registered best model gets")
-
-    def __post_init__(self) -> None:
-        check_range(self, "n_trials", 1)
-        check_range(self, "timeout", 0.0, low_open=True, optional=True, note=" (unset = no limit)")
-        check_range(self, "seed", *SEEDS)
-        check_range(self, "heartbeat_seconds", 1)
-        check_range(self, "grace_seconds", 1)
-        if self.grace_seconds <= self.heartbeat_seconds:
-            raise ConfigError(
-                f"'grace_seconds' must be more than 'heartbeat_seconds' ({self.heartbeat_seconds}), or trials that "
-                f"are still running are failed between heartbeats; got {self.grace_seconds}"
-            )
-        check_range(self, "max_retries", 0)
-
-    @property
-    def study_name(self) -> str:
-        return self.study or Path(self.space).stem
-
-    @property
-    def storage_url(self) -> str:
-        return self.storage or DEFAULT_STORAGE
 
 
 def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:

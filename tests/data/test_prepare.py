@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
 import os
 import re
@@ -16,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genre.data.pack import DATASET_FILE, DatasetInfo, open_pack
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.pack import DATASET_FILE, DatasetInfo, dataset_digest, open_pack, pack_paths
+from genre.data.prepare import PrepareConfig, check_output_folders, prepare
 from tests.conftest import PROJECT_ROOT, jpeg_bytes, refused, write_cover_folder
 from tests.coverserver import CoverServer, ok, redirect
 
@@ -49,7 +52,7 @@ def awkward_folder(root: Path) -> Path:
 
 
 def test_awkward_folder_packs_every_valid_image_and_reports_each_invalid_one(tmp_path: Path) -> None:
-    folder = awkward_folder(tmp_path / "covers")
+    folder = awkward_folder(tmp_path / "my-covers")
     prepared = prepare(PrepareConfig(folder=str(folder), out=str(tmp_path / "out"), image_size=32), progress=False)
 
     reasons = {p.item: p.reason for p in prepared.problems}
@@ -69,7 +72,7 @@ def test_awkward_folder_packs_every_valid_image_and_reports_each_invalid_one(tmp
 
 
 def test_packs_hold_the_decoded_pixels_labels_and_names(tmp_path: Path) -> None:
-    folder = write_cover_folder(tmp_path / "covers", genres=3, per_genre=10)
+    folder = write_cover_folder(tmp_path / "my-covers", genres=3, per_genre=10)
     prepared = prepare(PrepareConfig(folder=str(folder), out=str(tmp_path / "out"), image_size=16), progress=False)
     info = DatasetInfo.read(prepared.root)
     assert info.genres == ["genre0", "genre1", "genre2"]
@@ -87,11 +90,72 @@ def test_packs_hold_the_decoded_pixels_labels_and_names(tmp_path: Path) -> None:
 
 
 def test_preparing_again_gives_byte_identical_packs(tmp_path: Path) -> None:
-    folder = write_cover_folder(tmp_path / "covers", genres=3, per_genre=12)
+    folder = write_cover_folder(tmp_path / "my-covers", genres=3, per_genre=12)
     config = PrepareConfig(folder=str(folder), out=str(tmp_path / "out"), image_size=24, dev_size=12)
     first = pack_files(prepare(config, progress=False).root)
     second = pack_files(prepare(config, progress=False).root)
     assert first == second
+
+
+def packs_made_plainly(folder: Path, size: int, dev_size: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The packs as `prepare` made them before its workers wrote them in place (issue 16): every file decoded on
+    its own, the ones that decode split, and each pack's images stacked in file-name order beside int32 labels."""
+    from genre.data.images import InvalidImage, decode_image
+    from genre.data.sources import scan_folder
+    from genre.data.split import SPLITS, SplitFractions, development_subset, stratified_split
+
+    pixels = {}
+    for image in scan_folder(folder)[0]:
+        with contextlib.suppress(InvalidImage):
+            pixels[image.relpath] = decode_image(image.path, size)
+    names = sorted(pixels)
+    genres_of = [name.split("/")[0] for name in names]
+    genres = sorted(set(genres_of))
+    assignment = stratified_split(names, genres_of, SplitFractions(), seed)
+    dev = development_subset(names, genres_of, assignment, dev_size, SplitFractions(), seed)
+    packs = {}
+    for variant, splits_of in (("full", assignment), ("dev", dev)):
+        for split in SPLITS:
+            members = [k for k, s in enumerate(splits_of) if s == split]
+            images = np.zeros((len(members), size, size, 3), dtype=np.uint8)
+            for row, k in enumerate(members):
+                images[row] = pixels[names[k]]
+            labels = np.array([genres.index(genres_of[k]) for k in members], dtype=np.int32)
+            packs[f"{variant}/{split}"] = (images, labels)
+    return packs
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "undecodable",
+    [[], ["genre0/000-bad.jpg", "genre1/005-bad.jpg", "genre2/zzz-bad.jpg"]],
+    ids=["every file decodes", "the first, a middle and the last file do not"],
+)
+def test_the_packs_and_digests_are_those_of_decoding_each_file_and_stacking_the_splits(
+    tmp_path: Path, undecodable: list[str]
+) -> None:
+    folder = write_cover_folder(tmp_path / "my-covers", genres=3, per_genre=[14, 9, 20], size=72)
+    for name in undecodable:
+        (folder / name).write_bytes(jpeg_bytes((72, 72))[:300])  # truncated
+    config = PrepareConfig(folder=str(folder), out=str(tmp_path / "out"), image_size=40, dev_size=20, workers=2)
+    prepared = prepare(config, progress=False)
+    assert sorted(problem.item for problem in prepared.problems) == undecodable
+
+    expected = packs_made_plainly(folder, size=40, dev_size=20, seed=config.seed)
+    digests = {}
+    for key, (images, labels) in expected.items():
+        images_path, labels_path = pack_paths(prepared.root, *key.split("/"))
+        assert images_path.read_bytes() == npy_bytes(images), key
+        assert labels_path.read_bytes() == npy_bytes(labels), key
+        digests[key] = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
+    assert prepared.info.pack_digests == digests
+    assert prepared.info.digest == dataset_digest(["genre0", "genre1", "genre2"], 40, digests)
+    assert len(expected["dev/train"][0]) > 0 and not (prepared.root / ".partial").exists()
 
 
 def test_the_bundled_digits_pack_without_network(tmp_path: Path) -> None:
@@ -127,7 +191,7 @@ def test_a_setting_out_of_range_is_a_one_line_error_naming_it(settings: dict, na
 
 def test_an_unset_image_size_is_the_sources_default_and_a_development_subset_may_be_empty(tmp_path: Path) -> None:
     assert PrepareConfig().size == 32 and PrepareConfig(folder="covers").size == 350
-    folder = write_cover_folder(tmp_path / "covers", genres=2, per_genre=5, size=16)
+    folder = write_cover_folder(tmp_path / "my-covers", genres=2, per_genre=5, size=16)
     config = PrepareConfig(folder=str(folder), out=str(tmp_path / "p"), image_size=8, dev_size=0, workers=1)
     prepared = prepare(config, progress=False)
     assert prepared.info.counts["dev"] == {"train": 0, "val": 0, "test": 0}
@@ -166,18 +230,25 @@ def finish(process: subprocess.Popen) -> str:
 
 @pytest.mark.slow
 def test_killed_mid_pack_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) -> None:
-    folder = write_cover_folder(tmp_path / "covers", genres=4, per_genre=60, size=400)
+    folder = write_cover_folder(tmp_path / "my-covers", genres=4, per_genre=60, size=400)
     common = ["--folder", str(folder), "--image-size", "128", "--workers", "1", "--dev-size", "40"]
     finish(run_prepare([*common, "--out", "whole"], tmp_path))
 
     killed = run_prepare([*common, "--out", "killed"], tmp_path)
-    staging = tmp_path / "killed" / ".partial" / "staging.npy"
-    kill_when(killed, staging.exists)
+    kill_when(killed, lambda: first_row_written(tmp_path / "killed" / ".partial" / "full" / "train-images.npy"))
     assert not (tmp_path / "killed" / DATASET_FILE).exists()  # never marked complete
 
     finish(run_prepare([*common, "--out", "killed"], tmp_path))
     assert pack_files(tmp_path / "killed") == pack_files(tmp_path / "whole")
     assert not (tmp_path / "killed" / ".partial").exists()
+
+
+def first_row_written(images_path: Path) -> bool:
+    """Whether a pack being written already holds pixels in its first row (the workers write the packs in place)."""
+    try:
+        return bool(np.load(images_path, mmap_mode="r")[0].any())
+    except (OSError, ValueError, EOFError, IndexError):  # not there yet, or its header not written yet
+        return False
 
 
 def process_table() -> dict[int, tuple[str, int, str]]:
@@ -201,10 +272,11 @@ def descendants(pid: int, table: dict[int, tuple[str, int, str]]) -> set[int]:
     return found
 
 
-def maps_file(pid: int, name: str) -> bool:
+def opens_file_in(pid: int, folder: str) -> bool:
+    """Whether process `pid` has a file under `folder` open."""
     try:
-        return name in Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
+        return any(os.readlink(fd).startswith(folder) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # it ended, or closed a file while we looked
         return False
 
 
@@ -227,7 +299,7 @@ def left_behind(family: dict[int, tuple[str, int, str]], marker: str) -> list[st
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 @pytest.mark.slow
 def test_killing_prepare_mid_decode_leaves_no_process_behind(tmp_path: Path, signum: signal.Signals) -> None:
-    folder = write_cover_folder(tmp_path / "covers", genres=2, per_genre=8, size=1000)
+    folder = write_cover_folder(tmp_path / "my-covers", genres=2, per_genre=8, size=1000)
     for original in sorted(folder.rglob("*.jpg")):  # 800 files, 16 of them written: seconds of decoding, not of setup
         for copy in range(1, 50):
             os.link(original, original.with_name(f"{original.stem}-{copy:02d}.jpg"))
@@ -235,7 +307,7 @@ def test_killing_prepare_mid_decode_leaves_no_process_behind(tmp_path: Path, sig
     args = ["--folder", str(folder), "--image-size", "256", "--workers", "2", "--out", "out"]
     with log.open("w") as output:
         process = run_prepare(args, tmp_path, output)
-    staging = str(tmp_path / "out" / ".partial" / "staging.npy")
+    packs = str(tmp_path / "out" / ".partial")
     family: dict[int, tuple[str, int, str]] = {}
     try:
         deadline = time.monotonic() + 120
@@ -243,7 +315,7 @@ def test_killing_prepare_mid_decode_leaves_no_process_behind(tmp_path: Path, sig
             table = process_table()
             family = {pid: table[pid] for pid in descendants(process.pid, table)}
             workers = [pid for pid, (_, parent, _) in family.items() if parent in family]
-            if len(workers) == 2 and any(maps_file(pid, staging) for pid in workers):
+            if len(workers) == 2 and any(opens_file_in(pid, packs) for pid in workers):
                 break
             assert process.poll() is None, f"prepare ended before decoding:\n{log.read_text()}"
             assert time.monotonic() < deadline, f"prepare never started decoding:\n{log.read_text()}"
@@ -334,7 +406,7 @@ def test_a_cover_saved_from_another_host_is_named_in_the_report(cover_server: Co
 def test_a_damaged_pack_gives_a_clear_error(tmp_path: Path, corruption: str, message: str) -> None:
     from genre.errors import DataError
 
-    folder = write_cover_folder(tmp_path / "covers", genres=3, per_genre=10)
+    folder = write_cover_folder(tmp_path / "my-covers", genres=3, per_genre=10)
     root = prepare(PrepareConfig(folder=str(folder), out=str(tmp_path / "out"), image_size=16), progress=False).root
     images, labels = root / "full" / "train-images.npy", root / "full" / "train-labels.npy"
     if corruption == "missing":
@@ -353,15 +425,15 @@ def test_a_full_disk_while_packing_is_one_line_and_keeps_the_earlier_packs(tmp_p
 
     config = PrepareConfig(folder=str(write_cover_folder(tmp_path / "src")), out=str(tmp_path / "out"), image_size=16)
     before = pack_files(prepare(config, progress=False).root)
-    write_pack = pack.write_pack
+    finish_pack = pack.finish_pack
 
     def onto_a_full_disk(images_path: Path, labels_path: Path, *args):  # every write to /dev/full fails: ENOSPC
         if labels_path.parent.name == "dev":
             labels_path.parent.mkdir(parents=True, exist_ok=True)
             labels_path.symlink_to("/dev/full")
-        return write_pack(images_path, labels_path, *args)
+        return finish_pack(images_path, labels_path, *args)
 
-    monkeypatch.setattr(pack, "write_pack", onto_a_full_disk)
+    monkeypatch.setattr(pack, "finish_pack", onto_a_full_disk)
     with pytest.raises(DiskError) as caught:
         prepare(config, progress=False)
     assert str(caught.value) == (
@@ -372,23 +444,23 @@ def test_a_full_disk_while_packing_is_one_line_and_keeps_the_earlier_packs(tmp_p
     assert pack_files(tmp_path / "out") == before
     open_pack(tmp_path / "out", "dev", "train")
 
-    monkeypatch.setattr(pack, "write_pack", write_pack)
+    monkeypatch.setattr(pack, "finish_pack", finish_pack)
     assert pack_files(prepare(config, progress=False).root) == before
 
 
 def test_a_disk_too_small_for_the_decoded_images_is_one_line_not_a_crash(tracking_store: str, small_disk, capsys):
     from genre.cli import main
 
-    # 30 covers at 128 px need 1.4 MB of staging: more than the disk has once the output folder passes its check.
-    # Memory-mapped without reserving it, the decode workers died of SIGBUS writing the pages that did not fit.
+    # 30 covers at 128 px need 2.5 MB of packs (24 of them twice: the development subset): more than the disk has
+    # once the output folder passes its check. Memory-mapped without reserving it, the decode workers once died of
+    # SIGBUS writing the pages that did not fit.
     disk = small_disk(1200)
     folder = write_cover_folder(Path("src"))
     assert main(["prepare", "-q", "--folder", str(folder), "--out", str(disk / "covers"), "--image-size", "128"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error == (
-        f"genre prepare: error: no space left on device writing {disk / 'covers' / '.partial' / 'staging.npy'}; "
-        f"the downloaded covers and any packs an earlier run finished in {disk / 'covers'} are kept: free some "
-        "space and rerun the same command"
+        f"genre prepare: error: not enough space for the packs {disk / 'covers'}: 1.2 MB free, 2.5 MB needed; "
+        "free some space or choose another folder with --out"
     )
     assert [path.name for path in (disk / "covers").iterdir()] == []
 
@@ -401,3 +473,41 @@ def test_a_read_only_output_folder_fails_before_a_run_opens(tracking_store: str,
     assert error.startswith(f"genre prepare: error: output folder {read_only_folder / 'digits'} is not writable (")
     assert error.endswith("); make it writable or choose another with --out\n") and error.count("\n") == 1
     assert not Path("mlflow.db").exists()
+
+
+def test_a_folder_named_like_a_named_dataset_is_refused_before_a_run_opens_pointing_to_name(
+    tracking_store: str, tmp_path: Path, capsys
+) -> None:
+    from genre.cli import main
+
+    datasets = Path("experiments") / "datasets"  # the project's named datasets, in the test's working folder
+    datasets.mkdir(parents=True)
+    for named in ("covers", "covers-64", "covers-dev", "digits"):
+        (datasets / f"{named}.yaml").write_text((PROJECT_ROOT / datasets / f"{named}.yaml").read_text())
+    for name in ("covers", "Covers", "digits", "covers-64", "covers-dev", "covers-dev-256", "covers-350"):
+        folder = write_cover_folder(tmp_path / "mine" / name, genres=2, per_genre=5, size=16)
+        assert main(["prepare", "-q", "--folder", str(folder), "--image-size", "16"]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"genre prepare: error: folder {folder} would name its dataset '{name}', which the ")
+        assert "--name NAME" in error and error.count("\n") == 1
+    assert not Path("mlflow.db").exists() and not Path("data").exists()
+
+    named = PrepareConfig(folder=str(folder), name="my-covers")
+    check_output_folders(named)  # as --name my-covers: the dataset is named by the user
+    assert named.out_dir == Path("data/prepared/my-covers-350")
+
+
+def test_a_named_datasets_own_folder_is_pointed_to_that_dataset_and_other_folders_keep_their_names(
+    tracking_store: str, tmp_path: Path, capsys
+) -> None:
+    from genre.cli import main
+
+    own = write_cover_folder(tmp_path / "shared" / "covers-dev", genres=2, per_genre=5, size=16)
+    (Path("experiments") / "datasets").mkdir(parents=True)
+    (Path("experiments") / "datasets" / "covers-dev.yaml").write_text(f"folder: {own}\nname: covers-dev\n")
+
+    assert main(["prepare", "-q", "--folder", str(own)]) == 2
+    assert "`genre prepare --dataset covers-dev` packs this folder as that dataset" in capsys.readouterr().err
+    mine = PrepareConfig(folder=str(tmp_path / "my-covers-dev"))
+    check_output_folders(mine)  # a name no named dataset takes: the folder's own
+    assert mine.dataset_name == "my-covers-dev" and mine.out_dir == Path("data/prepared/my-covers-dev-350")

@@ -118,3 +118,41 @@ def test_runs_that_predate_balanced_accuracy_show_a_dash_and_their_table_ranks_b
     assert [row.first.name for row in rows] == ["old-rf", "cnn"]
     cells = table_cells(rows)
     assert [cell[5] for cell in cells] == ["-", "-"] and [cell[7] for cell in cells] == ["-", "-"]
+
+
+def logged(stage: str, params: dict[str, str], tags: dict[str, str] | None = None, start: int = 1, run_id: str = ""):
+    """An MLflow run record as the store returns it: a finished run of `stage` outside a suite."""
+    from types import SimpleNamespace
+
+    metrics = {"best_val_accuracy": 0.9, "val_accuracy": 0.9, "test_accuracy": 0.8}
+    data = SimpleNamespace(tags={"genre.stage": stage, "genre.dataset_digest": "d1", **(tags or {})}, metrics=metrics,
+                           params={"dataset_name": "digits", "config.variant": "full", **params})  # fmt: skip
+    info = SimpleNamespace(run_id=run_id or f"{start:032x}", start_time=start, end_time=start + 5000)
+    return SimpleNamespace(data=data, info=info)
+
+
+def test_runs_outside_a_suite_are_named_by_what_made_them_and_share_a_row_only_with_other_seeds() -> None:
+    from genre.stages.report_table import member_run
+
+    convnet = {"config.model": "convnet", "config.conv_filters": "8", "config.learning_rate": "0.02"}
+    members = [
+        member_run(logged("train", convnet | {"config.seed": "0", "config.checkpoint_dir": "a"}, start=1)),
+        member_run(logged("train", convnet | {"config.seed": "1", "config.checkpoint_dir": "b"}, start=2)),
+        member_run(logged("train", convnet | {"config.learning_rate": "0.1"}, start=3, run_id="abcdef12" + "0" * 24)),
+        member_run(logged("baseline", {"config.model": "rf"}, start=4)),
+        member_run(logged("train", {"config.model": "mlp"}, {"genre.config_file": "experiments/mlp-digits.yaml"})),
+        member_run(logged("trial", {"config.model": "convnet"}, {"optuna.study": "lr-search", "trial_number": "3"})),
+    ]
+    assert member_run(logged("evaluate", {"config.model": "convnet"})) is None  # not a model's own scores
+    assert member_run(logged("prepare", {})) is None
+
+    rows, left_out = result_rows(members)
+
+    names = sorted(row.first.name for row in rows)
+    assert names == [
+        "baseline-rf", "lr-search trial 3", "mlp-digits", "train-convnet (run 00000000)", "train-convnet (run abcdef12)"
+    ]  # fmt: skip
+    assert left_out == 0
+    seeds = {row.first.name: row.seeds for row in rows}
+    assert seeds["train-convnet (run 00000000)"] == [0, 1]  # the same settings but the seed (and where it ran)
+    assert seeds["train-convnet (run abcdef12)"] == [0]

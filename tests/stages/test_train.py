@@ -47,3 +47,27 @@ def test_resume_takes_the_checkpoints_settings_and_only_the_devices_given(tmp_pa
     assert kept.cpu_contexts == 2 and moved.cpu_contexts == 1
     with pytest.raises(ConfigError, match="drop --seed"):
         resume_config(asked, given={"resume", "seed"})
+
+
+@pytest.mark.slow
+def test_a_finished_run_keeps_its_best_and_last_parameters_until_clean_removes_them(
+    tracking_store: str, tmp_path: Path, capsys
+) -> None:
+    data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
+    small = ["--epochs", "2", "--batch-size", "64", "--conv-filters", "8", "--dense-units", "", "-q"]
+    assert main(["train", "--data", str(data), *small]) == 0
+    (folder,) = Path("checkpoints").iterdir()
+    state = CheckpointStore(folder).read_state()
+    assert state.finished and state.epoch == 2
+    assert {path.name for path in folder.iterdir()} == {"best.params", "epoch-0002.params", "state.json"}
+    capsys.readouterr()
+
+    assert main(["train", "--resume", folder.name]) == 2
+    error = capsys.readouterr().err
+    assert error == (
+        f"genre train: error: --resume {folder.name}: that run finished training (epoch 2) and logged its model, "
+        f"runs:/{folder.name}/model; there is nothing to resume\n"
+    )
+    assert main(["clean"]) == 0
+    assert "removed the checkpoints of 1 FINISHED run(s) from checkpoints" in capsys.readouterr().out
+    assert not folder.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,9 +18,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from genre.cli import main
-from genre.tracking.server import ServerConfig, exposure_warning, server_invocation
+from genre.tracking.server import ServerConfig, exposure_warning, server_invocation, stop_server
 from tests.conftest import PROJECT_ROOT, refused
-from tests.processes import command_line, environment, process_tree
+from tests.processes import command_line, environment, process_tree, wait_for
 
 
 def free_port() -> int:
@@ -115,7 +116,7 @@ def test_prepare_train_and_tune_against_a_real_tracking_server(tracking_server: 
     assert train.inputs.dataset_inputs[0].dataset.digest == prepare.data.params["dataset_digest"]
     assert "confusion_test.png" in {a.path for a in client.list_artifacts(train.info.run_id)}
     model = mlflow.pyfunc.load_model(f"runs:/{train.info.run_id}/model")
-    assert model.metadata.get_input_schema().input_names() == ["image"]
+    assert model.metadata.get_input_schema().input_names() == ["image", "path"]
 
     trials = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{tune.info.run_id}'")
     assert len(trials) == 2
@@ -154,7 +155,7 @@ def test_a_password_in_the_backend_uri_leaves_every_server_process_s_arguments(
         "(ps); genre moved it into PGPASSWORD. Next time set PGPASSWORD (or ~/.pgpass) and pass "
         f"postgresql://postgres@127.0.0.1:5432/{database}"
     ]
-    assert f"(backend postgresql://postgres@127.0.0.1:5432/{database}," in output
+    assert f"(store postgresql://postgres@127.0.0.1:5432/{database}," in output
 
 
 def test_the_server_command_keeps_the_password_out_of_its_arguments_and_warns_when_exposed() -> None:
@@ -171,3 +172,84 @@ def test_the_server_command_keeps_the_password_out_of_its_arguments_and_warns_wh
 )
 def test_a_server_setting_out_of_range_is_a_one_line_error_naming_it(settings: dict, named: str) -> None:
     refused(ServerConfig, settings, named)
+
+
+def running(pids: list[int]) -> list[str]:
+    """The command lines of those of `pids` still running (a zombie has finished)."""
+    alive = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                alive.append(command_line(pid))
+    return alive
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_the_server_says_when_it_answers_and_a_stop_signal_leaves_no_process(signum: int, tmp_path: Path) -> None:
+    """One line once the UI answers; MLflow's job runner is not started; Ctrl-C or SIGTERM stops every process."""
+    process, url, log = start_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path)
+    try:
+        wait_for(lambda: "MLflow UI at" in log.read_text() or process.poll() is not None, "the ready line", 240)
+        with urllib.request.urlopen(f"{url}/health", timeout=10):  # it answers by the time the line is printed
+            pass
+        tree = process_tree(process.pid)
+        commands = [command_line(pid) for pid in tree]
+        assert not any("huey" in command or "_job_runner" in command for command in commands), commands
+        assert len(tree) == 3, commands  # genre, mlflow server, its uvicorn worker
+        os.kill(process.pid, signum)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert running(tree) == []
+    lines = [line for line in log.read_text().splitlines() if "MLflow UI" in line]
+    assert lines == [
+        f"MLflow UI at {url} (store sqlite:///{tmp_path / 'server.db'}, artifacts {tmp_path / 'artifacts'}); "
+        f"log to it with MLFLOW_TRACKING_URI={url}"
+    ]
+    assert '"GET /health' not in log.read_text()  # no line per request
+
+
+def test_a_port_in_use_is_a_one_line_error_before_mlflow_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["server", "--port", str(port)]) == 2
+    assert capsys.readouterr().err == (
+        f"genre server: error: port {port} on 127.0.0.1 is in use (another `genre server`?); stop it or pick "
+        "another --port\n"
+    )
+
+
+@pytest.mark.slow
+def test_a_server_that_cannot_start_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    port, store = free_port(), tmp_path / "server.db"
+    store.write_text("a text file where the SQLite tracking store should be\n" * 20)
+    assert main(["server", "--port", str(port), "--backend-store-uri", f"sqlite:///{store}"]) == 2
+    assert capsys.readouterr().err == (
+        f"genre server: error: mlflow server exited (status 1) before answering on http://127.0.0.1:{port}; "
+        "its output above says why\n"
+    )
+
+
+def test_a_server_that_ignores_sigterm_is_killed_once_the_grace_is_over() -> None:
+    worker = "import time; print(flush=True); time.sleep(60)"
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", "import signal, subprocess, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+         f"subprocess.run([sys.executable, '-c', {worker!r}])"],
+        stdout=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    launcher.stdout.readline()  # the worker runs, and like its launcher ignores SIGTERM
+    tree = process_tree(launcher.pid)
+    assert len(tree) == 2
+    stop_server(launcher, grace=1.0)
+    wait_for(lambda: running(tree) == [], "every process of the group to end", 10)
+
+
+def test_mlflow_s_job_runner_stays_off_unless_the_environment_asks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", raising=False)
+    assert server_invocation(ServerConfig())[1]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "true")
+    assert server_invocation(ServerConfig())[1]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"

@@ -108,6 +108,17 @@ def test_a_non_image_payload_gets_a_400_with_a_clear_message(served_model) -> No
     assert "row 0: not an image" in body["message"] and "Traceback" not in body["message"]
 
 
+@pytest.mark.slow
+def test_a_served_model_opens_no_file_a_request_names(served_model, tmp_path: Path) -> None:
+    """`mlflow models predict` reads a CSV of paths; over HTTP, a path would let any client probe the server's files."""
+    url, test = served_model
+    cover = tmp_path / "cover.jpg"
+    cover.write_bytes(base64.b64decode(jpeg_base64(test.images[0])))
+    status, body = post(f"{url}/invocations", {"dataframe_split": {"columns": ["path"], "data": [[str(cover)]]}})
+    assert status == 400
+    assert "a served model reads no files named in a request" in body["message"]
+
+
 def test_the_docs_serve_a_model_with_the_readmes_command() -> None:
     assert shlex.join(readme_serve_command()) in (PROJECT_ROOT / "docs" / "serving.md").read_text()
 

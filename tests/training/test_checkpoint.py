@@ -15,7 +15,7 @@ from mxnet import gluon
 from genre.cli import main
 from genre.data.prepare import PrepareConfig, prepare
 from genre.errors import DiskError
-from genre.training.checkpoint import CheckpointStore, TrainingState
+from genre.training.checkpoint import CheckpointError, CheckpointStore, TrainingState
 from genre.training.config import TrainConfig
 from genre.training.train import train
 
@@ -119,3 +119,29 @@ def test_a_disk_that_fills_up_mid_run_keeps_the_checkpoint_and_the_printed_resum
     run = client.get_run(folder.name)
     assert run.info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(folder.name, "epoch_seconds")) == [1, 2, 3]
+
+
+def finished_folder(folder: Path, epoch: int, best_epoch: int) -> CheckpointStore:
+    """A checkpoint folder as training leaves it after `epoch` epochs: the last epoch's parameters and trainer
+    state, the best epoch's parameters, state.json and a temporary a killed save left."""
+    store = CheckpointStore(folder)
+    folder.mkdir(parents=True)
+    store.params_path(epoch).write_bytes(b"p" * 3000)
+    store.states_path(epoch).write_bytes(b"s" * 2000)
+    store.best_params_path.write_bytes(b"p" * 3000)
+    (folder / "epoch-0009.params.tmp").write_bytes(b"t" * 500)
+    (folder / "state.json").write_text(json.dumps({"epoch": epoch, "best_epoch": best_epoch, "history": []}))
+    return store
+
+
+def test_a_finished_run_keeps_the_best_and_the_last_parameters_only(tmp_path: Path) -> None:
+    store = finished_folder(tmp_path / "earlier-best", epoch=3, best_epoch=2)
+    assert store.keep_best_and_last() == 2000 + 500  # the trainer state and the leftover
+    assert {path.name for path in store.folder.iterdir()} == {"best.params", "epoch-0003.params", "state.json"}
+    assert store.read_state().finished and store.read_state().best_epoch == 2
+
+    store = finished_folder(tmp_path / "last-best", epoch=3, best_epoch=3)
+    assert store.keep_best_and_last() == 3000 + 2000 + 500  # the last epoch is the best: one file, two names
+    assert store.params_path(3).samefile(store.best_params_path) and store.params_path(3).read_bytes() == b"p" * 3000
+    with pytest.raises(CheckpointError, match="finished training at epoch 3; .* nothing to resume"):
+        store.restore(None, None, store.read_state())  # type: ignore[arg-type]

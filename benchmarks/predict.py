@@ -1,0 +1,197 @@
+"""Throughput of `genre predict` over a folder of covers, beside the network's own forward rate on pre-decoded
+batches, measured in the same run.
+
+Usage, from the project root with the package installed::
+
+    python benchmarks/predict.py [--model efficientnet_lite0] [--image-size 256] [--images 480] [--repeats 2]
+
+The script makes its own covers (the cover-like 500x500 JPEGs of benchmarks/prepare.py) and its own model: the
+network `--model` with random weights (speed does not depend on them) for 10 genres, at the input `genre train` would
+give it for covers packed at `--image-size` (efficientnet_lite0: 224-px centre crops of 256-px covers, the cover
+recipe of experiments/finetune-lite0-covers.yaml), logged as the cover model a training run logs, to a SQLite store
+in a temporary folder. Then, round-robin, `--repeats` times:
+
+- the network's forward rate: `CoverClassifier.probabilities` on batches of `--batch-size` covers decoded beforehand
+  (uint8 to the normalised input, forward, softmax), in this process;
+- `decode_image` of every file, one core, in this process (for scale);
+- the whole `genre predict --output CSV` work (`genre.stages.predict.predict_files`: decoding in worker processes,
+  batches through the network, the CSV written), with 1 worker and with one per usable core.
+
+Rates use the best time of each row; the ratio column is each row's rate over the forward rate of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from machine import cpu_model, markdown_table, ram_gib  # benchmarks/machine.py
+from prepare import make_covers  # benchmarks/prepare.py
+
+GENRES = [f"genre-{n}" for n in range(10)]
+
+
+def load_average() -> str:
+    return ", ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
+def machine_lines() -> list[str]:
+    import platform
+
+    import mxnet as mx
+
+    from genre.runtime import usable_cores
+
+    return [
+        f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs, {usable_cores()} usable by this process)",
+        f"RAM: {ram_gib()}",
+        f"OS: {platform.platform()}",
+        f"Python: {platform.python_version()}; MXNet {mx.__version__}; "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
+    ]
+
+
+def logged_model(folder: Path, model: str, image_size: int, crop_size: int, example: bytes) -> str:
+    """Log `model` (random weights, 10 genres) as a cover model to a SQLite store in `folder`; its runs:/ URI. Sets
+    MLFLOW_TRACKING_URI to that store for this process and its children."""
+    import mlflow
+    import mxnet as mx
+
+    from genre.cover_model import log_cover_model
+    from genre.models.networks import build_network, input_for
+    from genre.models.spec import NetworkSpec
+
+    network = input_for(model, crop_size, image_size)
+    mx.random.seed(2015)
+    net = build_network(NetworkSpec(model=model), len(GENRES), [mx.cpu()], network.size)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    experiment = mlflow.create_experiment("benchmark", artifact_location=(folder / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment) as run:
+        log_cover_model(net, GENRES, image_size, example, network=network)
+    return f"runs:/{run.info.run_id}/model"
+
+
+def forward(classifier, batches: list[np.ndarray]) -> float:
+    """Seconds for the network alone over pre-decoded batches."""
+    started = time.perf_counter()
+    for batch in batches:
+        classifier.probabilities(batch)
+    return time.perf_counter() - started
+
+
+def decode_each(paths: list[Path], size: int) -> float:
+    from genre.data.images import decode_image
+
+    started = time.perf_counter()
+    for path in paths:
+        decode_image(path, size)
+    return time.perf_counter() - started
+
+
+def predict_folder(model, classifier, folder: Path, scratch: Path, batch_size: int, workers: int, count: int) -> float:
+    """Seconds of the whole `genre predict --output CSV` work on `folder` (the model loaded beforehand)."""
+    from genre.data.cover_files import find_cover_files
+    from genre.stages.predict import PredictConfig, predict_files
+
+    output = scratch / f"predictions-{workers}.csv"
+    config = PredictConfig(output=str(output), batch_size=batch_size, workers=workers)
+    files = find_cover_files([folder])
+    started = time.perf_counter()
+    outcome = predict_files(model, classifier, files, config, output)
+    seconds = time.perf_counter() - started
+    if outcome.predicted != count or outcome.unreadable:
+        raise SystemExit(f"predicted {outcome.predicted} of {count} covers; unreadable: {outcome.unreadable[:3]}")
+    output.unlink()
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n", 1)[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--model", default="efficientnet_lite0", help="network (any `genre train --model`)")
+    parser.add_argument("--image-size", type=int, default=256, help="side the covers are decoded to (the pack's)")
+    parser.add_argument("--crop-size", type=int, default=0, help="the network's input side (0: as train picks it)")
+    parser.add_argument("--images", type=int, default=480, help="covers to make and predict")
+    parser.add_argument("--size", type=int, default=500, help="side of the source JPEGs in pixels")
+    parser.add_argument("--batch-size", type=int, default=64, help="covers per pass through the network")
+    parser.add_argument("--repeats", type=int, default=2, help="times each measurement is run")
+    args = parser.parse_args(argv)
+
+    from genre.cover_model import load_cover_model
+    from genre.data.images import decode_image
+    from genre.runtime import usable_cores
+
+    cores = usable_cores()
+    print("\n".join(machine_lines()))
+    print(f"Load average (1, 5, 15 min) at start: {load_average()}")
+    with tempfile.TemporaryDirectory(prefix="genre-bench-predict-") as tmp:
+        scratch = Path(tmp)
+        folder = scratch / "bench-covers"
+        paths = make_covers(folder, args.images, args.size, seed=2015)
+        uri = logged_model(scratch, args.model, args.image_size, args.crop_size, paths[0].read_bytes())
+        model = load_cover_model(uri)
+        classifier = model.unwrap_python_model()
+        pixels = np.stack([decode_image(path, args.image_size) for path in paths])
+        batches = [pixels[start : start + args.batch_size] for start in range(0, len(pixels), args.batch_size)]
+        print(
+            f"Model: {args.model}, covers decoded to {args.image_size} px, network input {classifier.network.size} px,"
+            f" {len(GENRES)} genres, random weights; batch {args.batch_size}"
+        )
+        print(f"Data: {len(paths)} JPEGs {args.size}x{args.size} in {folder}; {args.repeats} repeats round-robin\n")
+
+        pipeline = "genre predict --output CSV (whole)"
+        steps: list[tuple[str, str, Callable[[], float]]] = [
+            ("network forward, pre-decoded batches", "in-process", lambda: forward(classifier, batches)),
+            ("decode_image, one core", "in-process", lambda: decode_each(paths, args.image_size)),
+            (
+                pipeline,
+                "1",
+                lambda: predict_folder(model, classifier, folder, scratch, args.batch_size, 1, len(paths)),
+            ),
+        ]
+        if cores > 1:
+            steps.append(
+                (
+                    pipeline,
+                    str(cores),
+                    lambda: predict_folder(model, classifier, folder, scratch, args.batch_size, cores, len(paths)),
+                )
+            )
+        forward(classifier, batches[:1])  # the first pass allocates MXNet's memory
+        times: list[list[float]] = [[] for _ in steps]
+        for _ in range(args.repeats):
+            for index, (_, _, measure) in enumerate(steps):
+                times[index].append(measure())
+
+    best = [min(seconds) for seconds in times]
+    forward_rate = len(paths) / best[0]
+    rows = []
+    for (name, workers, _), seconds, fastest in zip(steps, times, best, strict=True):
+        rate = len(paths) / fastest
+        rows.append(
+            [
+                name,
+                workers,
+                f"{fastest:.2f}",
+                f"{statistics.median(seconds):.2f}",
+                f"{rate:.1f}",
+                f"{rate / forward_rate:.2f}x",
+            ]
+        )
+    header = ["step", "decode workers", "best s", "median s", "covers/s", "vs forward"]
+    print(markdown_table(header, rows))
+    print(f"\nLoad average (1, 5, 15 min) at the end: {load_average()}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The dataset a logged model was trained on, read back from the run that logged it: what `genre evaluate` and
+`genre interpret` score the model on when no --data is given.
+
+All of it happens before any run opens, so a dataset that is not here stops the command in one line, with the
+`genre prepare` command that makes it, and leaves the tracking store as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from genre.config import EXPERIMENTS_DIR, build, read_config_file
+from genre.data.pack import DATASET_FILE, DatasetInfo
+from genre.data.prepare import DEFAULT_DATASET, PrepareConfig
+from genre.errors import ConfigError, DataError
+from genre.tracking import runs
+from genre.tracking.registry import source_run
+
+if TYPE_CHECKING:
+    from genre.stages.interpret import InterpretConfig
+    from genre.training.evaluate import EvaluateConfig
+
+Config = TypeVar("Config", "EvaluateConfig", "InterpretConfig")
+DEFAULT_VARIANT = "full"
+# The settings of `genre prepare` that decide what a pack holds; the others decide how fast it is made.
+PACK_SETTINGS = (
+    "manifest",
+    "folder",
+    "name",
+    "image_size",
+    "seed",
+    "dev_size",
+    "train_fraction",
+    "val_fraction",
+    "test_fraction",
+    "max_download_mb",
+)
+
+
+def with_model_data(config: Config) -> tuple[Config, str]:
+    """`config` with its unset `data` and `variant` taken from the run that logged the model, and the line that says
+    which data were taken ("" when `data` was given: an unset variant is then the full dataset, as in every stage).
+
+    A model that names no run (a local folder, a version registered from a path) gets the bundled digits, and the
+    line says so. A dataset that is not here is a `DataError` naming it and the `genre prepare` command that makes it.
+    """
+    if config.data:
+        return dataclasses.replace(config, variant=config.variant or DEFAULT_VARIANT), ""
+    if not config.model_uri:
+        raise ConfigError("--model-uri is required, e.g. runs:/<run id>/model or models:/genre-classifier@champion")
+    run_id = source_run(config.model_uri)
+    params = runs.run_params(run_id) if run_id else {}
+    data = params.get("config.data", "")
+    if not data:
+        why = f"run {run_id} logs no dataset" if run_id else f"{config.model_uri} names no run"
+        chosen = dataclasses.replace(config, data=DEFAULT_DATASET, variant=config.variant or DEFAULT_VARIANT)
+        return chosen, f"data: {DEFAULT_DATASET} (the default: {why}; --data picks another)"
+    variant = config.variant or params.get("config.variant") or DEFAULT_VARIANT
+    since = prepared_since(data, params)
+    return dataclasses.replace(config, data=data, variant=variant), (
+        f"data: {data}, variant {variant} (the model's run {run_id}){since}"
+    )
+
+
+def prepared_since(data: str, params: dict[str, str]) -> str:
+    """'' when folder `data` holds the dataset of a run's `params` (or is the bundled default, which is prepared on
+    first use); a note when it was prepared again since, with other contents; a `DataError` when it is not here."""
+    root = Path(data)
+    if not (root / DATASET_FILE).exists():
+        if data == DEFAULT_DATASET:
+            return ""
+        name, digest = params.get("dataset_name", "?"), params.get("dataset_digest", "?")
+        command, exact = prepare_command(data, params)
+        how = f"`{command}`" if exact else f"`{command}` and the split settings it was made with (not in this store)"
+        raise DataError(
+            f"the model was trained on the dataset {name} (digest {digest}) in {data}, which is not here: make it with "
+            f"{how}, or give --data"
+        )
+    seen, now = params.get("dataset_digest"), DatasetInfo.read(root).digest
+    return f"; prepared again since: digest {now}, the model saw {seen}" if seen and seen != now else ""
+
+
+def prepare_command(data: str, params: dict[str, str]) -> tuple[str, bool]:
+    """The `genre prepare` command that makes in folder `data` the dataset a run's `params` name, and whether it is
+    exact: rebuilt from the finished prepare run of the same digest in this store, else from the dataset's name and
+    image size alone."""
+    digest = params.get("dataset_digest", "")
+    query = (
+        f"params.dataset_digest = '{runs.quote(digest)}' and tags.`genre.stage` = 'prepare' "
+        "and attributes.status = 'FINISHED'"
+    )
+    found = runs.search(None, query, newest_first=True, max_results=1) if digest else []
+    if not found:
+        name, size = params.get("dataset_name", "digits"), params.get("image_size")
+        source = [] if name == "digits" else ["--folder", "IMAGES", "--name", shlex.quote(name)]
+        sized = ["--image-size", size] if size else []
+        return " ".join(["genre", "prepare", *source, *sized, "--out", shlex.quote(data)]), False
+    logged = {key: found[0].data.params.get(f"config.{key}") for key in PACK_SETTINGS}
+    try:
+        made = build(PrepareConfig, ("the prepare run", {k: v for k, v in logged.items() if v}))
+    except ConfigError:  # a prepare run of another genre version
+        return f"genre prepare --out {shlex.quote(data)}", False
+    flags = _named_config(found[0].data.tags.get("genre.config_file", ""), made)
+    if flags is None:
+        usual = _pack_settings(PrepareConfig(manifest=made.manifest, folder=made.folder))  # its name and image size
+        usual |= {"manifest": None, "folder": None}
+        flags = [
+            f"--{key.replace('_', '-')} {shlex.quote(_shown(value))}"
+            for key, value in _pack_settings(made).items()
+            if value is not None and value != usual[key]
+        ]
+    if Path(data) != made.out_dir:
+        flags.append(f"--out {shlex.quote(data)}")
+    return " ".join(["genre prepare", *flags]), True
+
+
+def _named_config(path: str, made: PrepareConfig) -> list[str] | None:
+    """`["--dataset NAME"]` when the dataset's config file (a prepare run's `genre.config_file` tag) is here and
+    still makes the same pack; else None."""
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        named = build(PrepareConfig, (path, read_config_file(Path(path))))
+    except ConfigError:
+        return None
+    if _pack_settings(named) != _pack_settings(made):
+        return None
+    home = EXPERIMENTS_DIR / "datasets"
+    return [f"--dataset {Path(path).stem if Path(path).parent == home else shlex.quote(path)}"]
+
+
+def _pack_settings(config: PrepareConfig) -> dict[str, Any]:
+    """What decides a pack's contents, with the name and image size a prepare without them would take."""
+    values = {key: getattr(config, key) for key in PACK_SETTINGS}
+    return values | {"name": config.dataset_name, "image_size": config.size}
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

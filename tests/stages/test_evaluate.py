@@ -1,0 +1,80 @@
+"""`genre evaluate` (and `genre interpret`, which loads its model and data the same way) as the README runs it: with
+no --data, on the dataset the model was trained on; and nothing logged when the data cannot be scored."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from genre.cli import main
+
+SMALL = ["--epochs", "2", "--batch-size", "32", "--conv-filters", "8", "--dense-units", "32", "-q"]
+QUICK = ["--heatmaps", "0", "--cover-map", "none", "--neighbours", "0"]
+
+
+def all_runs(client: MlflowClient) -> list:
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+@pytest.mark.slow
+def test_the_readme_command_scores_the_model_on_its_own_data_and_a_missing_pack_is_one_line(
+    tracking_store: str, unbalanced_covers: Path, capsys
+) -> None:
+    # A model trained on a pack that is not the default one (the digits at 16 px rather than 32).
+    assert main(["prepare", "-q", "--image-size", "16", "--out", "digits16"]) == 0
+    assert main(["train", "--data", "digits16", *SMALL]) == 0
+    client = MlflowClient(tracking_store)
+    (trained,) = client.search_runs(
+        [client.get_experiment_by_name("genre-digits").experiment_id], "tags.`genre.stage` = 'train'"
+    )
+    run_id = trained.info.run_id
+    capsys.readouterr()
+
+    assert main(["evaluate", "--model-uri", f"runs:/{run_id}/model", "--split", "test", "-q"]) == 0
+    output = capsys.readouterr().out
+    assert output.startswith(f"data: digits16, variant full (the model's run {run_id})\n")
+    assert f"runs:/{run_id}/model on digits/full/test: accuracy" in output
+    (evaluated,) = client.search_runs([trained.info.experiment_id], "tags.`genre.stage` = 'evaluate'")
+    assert evaluated.info.status == "FINISHED" and evaluated.data.params["config.data"] == "digits16"
+    assert evaluated.data.params["dataset_digest"] == trained.data.params["dataset_digest"]
+    assert evaluated.data.metrics["test_accuracy"] == pytest.approx(trained.data.metrics["test_accuracy"])
+    assert not Path("data/prepared/digits-32").exists()  # the default digits were not prepared on the way
+
+    # A registered version leads to its source run, for interpret too.
+    assert main(["register", "--run-id", run_id, "-q"]) == 0
+    capsys.readouterr()
+    assert main(["interpret", "-q", "--model-uri", "models:/genre-classifier@champion", *QUICK]) == 0
+    output = capsys.readouterr().out
+    assert output.startswith(f"data: digits16, variant full (the model's run {run_id})\n")
+    (interpreted,) = client.search_runs([trained.info.experiment_id], "tags.`genre.stage` = 'interpret'")
+    assert interpreted.data.params["config.data"] == "digits16" and interpreted.data.params["config.variant"] == "full"
+
+    # The pack is not here: one line naming the dataset and the command that makes it, and no run at all.
+    Path("digits16").rename("moved")
+    before = len(all_runs(client))
+    for command in ("evaluate", "interpret"):
+        assert main([command, "-q", "--model-uri", f"runs:/{run_id}/model"]) == 2
+        error = capsys.readouterr().err
+        digest = trained.data.params["dataset_digest"]
+        assert error == (
+            f"genre {command}: error: the model was trained on the dataset digits (digest {digest}) in digits16, "
+            "which is not here: make it with `genre prepare --image-size 16 --out digits16`, or give --data\n"
+        )
+    assert len(all_runs(client)) == before
+
+    # That command makes the same pack again, and the README command works again.
+    prepare = re.search(r"`(genre prepare [^`]*)`", error).group(1)
+    assert main([*shlex.split(prepare)[1:], "-q"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "-q", "--model-uri", f"runs:/{run_id}/model"]) == 0
+    assert capsys.readouterr().out.startswith(f"data: digits16, variant full (the model's run {run_id})\n")
+
+    # A given --data wins; a dataset of other genres stops the command before any run opens (no FAILED run).
+    before = len(all_runs(client))
+    assert main(["evaluate", "-q", "--model-uri", f"runs:/{run_id}/model", "--data", str(unbalanced_covers)]) == 2
+    assert "the model predicts genres" in capsys.readouterr().err
+    assert len(all_runs(client)) == before

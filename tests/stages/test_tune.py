@@ -1,0 +1,84 @@
+"""What `genre tune` prints while a study runs: a line per finished trial with the study's ETA."""
+
+from __future__ import annotations
+
+import re
+
+import optuna
+import pytest
+
+from genre.cli import main
+from genre.data.prepare import PrepareConfig, prepare
+from genre.stages.tune import StudyProgress, study_eta
+
+
+def test_the_eta_is_the_trials_left_at_the_mean_trial_time_unless_the_timeout_comes_first() -> None:
+    assert study_eta(40.0, 3) == 120.0
+    assert study_eta(40.0, 3, timeout_left=50.0) == 80.0  # two more start before the timeout; each runs to its end
+    assert study_eta(40.0, 3, timeout_left=500.0) == 120.0
+    assert study_eta(40.0, 3, timeout_left=-1.0) == 0.0
+    assert study_eta(40.0, 0) == 0.0
+
+
+def _study() -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+
+
+def _finish(study: optuna.Study, state: str, value: float | None = None, epochs: int = 0) -> optuna.trial.FrozenTrial:
+    trial = study.ask()
+    for epoch in range(1, epochs + 1):
+        trial.report(0.1 * epoch, epoch)
+    return study.tell(trial, value, state=optuna.trial.TrialState[state])
+
+
+def test_each_finished_trial_is_a_line_with_its_outcome_the_best_so_far_and_the_study_s_eta() -> None:
+    study, said = _study(), StudyProgress(n_trials=4, started=0.0)
+
+    first = said.line(study, _finish(study, "COMPLETE", 0.9), now=30.0)
+    second = said.line(study, _finish(study, "PRUNED", epochs=2), now=40.0)
+    third = said.line(study, _finish(study, "FAIL"), now=45.0)
+    last = said.line(study, _finish(study, "COMPLETE", 0.95), now=80.0)
+
+    assert first == "trial 0 complete in 30s: val 90.00%; best 90.00% (trial 0); 1/4 trials, ETA 1m30s"
+    assert second == "trial 1 pruned after epoch 2 in 10s; best 90.00% (trial 0); 2/4 trials, ETA 40s"
+    assert third == "trial 2 failed in 5s; best 90.00% (trial 0); 3/4 trials, ETA 15s"
+    assert last == "trial 3 complete in 35s: val 95.00%; best 95.00% (trial 3); 4/4 trials in 1m20s"
+
+
+def test_a_timeout_shortens_the_eta_and_says_when_it_stops_the_study() -> None:
+    study, said = _study(), StudyProgress(n_trials=10, timeout=50.0, started=0.0)
+
+    first = said.line(study, _finish(study, "COMPLETE", 0.5), now=20.0)
+    second = said.line(study, _finish(study, "COMPLETE", 0.6), now=55.0)
+
+    assert first.endswith("; 1/10 trials, ETA 40s (--timeout)")  # 30 s left: two more trials start, 20 s each
+    assert second.endswith("; 2/10 trials in 55s: --timeout reached, no more trials")
+
+
+@pytest.mark.slow
+def test_a_study_prints_a_line_per_trial_with_an_eta_and_each_trial_s_epochs(tracking_store: str, tmp_path, capsys):
+    data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
+    space = tmp_path / "tiny.yaml"
+    space.write_text(
+        f"settings: {{data: {data}, variant: dev, epochs: 2, batch_size: 64, dense_units: '16', warmup_epochs: 0}}\n"
+        "parameters:\n"
+        "  learning_rate: {float: [0.005, 0.05], log: true}\n"
+        "  conv_filters: {int: [4, 8]}\n"
+    )
+    args = ["tune", "--space", str(space), "--study", "said", "--n-trials", "2", "--pruner", "none"]
+
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    trials = [line for line in out if line.startswith("trial ")]
+    assert len(trials) == 2, out
+    assert re.fullmatch(r"trial 0 complete in \S+: val \d+\.\d\d%; best \d+\.\d\d% \(trial 0\); 1/2 trials, ETA \S+",
+                        trials[0])  # fmt: skip
+    assert re.fullmatch(r"trial 1 complete in \S+: .*; 2/2 trials in \S+", trials[1])
+    epochs = [line.split(":")[0:2] for line in out if line.startswith("trial-")]
+    assert epochs == [["trial-0", " epoch 1/2"], ["trial-0", " epoch 2/2"], ["trial-1", " epoch 1/2"],
+                      ["trial-1", " epoch 2/2"]]  # fmt: skip
+
+    quiet = ["tune", "-q", "--space", str(space), "--study", "said", "--n-trials", "1", "--pruner", "none"]
+    assert main(quiet) == 0  # the same study, one trial more, and not a line of progress
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith(("trial", "epoch"))]
