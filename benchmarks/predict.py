@@ -4,6 +4,8 @@ batches, measured in the same run.
 Usage, from the project root with the package installed::
 
     python benchmarks/predict.py [--model efficientnet_lite0] [--image-size 256] [--images 480] [--repeats 2]
+    python benchmarks/predict.py --covers ../shared/data/covers-dev    # real covers (350x350) instead
+
 
 The script makes its own covers (the cover-like 500x500 JPEGs of benchmarks/prepare.py) and its own model: the
 network `--model` with random weights (speed does not depend on them) for 10 genres, at the input `genre train` would
@@ -33,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from machine import cpu_model, markdown_table, ram_gib  # benchmarks/machine.py
+from PIL import Image
 from prepare import make_covers  # benchmarks/prepare.py
 
 GENRES = [f"genre-{n}" for n in range(10)]
@@ -123,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crop-size", type=int, default=0, help="the network's input side (0: as train picks it)")
     parser.add_argument("--images", type=int, default=480, help="covers to make and predict")
     parser.add_argument("--size", type=int, default=500, help="side of the source JPEGs in pixels")
+    parser.add_argument(
+        "--covers", type=Path, help="a folder of real covers to predict instead (all of it; --images, --size unused)"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="covers per pass through the network")
     parser.add_argument("--repeats", type=int, default=2, help="times each measurement is run")
     args = parser.parse_args(argv)
@@ -136,8 +142,19 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Load average (1, 5, 15 min) at start: {load_average()}")
     with tempfile.TemporaryDirectory(prefix="genre-bench-predict-") as tmp:
         scratch = Path(tmp)
-        folder = scratch / "bench-covers"
-        paths = make_covers(folder, args.images, args.size, seed=2015)
+        if args.covers:
+            from genre.data.cover_files import find_cover_files
+
+            folder = args.covers.resolve()
+            paths = find_cover_files([folder]).paths
+            if not paths:
+                raise SystemExit(f"no cover files in {folder}")
+            with Image.open(paths[0]) as first:
+                described = f"{len(paths)} covers from {folder} (the first {first.size[0]}x{first.size[1]})"
+        else:
+            folder = scratch / "bench-covers"
+            paths = make_covers(folder, args.images, args.size, seed=2015)
+            described = f"{len(paths)} JPEGs {args.size}x{args.size} in {folder}"
         uri = logged_model(scratch, args.model, args.image_size, args.crop_size, paths[0].read_bytes())
         model = load_cover_model(uri)
         classifier = model.unwrap_python_model()
@@ -147,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
             f"Model: {args.model}, covers decoded to {args.image_size} px, network input {classifier.network.size} px,"
             f" {len(GENRES)} genres, random weights; batch {args.batch_size}"
         )
-        print(f"Data: {len(paths)} JPEGs {args.size}x{args.size} in {folder}; {args.repeats} repeats round-robin\n")
+        print(f"Data: {described}; {args.repeats} repeats round-robin\n")
 
         pipeline = "genre predict --output CSV (whole)"
         steps: list[tuple[str, str, Callable[[], float]]] = [

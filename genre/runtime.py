@@ -30,8 +30,26 @@ def configure_threads(environ: dict[str, str] | os._Environ = os.environ) -> int
     return int(environ["OMP_NUM_THREADS"])
 
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 LARGE_BLOCK_BYTES = 1 << 20
+KEPT_BLOCK_BYTES = 32 << 20
+USER_MALLOC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+_released_large_blocks = False  # `release_large_blocks` ran: `keep_freed_memory` must not undo it
+
+
+def _mallopt(settings: list[tuple[int, int]]) -> bool:
+    """Apply glibc `mallopt` settings; False where there is no glibc or one is refused."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return all([bool(libc.mallopt(parameter, value)) for parameter, value in settings])
+    except (OSError, AttributeError):
+        return False
 
 
 def release_large_blocks() -> bool:
@@ -41,14 +59,20 @@ def release_large_blocks() -> bool:
     such blocks in its heaps, so resident memory crept up with the dataset size (benchmarks/iterator_memory.py:
     5.8 chunks at 1x, 16.8 at 16x; 3.3 with this). Returns False where there is no glibc.
     """
-    import ctypes
-    import ctypes.util
+    global _released_large_blocks
+    _released_large_blocks = True
+    return _mallopt([(M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES)])
 
-    name = ctypes.util.find_library("c")
-    if not name:
+
+def keep_freed_memory(environ: dict[str, str] | os._Environ = os.environ) -> bool:
+    """Let glibc keep freed blocks of up to 32 MiB for the next allocation instead of returning them to the system.
+
+    Decoding a cover allocates and frees blocks of 0.4-1 MiB (Pillow's image buffers, the pixels' bytes). In a fresh
+    process glibc gave them back to the system each time, so each cover faulted their pages in again: 0.5-0.7 of
+    3.1-3.3 s of CPU for 600 covers at 350 px (docs/benchmarks.md). Called where covers are decoded
+    (`genre.data.images`); it leaves alone a user's own malloc settings and a process whose chunked iterator has
+    asked for the opposite (`release_large_blocks`). Returns whether the settings were made.
+    """
+    if _released_large_blocks or any(name in environ for name in USER_MALLOC_SETTINGS):
         return False
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES))
-    except (OSError, AttributeError):
-        return False
+    return _mallopt([(M_MMAP_THRESHOLD, KEPT_BLOCK_BYTES), (M_TRIM_THRESHOLD, 2 * KEPT_BLOCK_BYTES)])

@@ -118,8 +118,10 @@ def decoded_covers(
         for part in chunks:
             yield from _outcomes(part, decode_cover_files(part, size))
         return
-    # forkserver: the workers must not inherit the caller's MXNet, MLflow or tqdm threads through fork.
+    # forkserver: the workers must not inherit the caller's MXNet, MLflow or tqdm threads through fork. The fork
+    # server imports this module (numpy, Pillow) once when it starts, so each worker starts without importing them.
     context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     alive, alive_writer = context.Pipe(duplex=False)
     executor = ProcessPoolExecutor(
         max_workers=min(workers, len(chunks)), mp_context=context, initializer=watch_parent, initargs=(alive,)

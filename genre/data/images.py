@@ -14,6 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from genre.runtime import keep_freed_memory
+
+keep_freed_memory()  # process-wide: each decoded cover would otherwise fault its buffers' pages in anew
+
 # Covers are a few hundred pixels a side; anything past these limits is a mistake or an attack.
 MAX_PIXELS = 40_000_000
 MAX_SIDE = 20_000

@@ -129,6 +129,15 @@ def start_writeback(handle: int, offset: int, length: int) -> None:
         os.posix_fadvise(handle, offset, length, os.POSIX_FADV_DONTNEED)
 
 
+def drop_written(handle: int, offset: int, length: int) -> None:
+    """Drop a byte range whose writeback has finished from the page cache, freeing its memory for the next writes.
+
+    The same `POSIX_FADV_DONTNEED` as `start_writeback`: pages still dirty or being written stay cached, so calling
+    it too early loses nothing.
+    """
+    start_writeback(handle, offset, length)
+
+
 def finish_pack(images_path: Path, labels_path: Path, labels: np.ndarray, digest: hashlib._Hash) -> str:
     """Write a pack's labels and make both files durable; return the pack's sha256 (`digest` holds its image rows).
 

@@ -8,6 +8,7 @@ processes behind: the decode workers exit when the preparing process does (`watc
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import hashlib
@@ -330,13 +331,21 @@ class PackHashes:
     read back once, while still in the page cache, and hashed into the digest of every pack that holds it, and
     the writing of those rows to disk starts. `pack.finish_pack` adds the labels to each digest. sha256 is
     sequential, so each pack is hashed in one process, row after row: here, in the parent, while the workers decode.
+
+    A few follows later, when their writeback is likely done, those rows leave the page cache (`pack.drop_written`),
+    so the next rows reuse the memory they held. On a VM that returns freed memory to its host (virtio-balloon free
+    page reporting, as on the 2-vCPU VMs of docs/benchmarks.md), memory the guest has not touched lately costs about
+    2 s of CPU per GB to touch again: a page cache that kept every pack cost prepare 20-30% on top of the decoding.
     """
+
+    DROP_AFTER = 3  # follows between starting a range's writeback and dropping its pages
 
     def __init__(self, files: list[Path], places: list[Places], row_bytes: int) -> None:
         self.places = places
         self.row_bytes = row_bytes
         self.digests = [hashlib.sha256() for _ in files]
         self.hashed = 0  # images whose rows are hashed
+        self.writing: collections.deque[dict[int, tuple[int, int]]] = collections.deque()  # spans, oldest first
         self.row = bytearray(row_bytes)  # one row at a time: hashed while it is in this core's cache
         self.handles = [os.open(path, os.O_RDONLY) for path in files]
 
@@ -350,6 +359,10 @@ class PackHashes:
                 spans[number] = (spans.get(number, (offset, 0))[0], offset + self.row_bytes)
         for number, (first, end) in spans.items():
             pack.start_writeback(self.handles[number], first, end - first)
+        self.writing.append(spans)
+        while len(self.writing) > self.DROP_AFTER:
+            for number, (first, end) in self.writing.popleft().items():
+                pack.drop_written(self.handles[number], first, end - first)
         self.hashed = max(self.hashed, decoded)
 
     def close(self) -> None:

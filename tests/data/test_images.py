@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,43 @@ def test_outcome_carries_the_reason_instead_of_raising(tmp_path: Path) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + io.BytesIO(b"garbage").getvalue())
     outcome = decode_outcome(path, 32)
     assert outcome.pixels is None and outcome.reason
+
+
+FAULTS_PER_COVER = """
+import resource, sys
+from pathlib import Path
+import genre.runtime
+if sys.argv[2] == "released":  # as in a process whose chunked iterator asked glibc to give large blocks back
+    genre.runtime._released_large_blocks = True
+from genre.data.images import decode_image
+paths = sorted(Path(sys.argv[1]).glob("*.jpg"))
+for path in paths[:10]:
+    decode_image(path, 350)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for path in paths[10:]:
+    decode_image(path, 350)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / len(paths[10:]))
+"""
+
+
+def faults_per_cover(folder: Path, mode: str) -> float:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FAULTS_PER_COVER, str(folder), mode], capture_output=True, text=True, check=True
+    )
+    return float(done.stdout)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc's thresholds are set through glibc's mallopt")
+def test_decoding_covers_reuses_freed_memory_instead_of_faulting_it_in_again(tmp_path: Path) -> None:
+    """A fresh process decoding 350-px covers faulted in ~500 pages (2 MB) per cover until `keep_freed_memory`:
+    about a sixth of its CPU time (docs/benchmarks.md)."""
+    rng = np.random.default_rng(7)
+    for index in range(40):  # covers of different sizes: decoding the same file again never showed the faults
+        pixels = rng.integers(0, 256, (350, 350, 3), dtype=np.uint8)
+        pixels[:, : rng.integers(50, 300)] //= 8  # flat areas: each file compresses to a different size
+        Image.fromarray(pixels).save(tmp_path / f"{index:02d}.jpg", quality=90)
+    assert faults_per_cover(tmp_path, "kept") < 20
+    assert faults_per_cover(tmp_path, "released") > 100  # what the test guards against, on this glibc
