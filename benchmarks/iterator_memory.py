@@ -52,7 +52,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_model, markdown_table  # benchmarks/machine.py
+from machine import cpu_model, filesystem, markdown_table  # benchmarks/machine.py
 
 GENRES = 10
 WRITE_ROWS = 1024
@@ -246,15 +246,6 @@ def meminfo_kib(field: str) -> int | None:
     except OSError:
         pass
     return None
-
-
-def filesystem(path: Path) -> str:
-    try:
-        done = subprocess.run(["df", "-hT", str(path)], capture_output=True, text=True, check=True)
-        device, kind, size, _, free, *_ = done.stdout.splitlines()[-1].split()
-        return f"{device} ({kind}, {size}, {free} free)"
-    except (OSError, subprocess.CalledProcessError, ValueError):
-        return "unknown"
 
 
 def machine_description(scratch: Path) -> list[str]:

@@ -34,15 +34,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_model, markdown_table, ram_gib  # benchmarks/machine.py
+from machine import cpu_model, load_average, markdown_table, ram_gib  # benchmarks/machine.py
 from PIL import Image
 from prepare import make_covers  # benchmarks/prepare.py
 
 GENRES = [f"genre-{n}" for n in range(10)]
-
-
-def load_average() -> str:
-    return ", ".join(f"{load:.2f}" for load in os.getloadavg())
 
 
 def machine_lines() -> list[str]:

@@ -33,7 +33,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +42,14 @@ from pathlib import Path
 
 import numpy as np
 import PIL
-from machine import cpu_model, markdown_table, ram_gib  # benchmarks/machine.py
+from machine import (  # benchmarks/machine.py
+    cpu_model,
+    filesystem,
+    machine_busy_seconds,
+    markdown_table,
+    ram_gib,
+    wait_until_idle,
+)
 from PIL import Image, features
 
 from genre.data.images import decode_image
@@ -97,30 +103,6 @@ def machine_description() -> list[str]:
     ]
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds every process of the machine has spent busy since boot (/proc/stat; nan where unreadable)."""
-    try:
-        ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return float("nan")
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-
-
-def wait_until_idle(limit: float, threshold: float = 0.15, quiet: float = 3.0) -> None:
-    """Wait (at most `limit` seconds) until the machine has used less than `threshold` cores for `quiet` s."""
-    deadline, calm_since = time.monotonic() + limit, None
-    while time.monotonic() < deadline:
-        before = machine_busy_seconds()
-        time.sleep(0.5)
-        if (machine_busy_seconds() - before) / 0.5 < threshold:
-            calm_since = calm_since or time.monotonic()
-            if time.monotonic() - calm_since >= quiet:
-                return
-        else:
-            calm_since = None
-    print(f"(the machine stayed busy for {limit:g} s; measuring anyway)", file=sys.stderr, flush=True)
-
-
 def others_and(measure: Callable[[], tuple[float, float]]) -> tuple[float, float, float]:
     """`measure()`'s seconds and CPU seconds, and the cores other processes kept busy meanwhile."""
     busy = machine_busy_seconds()
@@ -137,16 +119,6 @@ def fork_server_cpu() -> float:
     except (OSError, TypeError):
         return 0.0
     return sum(int(field) for field in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
-
-
-def filesystem(path: Path) -> str:
-    """The device and file system `path` is on, with its size and free space (from `df`)."""
-    try:
-        done = subprocess.run(["df", "-hT", str(path)], capture_output=True, text=True, check=True)
-        device, kind, size, _, free, *_ = done.stdout.splitlines()[-1].split()
-        return f"{device} ({kind}, {size}, {free} free)"
-    except (OSError, subprocess.CalledProcessError, ValueError):
-        return "unknown"
 
 
 def naive_pillow(paths: list[Path], size: int) -> tuple[float, float]:

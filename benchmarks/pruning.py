@@ -51,7 +51,7 @@ from pathlib import Path
 
 import optuna
 import yaml
-from machine import cpu_model, markdown_table, ram_gib  # benchmarks/machine.py
+from machine import cpu_model, machine_busy_seconds, markdown_table, ram_gib  # benchmarks/machine.py
 
 from genre.data.prepare import DEFAULT_DATASET
 from genre.runtime import usable_cores
@@ -99,15 +99,6 @@ def machine_description() -> list[str]:
         f"MLflow {mlflow.__version__}",
         "Load average (1, 5, 15 min) at start: " + ", ".join(f"{load:.2f}" for load in os.getloadavg()),
     ]
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all processes of the machine have spent busy since boot (/proc/stat; nan where unreadable)."""
-    try:
-        ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return float("nan")
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
 
 
 def children_cpu_seconds() -> float:

@@ -43,8 +43,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from machine import markdown_table  # benchmarks/machine.py
-from predict import load_average, logged_model, machine_lines  # benchmarks/predict.py
+from machine import load_average, markdown_table  # benchmarks/machine.py
+from predict import logged_model, machine_lines  # benchmarks/predict.py
 from prepare import make_covers  # benchmarks/prepare.py
 
 HOST = "127.0.0.1"

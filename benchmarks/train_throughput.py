@@ -60,7 +60,7 @@ import genre  # noqa: F401  (first: sets OMP_NUM_THREADS before any OpenMP runti
 
 # isort: split
 import numpy as np
-from machine import cpu_model, markdown_table, ram_gib  # benchmarks/machine.py
+from machine import cpu_model, machine_busy_seconds, markdown_table, ram_gib, wait_until_idle  # benchmarks/machine.py
 
 from genre.runtime import usable_cores
 
@@ -118,19 +118,6 @@ def time_steps(
     if not math.isfinite(loss):
         raise SystemExit(f"the training loss became {loss}: the step is broken, its timing meaningless")
     return {"rates": rates, "busy": busy, "others": others, "steps": steps, "final_loss": loss}
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all processes of the machine have spent busy since boot (/proc/stat; nan where unreadable).
-
-    Over a timed window, this minus the process's own CPU time is what other processes took: a benchmark on a
-    shared 2-core machine is only worth its numbers when that is near 0.
-    """
-    try:
-        ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return float("nan")
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
 
 
 def matmul_gflops(multiply: Callable[[], object], repeats: int = 5) -> float:
@@ -522,25 +509,10 @@ WORKERS = {"mxnet-step": mxnet_step_worker, "mxnet-epoch": mxnet_epoch_worker, "
 # ---------------------------------------------------------------- the orchestrating process
 
 
-def wait_until_idle(limit: float, threshold: float = 0.15, quiet: float = 3.0) -> None:
-    """Wait (at most `limit` seconds) until the machine has been idle, below `threshold` cores, for `quiet` s."""
-    deadline, calm_since = time.monotonic() + limit, None
-    while time.monotonic() < deadline:
-        before = machine_busy_seconds()
-        time.sleep(0.5)
-        if (machine_busy_seconds() - before) / 0.5 < threshold:
-            calm_since = calm_since or time.monotonic()
-            if time.monotonic() - calm_since >= quiet:
-                return
-        else:
-            calm_since = None
-    print(f"  (the machine stayed busy for {limit:g} s; measuring anyway)", file=sys.stderr, flush=True)
-
-
 def run_worker(job: dict, wait_idle: float) -> dict:
     """Run one job in a fresh interpreter; its result is the last line of its stdout, as JSON."""
     if wait_idle > 0:
-        wait_until_idle(wait_idle)
+        wait_until_idle(wait_idle, indent="  ")
     print(f"  {job['label']} ...", file=sys.stderr, flush=True)
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **job.get("env", {})})
@@ -699,7 +671,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(1)
     a, b = (rng.standard_normal((MATMUL_SIDE, MATMUL_SIDE), dtype=np.float32) for _ in "ab")
     if args.wait_idle > 0:
-        wait_until_idle(args.wait_idle)
+        wait_until_idle(args.wait_idle, indent="  ")
     numpy_rate = matmul_gflops(lambda: a @ b)
 
     common = {"batch": args.batch_size, "warmup": args.warmup, "seconds": args.seconds, "repeats": args.repeats}
