@@ -81,6 +81,9 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
             self.net = mx.gluon.SymbolBlock.imports(
                 context.artifacts["symbol"], [INPUT_NAME], context.artifacts["params"], ctx=mx.cpu()
             )
+        # Memory planned once and kept between calls (a new batch size plans again): a batch of 64 scored in 0.68x
+        # the time for the small conv net at 64 px, 0.91x for ResNet-18 at 128 and 0.86x for Lite0 (docs/benchmarks.md).
+        self.net.hybridize(static_alloc=True)
         self.lock = threading.Lock()  # the scoring server predicts from several threads; a cached op is not safe
         # Pillow releases the GIL while it decodes and resizes, so threads decode a request's covers side by side.
         self.decoder = ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="cover-decode")
