@@ -113,13 +113,18 @@ def predict_folder(model, classifier, folder: Path, scratch: Path, batch_size: i
     return seconds
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model a benchmark makes: the network, the side covers are decoded to, and the network's input side."""
+    parser.add_argument("--model", default="efficientnet_lite0", help="network (any `genre train --model`)")
+    parser.add_argument("--image-size", type=int, default=256, help="side the covers are decoded to (the pack's)")
+    parser.add_argument("--crop-size", type=int, default=0, help="the network's input side (0: as train picks it)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n", 1)[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--model", default="efficientnet_lite0", help="network (any `genre train --model`)")
-    parser.add_argument("--image-size", type=int, default=256, help="side the covers are decoded to (the pack's)")
-    parser.add_argument("--crop-size", type=int, default=0, help="the network's input side (0: as train picks it)")
+    add_model_arguments(parser)
     parser.add_argument("--images", type=int, default=480, help="covers to make and predict")
     parser.add_argument("--size", type=int, default=500, help="side of the source JPEGs in pixels")
     parser.add_argument(

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 from machine import load_average, markdown_table  # benchmarks/machine.py
-from predict import logged_model, machine_lines  # benchmarks/predict.py
+from predict import add_model_arguments, logged_model, machine_lines  # benchmarks/predict.py
 from prepare import make_covers  # benchmarks/prepare.py
 
 HOST = "127.0.0.1"
@@ -163,9 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n", 1)[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--model", default="efficientnet_lite0", help="network (any `genre train --model`)")
-    parser.add_argument("--image-size", type=int, default=256, help="side the covers are decoded to (the pack's)")
-    parser.add_argument("--crop-size", type=int, default=0, help="the network's input side (0: as train picks it)")
+    add_model_arguments(parser)
     parser.add_argument("--size", type=int, default=500, help="side of the source JPEGs in pixels")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long each case sends requests")
     parser.add_argument("--repeats", type=int, default=5, help="times each in-process measurement is run")
