@@ -32,6 +32,7 @@ def configure_threads(environ: dict[str, str] | os._Environ = os.environ) -> int
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 LARGE_BLOCK_BYTES = 1 << 20
+DEFAULT_TRIM_BYTES = 128 << 10  # glibc's own M_TRIM_THRESHOLD
 KEPT_BLOCK_BYTES = 32 << 20
 USER_MALLOC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 _released_large_blocks = False  # `release_large_blocks` ran: `keep_freed_memory` must not undo it
@@ -57,11 +58,12 @@ def release_large_blocks() -> bool:
 
     The chunked iterator allocates and frees chunk-sized arrays from two threads; glibc's default keeps
     such blocks in its heaps, so resident memory crept up with the dataset size (benchmarks/iterator_memory.py:
-    5.8 chunks at 1x, 16.8 at 16x; 3.3 with this). Returns False where there is no glibc.
+    5.8 chunks at 1x, 16.8 at 16x; 3.3 with this). The trim threshold goes back to glibc's default, which
+    `keep_freed_memory` may have raised when the process imported the decoder. Returns False where there is no glibc.
     """
     global _released_large_blocks
     _released_large_blocks = True
-    return _mallopt([(M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES)])
+    return _mallopt([(M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES), (M_TRIM_THRESHOLD, DEFAULT_TRIM_BYTES)])
 
 
 def keep_freed_memory(environ: dict[str, str] | os._Environ = os.environ) -> bool:
