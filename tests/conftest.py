@@ -63,14 +63,23 @@ def unbalanced_covers(tracking_store: str, tmp_path: Path) -> Path:
     return prepare(config, progress=False).root
 
 
+def use_store(patch: pytest.MonkeyPatch, uri: str, folder: Path) -> None:
+    """Point MLflow at the store `uri` and work in `folder`, with no run or experiment of the caller's environment,
+    nor the experiment an earlier test made active in this process (in another store, where its id means nothing)."""
+    import mlflow.tracking.fluent
+
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        patch.delenv(name, raising=False)
+    patch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    patch.chdir(folder)
+
+
 @pytest.fixture
 def tracking_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh SQLite tracking store; the test runs in tmp_path so relative outputs land there."""
-    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(name, raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)
+    use_store(monkeypatch, uri, tmp_path)
     yield uri
     import mlflow
 

@@ -35,7 +35,7 @@ from genre.cover_model import (
 )
 from genre.data.images import decode_image
 from genre.models.inputs import network_input
-from tests.conftest import PROJECT_ROOT, jpeg_bytes
+from tests.conftest import PROJECT_ROOT, jpeg_bytes, use_store
 
 GENRES = ["folk", "jazz", "metal"]
 SIZE = 16
@@ -111,9 +111,7 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Logged]:
     folder = tmp_path_factory.mktemp("cover-model")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch, _use_tracking_uri(uri):
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            patch.delenv(name, raising=False)
-        patch.chdir(folder)  # MLflow's default artifact root is ./mlruns
+        use_store(patch, uri, folder)  # MLflow's default artifact root is ./mlruns
         net = tiny_net()
         experiment_id = mlflow.MlflowClient(uri).create_experiment("covers")  # not MLflow's global active one
         with mlflow.start_run(experiment_id=experiment_id) as run:

@@ -19,7 +19,7 @@ from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from genre.cli import main
 from genre.cover_model import load_cover_model, log_cover_model
-from tests.conftest import PROJECT_ROOT, jpeg_bytes, write_cover_folder
+from tests.conftest import PROJECT_ROOT, jpeg_bytes, use_store, write_cover_folder
 from tests.test_cover_model import COVERS, GENRES, SIZE, tiny_net
 
 COLUMNS = ["path", "genre", *(f"p_{genre}" for genre in GENRES)]
@@ -37,9 +37,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Model]:
     folder = tmp_path_factory.mktemp("predict-model")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch, _use_tracking_uri(uri):
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            patch.delenv(name, raising=False)
-        patch.chdir(folder)
+        use_store(patch, uri, folder)
         experiment_id = MlflowClient(uri).create_experiment("model")
         with mlflow.start_run(experiment_id=experiment_id) as run:
             log_cover_model(tiny_net(), GENRES, SIZE, example=COVERS[0])
@@ -49,11 +47,8 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Model]:
 @pytest.fixture
 def in_store(model: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Model:
     """The test's shell: the model's store, a working folder of its own."""
-    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", model.tracking_uri)
+    use_store(monkeypatch, model.tracking_uri, tmp_path)
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    monkeypatch.chdir(tmp_path)
     return model
 
 

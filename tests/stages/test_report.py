@@ -10,6 +10,7 @@ import pytest
 from genre.cli import main
 from genre.errors import ConfigError
 from genre.stages.report import section_markers, wall_time, with_section
+from tests.conftest import use_store
 from tests.stages.test_suite import RF
 
 BEGIN, END = section_markers("covers-dev")
@@ -23,11 +24,8 @@ def suite_store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     folder = tmp_path_factory.mktemp("suite")
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            patch.delenv(name, raising=False)
         uri = f"sqlite:///{folder / 'mlflow.db'}"
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.chdir(folder)
+        use_store(patch, uri, folder)
         (folder / "experiments" / "baselines").mkdir(parents=True)
         (folder / "experiments" / "baselines" / "quick-rf.yaml").write_text(RF)
         assert main(["suite", "-q", "quick-rf", "--seeds", "0"]) == 0

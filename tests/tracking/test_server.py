@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from genre.cli import main
 from genre.tracking.server import ServerConfig, exposure_warning, server_invocation, stop_server
-from tests.conftest import PROJECT_ROOT, refused
+from tests.conftest import PROJECT_ROOT, refused, use_store
 from tests.processes import command_line, environment, process_tree, wait_for
 
 
@@ -66,10 +66,7 @@ def running_server(backend: str, folder: Path, monkeypatch: pytest.MonkeyPatch) 
     process, url, log = start_server(backend, folder)
     try:
         wait_until_healthy(url, process)
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-        monkeypatch.chdir(folder)
+        use_store(monkeypatch, url, folder)
         yield url
     finally:
         while mlflow.active_run():
