@@ -27,6 +27,7 @@ PARTS: dict[str, tuple[str, ...]] = {
         "genre.metrics",
         "genre.figures",
         "genre.credentials",
+        "genre.predictions",
     ),
     "models": ("genre.models.*",),
     "data": ("genre.data.*",),
