@@ -49,7 +49,8 @@ class CoverPredictions:
         if len(self.true) != count or len(self.predicted) != count:
             raise ValueError(f"{count} covers but {len(self.true)} true and {len(self.predicted)} predicted genres")
         if self.probabilities is not None and self.probabilities.shape != (count, len(self.genres)):
-            raise ValueError(f"probabilities of shape {self.probabilities.shape}, expected ({count}, {len(self.genres)})")
+            expected = (count, len(self.genres))
+            raise ValueError(f"probabilities of shape {self.probabilities.shape}, expected {expected}")
 
     def __len__(self) -> int:
         return len(self.covers)

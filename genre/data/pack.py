@@ -4,6 +4,7 @@ Layout of a prepared dataset folder::
 
     dataset.json                 written last: its presence means the packs are complete
     split.csv                    file,genre,split,dev_split for every packed image
+    near_copies.csv              group,file,genre,split of every near-copy group (kept on one side of each split)
     report.json                  every item left out, with its reason
     full/{train,val,test}-images.npy   uint8 (N, H, W, 3), opened with mmap_mode="r"
     full/{train,val,test}-labels.npy   int32 (N,), indices into `genres`
@@ -53,6 +54,8 @@ class DatasetInfo:
     pack_digests: dict[str, str]
     digest: str
     files: dict[str, list[str]] = field(default_factory=dict)
+    near_copy_bits: int | None = None  # the threshold prepare grouped near-copies with; None: prepared before it did
+    near_copies: list[list[str]] = field(default_factory=list)  # groups of files kept on one side of every split
     format_version: int = FORMAT_VERSION
 
     def write(self, root: Path) -> Path:

@@ -34,6 +34,7 @@ from genre.data import pack
 from genre.data.download import DownloadConfig, DownloadResult, download_covers
 from genre.data.images import decode_outcome
 from genre.data.manifest import read_manifest
+from genre.data.near_copies import DEFAULT_MAX_BITS, HASH_SIDE, average_hash, near_copy_groups
 from genre.data.problems import Problem, write_report
 from genre.data.sources import DIGITS_SOURCE, SourceImage, render_digits, scan_folder
 from genre.data.split import SPLITS, SplitFractions, development_subset, stratified_split
@@ -49,6 +50,7 @@ MIN_SIZE, MAX_SIZE = 8, 1024  # packed image sides
 MANIFEST_DATASET_NAME = "covers"
 DEFAULT_DATASET = f"data/prepared/digits-{DIGIT_SIZE}"  # where `genre prepare` with no flags puts the bundled digits
 PARTIAL_FOLDER = ".partial"  # packs being written; moved into place only when complete
+NEAR_COPIES_FILE = "near_copies.csv"
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,11 @@ class PrepareConfig:
     dev_size: int = setting(
         1000, "images drawn from the training part for the development subset (0 = none: its packs are empty)"
     )
+    near_copy_bits: int = setting(
+        DEFAULT_MAX_BITS,
+        f"covers whose {HASH_SIDE}x{HASH_SIDE} average hashes differ in at most this many of {HASH_SIDE**2} bits are "
+        "near-copies, kept on one side of every split (-1: do not look for them)",
+    )
     train_fraction: float = setting(0.8, "share of each genre for training")
     val_fraction: float = setting(0.1, "share of each genre for validation")
     test_fraction: float = setting(0.1, "share of each genre for test")
@@ -84,6 +91,7 @@ class PrepareConfig:
         check_range(self, "image_size", MIN_SIZE, MAX_SIZE, optional=True, note=unset)
         check_range(self, "seed", *SEEDS)
         check_range(self, "dev_size", 0, note=" (0 = no development subset)")
+        check_range(self, "near_copy_bits", -1, HASH_SIDE**2 // 4, note=" (-1 = do not look for near-copies)")
         for name in ("train_fraction", "val_fraction", "test_fraction"):
             check_range(self, name, 0.0, 1.0)
         shares = (self.train_fraction, self.val_fraction, self.test_fraction)
@@ -219,6 +227,10 @@ class PreparedDataset:
         return self.root / pack.REPORT_FILE
 
     @property
+    def near_copies_file(self) -> Path:
+        return self.root / NEAR_COPIES_FILE
+
+    @property
     def download_failed(self) -> bool:
         return bool(self.download and self.download.failures)
 
@@ -260,14 +272,21 @@ class PackLayout:
 
 
 def plan_packs(
-    names: list[str], genres_of: list[str], fractions: SplitFractions, seed: int, dev_size: int
+    names: list[str],
+    genres_of: list[str],
+    fractions: SplitFractions,
+    seed: int,
+    dev_size: int,
+    groups: list[list[int]] | None = None,
 ) -> PackLayout:
-    """Split the images (`names` sorted, each `genre/file`) and lay out the packs: a pure function of its arguments."""
+    """Split the images (`names` sorted, each `genre/file`) and lay out the packs: a pure function of its arguments.
+
+    Each near-copy group (indices into `names`) stays on one side of the split and of the development split."""
     genres = sorted(set(genres_of))
     label_of = {genre: index for index, genre in enumerate(genres)}
     labels_of = np.array([label_of[genre] for genre in genres_of], dtype=np.int32)
-    assignment = stratified_split(names, genres_of, fractions, seed)
-    dev = development_subset(names, genres_of, assignment, dev_size, fractions, seed)
+    assignment = stratified_split(names, genres_of, fractions, seed, groups=groups or ())
+    dev = development_subset(names, genres_of, assignment, dev_size, fractions, seed, groups or ())
     members: dict[str, np.ndarray] = {}
     for variant, splits_of in (("full", assignment), ("dev", dev)):
         for split in SPLITS:
@@ -300,15 +319,18 @@ def task_runs(count: int, workers: int) -> list[tuple[int, int]]:
     return runs
 
 
-def decode_rows(paths: list[Path], places: list[Places], files: list[Path], size: int) -> list[str | None]:
-    """Worker: decode `paths` and write each image's pixels at its places in the pack files; return each failure's
-    reason.
+Decoded = tuple[str | None, bytes]  # one image's failure reason (None: decoded) and its average hash (b"" if failed)
+
+
+def decode_rows(paths: list[Path], places: list[Places], files: list[Path], size: int) -> list[Decoded]:
+    """Worker: decode `paths` and write each image's pixels at its places in the pack files; return each image's
+    failure reason and the average hash of its pixels (`genre.data.near_copies`).
 
     The pixels go straight into the packs, once per pack that holds them, with no staging copy; only the reasons
-    travel back through the pool's pipe.
+    and the 32-byte hashes travel back through the pool's pipe.
     """
     handles: dict[int, int] = {}
-    reasons: list[str | None] = []
+    reasons: list[Decoded] = []
     try:
         for path, where in zip(paths, places, strict=True):
             outcome = decode_outcome(path, size)
@@ -317,7 +339,7 @@ def decode_rows(paths: list[Path], places: list[Places], files: list[Path], size
                     if number not in handles:
                         handles[number] = os.open(files[number], os.O_WRONLY)
                     pack.write_at(handles[number], outcome.pixels, offset)
-            reasons.append(outcome.reason)
+            reasons.append((outcome.reason, average_hash(outcome.pixels) if outcome.pixels is not None else b""))
     finally:
         for handle in handles.values():
             os.close(handle)
@@ -397,8 +419,9 @@ def decode_all(
     workers: int,
     progress: bool,
     on_decoded: Callable[[int, list[str | None]], None] | None = None,
-) -> list[str | None]:
-    """Decode every image into its places in the pack files in parallel; return the reason for each one that failed.
+) -> tuple[list[str | None], list[bytes]]:
+    """Decode every image into its places in the pack files in parallel; return the reason for each one that failed
+    (None for the others) and each image's average hash (b"" for a failure).
 
     `on_decoded(n, reasons)` is called in order as each task's run of images is done: the first n images are
     decoded, and `reasons` are those of the run that just finished.
@@ -408,6 +431,7 @@ def decode_all(
     paths = [image.path for image in images]
     workers = workers or usable_cores()
     reasons: list[str | None] = []
+    hashes: list[bytes] = []
     bar = tqdm(total=len(images), desc="decode", unit="img", disable=not progress)
     # forkserver: worker processes must not inherit MLflow's or tqdm's threads through fork. The fork server
     # imports this module (numpy, Pillow) once when it starts, so each worker starts without importing them again.
@@ -421,7 +445,8 @@ def decode_all(
             for start, stop in task_runs(len(paths), workers)
         ]
         for stop, task in tasks:
-            part = task.result()
+            part = [reason for reason, _ in task.result()]
+            hashes.extend(image_hash for _, image_hash in task.result())
             reasons.extend(part)
             if on_decoded is not None:
                 on_decoded(stop, part)
@@ -435,7 +460,7 @@ def decode_all(
         alive_writer.close()  # after an interruption, this is what stops the workers
         alive.close()
         bar.close()
-    return reasons
+    return reasons, hashes
 
 
 def repack(partial: Path, decoded: PackLayout, layout: PackLayout, valid: list[int], size: int) -> list[str]:
@@ -481,6 +506,26 @@ def repack(partial: Path, decoded: PackLayout, layout: PackLayout, valid: list[i
     del sources
     shutil.rmtree(written)
     return digests
+
+
+def same_packs(one: PackLayout, other: PackLayout) -> bool:
+    """Whether two layouts of the same images put the same images in every pack."""
+    return one.members.keys() == other.members.keys() and all(
+        np.array_equal(one.members[key], other.members[key]) for key in one.members
+    )
+
+
+def write_near_copies_file(
+    path: Path, groups: list[list[int]], names: list[str], genres_of: list[str], assignment: list[str]
+) -> None:
+    """`near_copies.csv`: each near-copy group's covers (group numbered from 1), their genre and their split."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["group", "file", "genre", "split"])
+        for number, group in enumerate(groups, 1):
+            writer.writerows([number, names[i], genres_of[i], assignment[i]] for i in group)
+    tmp.replace(path)
 
 
 def write_split_file(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
@@ -553,7 +598,7 @@ def _prepare(config: PrepareConfig, progress: bool) -> PreparedDataset:
             hashes.follow(decoded)
 
     try:
-        reasons = decode_all(images, size, places, image_files, config.workers, progress, follow)
+        reasons, image_hashes = decode_all(images, size, places, image_files, config.workers, progress, follow)
     finally:
         hashes.close()
     problems += [
@@ -565,9 +610,11 @@ def _prepare(config: PrepareConfig, progress: bool) -> PreparedDataset:
         raise DataError(f"none of the {len(images)} images could be decoded; see {root / pack.REPORT_FILE}")
 
     genres_of = [images[i].genre for i in valid]
-    if failed:
-        decoded, names = layout, [names[i] for i in valid]
-        layout = plan_packs(names, genres_of, fractions, config.seed, config.dev_size)
+    near_copies = near_copy_groups([image_hashes[i] for i in valid], config.near_copy_bits)
+    grouped = plan_packs([names[i] for i in valid], genres_of, fractions, config.seed, config.dev_size, near_copies)
+    if failed or not same_packs(grouped, layout):
+        # The workers wrote into the split planned before the hashes (and failures) were known: copy the rows over.
+        decoded, layout, names = layout, grouped, [names[i] for i in valid]
         pack_digests = repack(partial, decoded, layout, valid, size)
     else:
         pack_digests = [
@@ -600,6 +647,8 @@ def _prepare(config: PrepareConfig, progress: bool) -> PreparedDataset:
         root / pack.SPLIT_FILE,
         [(name, genres_of[k], assignment[k], dev[k]) for k, name in enumerate(names)],
     )
+    near_copy_names = [[names[i] for i in group] for group in near_copies]
+    write_near_copies_file(root / NEAR_COPIES_FILE, near_copies, names, genres_of, assignment)
     info = pack.DatasetInfo(
         name=config.dataset_name,
         source=source_uri,
@@ -610,6 +659,8 @@ def _prepare(config: PrepareConfig, progress: bool) -> PreparedDataset:
         pack_digests=digests,
         digest=pack.dataset_digest(genres, size, digests),
         files=files,
+        near_copy_bits=config.near_copy_bits,
+        near_copies=near_copy_names,
     )
     write_report(
         root / pack.REPORT_FILE,

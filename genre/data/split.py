@@ -49,10 +49,51 @@ def _counts(total: int, fractions: SplitFractions) -> tuple[int, int, int]:
     return total - val - test, val, test
 
 
-def stratified_split(
-    names: Sequence[str], genres: Sequence[str], fractions: SplitFractions, seed: int, salt: str = "split"
+def keep_together(
+    assignment: list[str],
+    names: Sequence[str],
+    genres: Sequence[str],
+    groups: Sequence[Sequence[int]],
+    fractions: SplitFractions,
+    seed: int,
+    salt: str,
 ) -> list[str]:
-    """Assign each item 'train', 'val' or 'test', per genre in the given fractions (rounded)."""
+    """Move every member of each group (indices into `names`) to the split of its member that ranks first, so no
+    group straddles two splits; then give each genre back its split sizes by moving covers that belong to no group
+    (the last-ranked first) from splits that grew to those that shrank. Which covers move depends only on the seed
+    and the names, so the same inputs always give the same split."""
+    together = list(assignment)
+    grouped: set[int] = set()
+    for group in groups:
+        lead = min(group, key=lambda i: hash_rank(names[i], seed, salt))
+        for index in group:
+            together[index] = assignment[lead]
+        grouped.update(group)
+    for members in _group_by_genre(names, genres).values():
+        wanted = dict(zip(SPLITS, _counts(len(members), fractions), strict=True))
+        movable = {split: [i for i in members if together[i] == split and i not in grouped] for split in SPLITS}
+        for split in SPLITS:
+            movable[split].sort(key=lambda i: hash_rank(names[i], seed, salt), reverse=True)
+        have = {split: sum(together[i] == split for i in members) for split in SPLITS}
+        for short in SPLITS:
+            for extra in SPLITS:
+                while have[short] < wanted[short] and have[extra] > wanted[extra] and movable[extra]:
+                    index = movable[extra].pop(0)
+                    together[index] = short
+                    have[short], have[extra] = have[short] + 1, have[extra] - 1
+    return together
+
+
+def stratified_split(
+    names: Sequence[str],
+    genres: Sequence[str],
+    fractions: SplitFractions,
+    seed: int,
+    salt: str = "split",
+    groups: Sequence[Sequence[int]] = (),
+) -> list[str]:
+    """Assign each item 'train', 'val' or 'test', per genre in the given fractions (rounded); the members of each
+    group in `groups` (near-copies: indices into `names`) all go to the same split."""
     if len(names) != len(genres):
         raise ValueError("names and genres differ in length")
     assignment = [""] * len(names)
@@ -66,7 +107,7 @@ def stratified_split(
                 assignment[index] = "val"
             else:
                 assignment[index] = "test"
-    return assignment
+    return keep_together(assignment, names, genres, groups, fractions, seed, salt) if groups else assignment
 
 
 def _quotas(sizes: dict[str, int], total: int) -> dict[str, int]:
@@ -87,8 +128,10 @@ def development_subset(
     size: int,
     fractions: SplitFractions,
     seed: int,
+    groups: Sequence[Sequence[int]] = (),
 ) -> list[str]:
-    """Draw `size` items from the training part (stratified by genre) and split them again.
+    """Draw `size` items from the training part (stratified by genre) and split them again, each near-copy group of
+    `groups` (indices into `names`) kept on one side of the new split.
 
     Returns 'train'/'val'/'test' for the chosen items and '' for the rest. When the training part holds
     fewer than `size` items, all of them are taken.
@@ -102,7 +145,16 @@ def development_subset(
         ordered = sorted((train[m] for m in members), key=lambda i: hash_rank(names[i], seed, "dev"))
         chosen.extend(ordered[: quotas.get(genre, 0)])
     chosen.sort()
-    inner = stratified_split([names[i] for i in chosen], [genres[i] for i in chosen], fractions, seed, "dev-split")
+    position = {index: number for number, index in enumerate(chosen)}
+    inner_groups = [[position[i] for i in group if i in position] for group in groups]
+    inner = stratified_split(
+        [names[i] for i in chosen],
+        [genres[i] for i in chosen],
+        fractions,
+        seed,
+        "dev-split",
+        [group for group in inner_groups if len(group) > 1],
+    )
     dev = [""] * len(names)
     for index, split in zip(chosen, inner, strict=True):
         dev[index] = split

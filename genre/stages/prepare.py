@@ -56,6 +56,7 @@ def log_prepared(tracker: Tracker, config: PrepareConfig, prepared: PreparedData
     )
     metrics = {f"{variant}_{split}_count": n for variant, splits in info.counts.items() for split, n in splits.items()}
     metrics.update(problem_count=len(prepared.problems), prepare_seconds=prepared.seconds)
+    metrics.update(near_copy_groups=len(info.near_copies), near_copy_covers=sum(map(len, info.near_copies)))
     if prepared.download:
         metrics.update(
             downloaded_count=len(prepared.download.fetched),
@@ -74,6 +75,7 @@ def log_prepared(tracker: Tracker, config: PrepareConfig, prepared: PreparedData
     tracker.set_tags({"genre.stage": "prepare", **dataset_tags(info)})
     tracker.log_artifact(prepared.split_file, "dataset")
     tracker.log_artifact(prepared.report_file, "dataset")
+    tracker.log_artifact(prepared.near_copies_file, "dataset")
     tracker.log_artifact(Path(prepared.root) / "dataset.json", "dataset")
     tracker.log_figure(sample_grid(prepared.sample_images), "samples.png")
 
@@ -87,6 +89,12 @@ def command(config: PrepareConfig, experiment: str | None, config_file: Path | N
         f"at {prepared.info.image_size}px in {prepared.root} (full {counts['full']}, dev {counts['dev']}); "
         f"digest {prepared.info.digest}; {prepared.seconds:.1f}s"
     )
+    groups = prepared.info.near_copies
+    if groups:
+        print(
+            f"{len(groups)} groups of near-copies ({sum(map(len, groups))} covers within "
+            f"{prepared.info.near_copy_bits} bits), each kept on one side of every split: {prepared.near_copies_file}"
+        )
     if prepared.problems:
         print(summarise(prepared.problems))
         print(f"every left-out item and its reason: {prepared.report_file}")
