@@ -23,6 +23,7 @@ class RecordingTracker:
         self.artifacts: list[tuple[str, str | None]] = []
         self.figures: list[str] = []
         self.texts: dict[str, str] = {}
+        self.tables: dict[str, dict[str, list]] = {}
         self.datasets: list[dict[str, Any]] = []
         self.models: list[Callable[[], object]] = []
 
@@ -48,6 +49,9 @@ class RecordingTracker:
 
     def log_text(self, text: str, name: str) -> None:
         self.texts[name] = text
+
+    def log_table(self, columns: Mapping[str, list], name: str) -> None:
+        self.tables[name] = {column: list(values) for column, values in columns.items()}
 
     def log_dataset(self, name: str, digest: str, source_uri: str, context: str, shape: tuple[int, ...]) -> None:
         self.datasets.append({"name": name, "digest": digest, "source": source_uri, "context": context, "shape": shape})

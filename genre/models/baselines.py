@@ -125,6 +125,8 @@ class SplitScore:
     accuracy: float
     confusion: np.ndarray
     report: str
+    predicted: np.ndarray  # (N,) the genre index predicted for each example
+    probabilities: np.ndarray | None = None  # (N, genres), None for a classifier without them (the SGD SVM)
 
     @property
     def balanced_accuracy(self) -> float:
@@ -155,10 +157,16 @@ def score(classifier, features: np.ndarray, labels: np.ndarray, genres: list[str
 
     classes = list(range(len(genres)))
     predicted = classifier.predict(features)
+    probabilities = None
+    if hasattr(classifier, "predict_proba") and len(features):
+        probabilities = np.zeros((len(features), len(genres)))
+        probabilities[:, classifier.classes_] = classifier.predict_proba(features)  # a genre unseen in training: 0
     return SplitScore(
         accuracy=float(np.mean(predicted == labels)) if len(labels) else float("nan"),
         confusion=confusion_matrix(labels, predicted, labels=classes),
         report=classification_report(labels, predicted, labels=classes, target_names=genres, digits=3, zero_division=0),
+        predicted=np.asarray(predicted, dtype=np.int64),
+        probabilities=probabilities,
     )
 
 

@@ -16,6 +16,7 @@ from genre import __version__
 from genre.config import setting
 from genre.data.choice import DatasetChoice
 from genre.data.feature_cache import FeatureCache
+from genre.data.folds import FoldChoice, all_covers, fold_parts, split_digest
 from genre.data.pack import DatasetInfo, Pack, open_pack
 from genre.models.baselines import (
     FEATURE_FORMAT,
@@ -27,6 +28,7 @@ from genre.models.baselines import (
     pixel_features,
     pixel_side,
 )
+from genre.predictions import CoverPredictions
 from genre.runtime import usable_cores
 from genre.stages.common import (
     EXIT_OK,
@@ -39,6 +41,7 @@ from genre.stages.common import (
     dataset_tags,
     ensure_dataset,
     log_packs,
+    log_predictions,
 )
 from genre.tracking.tracker import Tracker, experiment_name, tracked_run
 
@@ -47,12 +50,30 @@ SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
-class BaselineConfig(BaselineSpec, DatasetChoice):
-    """A baseline: which dataset, which classifier, and what it sees (shrunk pixels or a network's features)."""
+class BaselineConfig(BaselineSpec, FoldChoice, DatasetChoice):
+    """A baseline: which dataset and which part of it (the static split or a fold), which classifier, and what it
+    sees (shrunk pixels or a network's features)."""
 
     cache_features: bool = setting(
         True, "features=network: keep the features in <data>/features/ so the next baseline reuses them"
     )
+
+    def __post_init__(self) -> None:
+        BaselineSpec.__post_init__(self)
+        FoldChoice.__post_init__(self)
+
+
+@dataclass
+class FittedBaseline:
+    """A fitted baseline's scores and the covers (keys) of each split it scored, in the scores' order."""
+
+    result: BaselineResult
+    files: dict[str, list[str]]
+    labels: dict[str, np.ndarray]
+
+    @property
+    def split_digest(self) -> str:
+        return split_digest(self.files)
 
 
 def feature_description(config: BaselineConfig, info: DatasetInfo) -> dict[str, object]:
@@ -111,13 +132,25 @@ def split_features(
     return features, describe_pixels(side, config.grayscale)
 
 
-def fit(config: BaselineConfig, workers: int) -> BaselineResult:
-    """Read the packs, make the features, fit on the training split and score every split."""
+def fit(config: BaselineConfig, workers: int) -> FittedBaseline:
+    """Read the packs, make the features, fit on the training part and score every part.
+
+    The features are always made for the static split's packs (so the feature cache serves every fold); a fold's
+    parts are then rows of them (`genre.data.folds`)."""
     root = Path(config.data)
     packs = {split: open_pack(root, config.variant, split) for split in SPLITS}
     features, described = split_features(config, packs, DatasetInfo.read(root), root)
     labels = {split: pack.labels for split, pack in packs.items()}
-    return fit_and_score(config, features, labels, packs["train"].genres, described, workers)
+    files = {split: list(pack.files) for split, pack in packs.items()}
+    if config.folds:
+        covers = all_covers(root, config.variant)
+        everything = np.concatenate([features[split] for split in SPLITS])
+        parts = fold_parts(covers, config)
+        features = {split: everything[indices] for split, indices in parts.items()}
+        labels = {split: covers.labels[indices] for split, indices in parts.items()}
+        files = {split: [covers.files[i] for i in indices] for split, indices in parts.items()}
+    result = fit_and_score(config, features, labels, packs["train"].genres, described, workers)
+    return FittedBaseline(result, files, labels)
 
 
 def run(
@@ -135,19 +168,22 @@ def run(
     name = None if nested else experiment_name(experiment, f"genre-{info.name}")
     tags = {"genre.stage": "baseline", **(tags or {})}
     with tracked_run(name, run_name or f"baseline-{config.model}", tags, nested=nested) as tracker:
-        result = fit(config, workers)
-        log_baseline(tracker, config, result, info)
-    return Staged(tracker.run_id, tracker.store, info, config, result)
+        fitted = fit(config, workers)
+        log_baseline(tracker, config, fitted, info)
+    return Staged(tracker.run_id, tracker.store, info, config, fitted.result)
 
 
-def log_baseline(tracker: Tracker, config: BaselineConfig, result: BaselineResult, info: DatasetInfo) -> None:
-    """Params, accuracies (plain and per genre) per split, a confusion-matrix figure and the per-genre report."""
+def log_baseline(tracker: Tracker, config: BaselineConfig, fitted: FittedBaseline, info: DatasetInfo) -> None:
+    """Params, accuracies (plain and per genre) per split, a confusion-matrix figure, the per-genre report and the
+    per-cover predictions of the validation and test parts."""
     from genre.figures import confusion_matrix_figure  # matplotlib: imported when a figure is made
 
+    result = fitted.result
     facts = dataset_facts(info) | {
         "feature_set": result.features,  # not "features": `mlflow run` logs that -P parameter itself
         "genres": ",".join(info.genres),
         "genre_version": __version__,
+        "split_digest": fitted.split_digest,
     }
     tracker.log_params(config_params(dataclasses.asdict(config)) | facts)
     tracker.set_tags({"genre.stage": "baseline", **dataset_tags(info)})
@@ -162,6 +198,9 @@ def log_baseline(tracker: Tracker, config: BaselineConfig, result: BaselineResul
         title = f"{config.model} baseline, {split} {accuracies(score.accuracy, score.balanced_accuracy)}"
         tracker.log_figure(confusion_matrix_figure(score.confusion, result.genres, title), f"confusion_{split}.png")
         tracker.log_text(score.report, f"classification_report_{split}.txt")
+        labels = fitted.labels[split]
+        predictions = CoverPredictions(fitted.files[split], result.genres, labels, score.predicted, score.probabilities)
+        log_predictions(tracker, split, predictions)
 
 
 def command(config: BaselineConfig, experiment: str | None, config_file: Path | None, progress: bool = False) -> int:

@@ -25,6 +25,7 @@ from genre.metrics import (
     per_genre_table,
     recall_from_confusion,
 )
+from genre.predictions import CoverPredictions, predictions_artifact
 from genre.tracking.tracker import Tracker
 
 if TYPE_CHECKING:
@@ -132,6 +133,15 @@ def balanced_metrics(prefix: str, matrix: np.ndarray, genres: list[str]) -> dict
     recall = recall_from_confusion(matrix)
     metrics.update({f"{prefix}_recall_{key}": float(r) for key, r in zip(genre_keys(genres), recall, strict=True)})
     return metrics
+
+
+def log_predictions(tracker: Tracker, split: str, predictions: CoverPredictions) -> None:
+    """A split's per-cover predictions: `predictions/<split>.csv` (what `genre compare` and `genre report` read) and
+    the same rows as an MLflow table, `predictions/<split>.json`, browsable in the run's Artifacts tab."""
+    header, rows = predictions.to_rows()
+    tracker.log_text(predictions.to_csv_text(), predictions_artifact(split))
+    tracker.log_table({column: [row[k] for row in rows] for k, column in enumerate(header)},
+                      predictions_artifact(split, "json"))  # fmt: skip
 
 
 def split_confusion(evaluation: Evaluation, genres: list[str]) -> np.ndarray:

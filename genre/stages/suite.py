@@ -2,6 +2,10 @@
 
 A (experiment, seed) whose settings and data already have a FINISHED run is skipped; a killed network run with a
 checkpoint is resumed from it. So rerunning the same suite after a crash redoes only what was lost.
+
+With `folds` K, every (experiment, seed) runs once per fold (and per repeat) of a K-fold cross-validation over all
+covers (`genre.data.folds`), in an MLflow experiment of its own (`genre-suite-<name>-cv<K>`): each fold's run is one
+more identity to skip or resume, so a killed cross-validated suite redoes only the folds it lost.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from genre.config import EXPERIMENTS_DIR, build, read_config_file, setting
+from genre.config import EXPERIMENTS_DIR, build, check_range, read_config_file, setting
+from genre.data.folds import MAX_FOLDS, MAX_REPEATS
 from genre.data.pack import DATASET_FILE, DatasetInfo
 from genre.data.prepare import PrepareConfig
 from genre.errors import ConfigError, DataError, GenreError
@@ -44,6 +49,27 @@ class SuiteConfig:
     name: str = setting("", "the suite's name: its tag and MLflow experiment genre-suite-<name> (default: the file's)")
     experiments: str = setting("", "experiments to run, comma-separated: names in experiments/ or its baselines/")
     seeds: str = setting("0", "seeds to run each experiment with, comma-separated")
+    folds: int = setting(
+        0, f"cross-validate: run every experiment on each of K folds over all covers, 2..{MAX_FOLDS} (0: static split)"
+    )
+    repeats: int = setting(1, f"cross-validate: repetitions of the K folds, each reshuffled, 1..{MAX_REPEATS}")
+    static_only: str = setting(
+        "", "experiments run on the static split only, left out when cross-validating (comma-separated)"
+    )
+
+    def __post_init__(self) -> None:
+        if self.folds == 1 or not 0 <= self.folds <= MAX_FOLDS:
+            raise ConfigError(f"'folds' must be 0 (the static split) or 2..{MAX_FOLDS}, got {self.folds}")
+        check_range(self, "repeats", 1, MAX_REPEATS)
+
+    @property
+    def mlflow_experiment(self) -> str:
+        """`genre-suite-<name>`, with `-cv<K>` (`-cv<K>x<R>`) when cross-validating: the folds' runs pool only
+        with each other."""
+        name = f"genre-suite-{self.name or 'custom'}"
+        if not self.folds:
+            return name
+        return f"{name}-cv{self.folds}" + (f"x{self.repeats}" if self.repeats > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -58,11 +84,19 @@ class Planned:
 
     @property
     def label(self) -> str:
-        return f"{self.experiment.name} seed {self.seed}"
+        config = self.experiment.config
+        if not config.folds:
+            return f"{self.experiment.name} seed {self.seed}"
+        return f"{self.experiment.name} seed {self.seed} fold {config.fold + 1}/{config.folds} repeat {config.repeat}"
 
     @property
     def run_name(self) -> str:
-        return f"{self.experiment.name}-seed{self.seed}"
+        config = self.experiment.config
+        if not config.folds:
+            return f"{self.experiment.name}-seed{self.seed}"
+        return f"{self.experiment.name}-seed{self.seed}-fold{config.fold}" + (
+            f"-r{config.repeat}" if config.repeat else ""
+        )
 
 
 def _prepare_hint(root: Path) -> str:
@@ -110,25 +144,43 @@ def plan(config: SuiteConfig, progress: bool) -> list[Planned]:
     if not names:
         raise ConfigError("'experiments' is empty: name at least one experiment, or pick a suite with --suite")
     seeds = parse_seeds(config.seeds)
+    static_only = set(parse_names(config.static_only))
     planned = []
     for experiment in map(find_experiment, names):
         missing = missing_weights(experiment)
         if missing:
             print(f"leaving out {experiment.name}: {missing}")
             continue
+        if config.folds and experiment.name in static_only:
+            print(f"leaving out {experiment.name}: the suite runs it on the static split only (static_only)")
+            continue
         data_digest = _dataset_digest(experiment.config.data, experiment.name, progress)
         for seed in seeds:
-            seeded = experiment.with_seed(seed)
-            planned.append(
-                Planned(
-                    seeded,
-                    seed,
-                    config_digest(seeded.config),
-                    config_digest(seeded.config, seed=False),
-                    data_digest,
+            for part in fold_choices(config):
+                seeded = dataclasses.replace(experiment.with_seed(seed), config=dataclasses.replace(
+                    experiment.with_seed(seed).config, **part))  # fmt: skip
+                planned.append(
+                    Planned(
+                        seeded,
+                        seed,
+                        config_digest(seeded.config),
+                        config_digest(seeded.config, seed=False),
+                        data_digest,
+                    )
                 )
-            )
     return planned
+
+
+def fold_choices(config: SuiteConfig) -> list[dict[str, int]]:
+    """The `folds`, `fold` and `repeat` settings of each run of one (experiment, seed): one static-split run, or
+    one per fold and repeat."""
+    if not config.folds:
+        return [{"folds": 0, "fold": 0, "repeat": 0}]
+    return [
+        {"folds": config.folds, "fold": fold, "repeat": repeat}
+        for repeat in range(config.repeats)
+        for fold in range(config.folds)
+    ]
 
 
 def _resumable(previous: list) -> str | None:
@@ -184,10 +236,12 @@ def run(config: SuiteConfig, experiment: str | None = None, progress: bool = Fal
     """Run the suite in one parent run; returns its run id, its store and how many (experiment, seed) failed."""
     planned = plan(config, progress)
     name = config.name or "custom"
-    print(f"suite {name}: {len(planned)} runs ({config.experiments} x seeds {config.seeds})")
+    folds = f" x {config.folds} folds" if config.folds else ""
+    folds += f" x {config.repeats} repeats" if config.folds and config.repeats > 1 else ""
+    print(f"suite {name}: {len(planned)} runs ({config.experiments} x seeds {config.seeds}{folds})")
     tags = {"genre.stage": "suite", SUITE: name}
     failed = ran = skipped = 0
-    with tracked_run(experiment_name(experiment, f"genre-suite-{name}"), f"suite-{name}", tags) as parent:
+    with tracked_run(experiment_name(experiment, config.mlflow_experiment), f"suite-{name}", tags) as parent:
         parent.log_params(config_params(dataclasses.asdict(config) | {"name": name}))
         experiment_id = runs.run_experiment_id(parent.run_id)
         query = f"tags.`genre.stage` = 'suite' and tags.`{SUITE}` = '{runs.quote(name)}'"
@@ -221,7 +275,8 @@ def command(config: SuiteConfig, experiment: str | None, progress: bool) -> int:
     """`genre suite`: run (or finish) a list of experiments x seeds; exit 1 if any of them failed."""
     with sigterm_as_interrupt():
         run_id, store, failed = run(config, experiment, progress)
-    print(f"MLflow run {run_id} at {store}; `genre report` makes the results table")
+    print(f"MLflow run {run_id} at {store}; `genre report --experiment {experiment or config.mlflow_experiment}` makes "
+          "the results table")  # fmt: skip
     if failed:
         print(f"{failed} run(s) failed (see above); rerun the same command to retry them, finished ones are skipped")
     return EXIT_INCOMPLETE if failed else EXIT_OK

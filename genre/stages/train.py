@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from genre.config import build
+from genre.data.folds import split_digest
 from genre.data.pack import DatasetInfo
 from genre.disk import check_writable
 from genre.errors import ConfigError, StoreUnreachable
+from genre.predictions import CoverPredictions
 from genre.stages.common import (
     EXIT_OK,
     Staged,
@@ -31,6 +33,7 @@ from genre.stages.common import (
     ensure_dataset,
     library_versions,
     log_packs,
+    log_predictions,
     log_split_report,
     omp_threads,
     sigterm_as_interrupt,
@@ -146,6 +149,13 @@ def log_training_start(
     """Every resolved setting, the dataset (digest, split counts), the devices (and the distributed `job`'s shape)
     and library versions."""
     counts = info.counts[config.variant]
+    if config.folds:  # one fold of a cross-validation: its own part sizes
+        from genre.data.folds import all_covers, fold_parts
+
+        counts = {
+            split: len(part)
+            for split, part in fold_parts(all_covers(Path(config.data), config.variant), config).items()
+        }
     tracker.log_params(
         config_params(dataclasses.asdict(config))
         | dataset_facts(info)
@@ -169,6 +179,8 @@ def log_training_outcome(tracker: Tracker, outcome: TrainOutcome, example: bytes
 
     The best epoch's validation metrics are `best_val_*`: `val_*` are the per-epoch curves.
     """
+    import numpy as np
+
     from genre.cover_model import log_cover_model
     from genre.figures import learning_curves
 
@@ -185,6 +197,11 @@ def log_training_outcome(tracker: Tracker, outcome: TrainOutcome, example: bytes
         | balanced_metrics("best_val", split_confusion(outcome.validation, genres), genres)
     )
     log_split_report(tracker, test, genres, "test", f"best epoch {outcome.state.best_epoch}")
+    tracker.log_params({"split_digest": split_digest(outcome.files)})
+    for split, evaluation in (("val", outcome.validation), ("test", test)):
+        predicted = evaluation.probabilities.argmax(axis=1) if len(evaluation.labels) else evaluation.labels
+        log_predictions(tracker, split, CoverPredictions(outcome.files[split], genres, evaluation.labels, predicted,
+                                                         evaluation.probabilities.astype(np.float64)))  # fmt: skip
     tracker.log_figure(learning_curves(outcome.state.history), "learning_curves.png")
     tracker.log_model(
         functools.partial(

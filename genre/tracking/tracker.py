@@ -40,6 +40,7 @@ class Tracker(Protocol):
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
     def log_figure(self, figure: Any, name: str) -> None: ...
     def log_text(self, text: str, name: str) -> None: ...
+    def log_table(self, columns: Mapping[str, list], name: str) -> None: ...
     def log_dataset(self, name: str, digest: str, source_uri: str, context: str, shape: tuple[int, ...]) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_model(self, log: Callable[[], object]) -> None: ...
@@ -104,6 +105,13 @@ class MlflowTracker:
 
         with self._calling(f"uploading {name}"):
             mlflow.log_text(text, name)
+
+    def log_table(self, columns: Mapping[str, list], name: str) -> None:
+        """Rows as an MLflow table artifact (`name` ends in .json), which the run's Artifacts tab shows as a table."""
+        import mlflow
+
+        with self._calling(f"uploading {name}"):
+            mlflow.log_table(dict(columns), name)
 
     def log_dataset(self, name: str, digest: str, source_uri: str, context: str, shape: tuple[int, ...]) -> None:
         """Record the packed dataset as an MLflow dataset input (name, digest, source, tensor schema)."""
@@ -293,6 +301,9 @@ class NullTracker:
         pass
 
     def log_text(self, text: str, name: str) -> None:
+        pass
+
+    def log_table(self, columns: Mapping[str, list], name: str) -> None:
         pass
 
     def log_dataset(self, name: str, digest: str, source_uri: str, context: str, shape: tuple[int, ...]) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from genre.config import SEEDS, check_range, setting
 from genre.data.choice import DatasetChoice
+from genre.data.folds import FoldChoice
 from genre.data.transforms import AugmentSpec
 from genre.errors import ConfigError
 from genre.models.spec import NetworkSpec, require_loaded_weights
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainConfig(NetworkSpec, AugmentSpec, DatasetChoice):
+class TrainConfig(NetworkSpec, AugmentSpec, FoldChoice, DatasetChoice):
     """Defaults train the conv net on the bundled digits to >= 98% test accuracy in a few minutes on 2 cores."""
 
     optimizer: str = setting("sgd", "sgd (with momentum), nag or adam", ("sgd", "nag", "adam"))
@@ -74,6 +75,7 @@ class TrainConfig(NetworkSpec, AugmentSpec, DatasetChoice):
 
         NetworkSpec.__post_init__(self)
         AugmentSpec.__post_init__(self)
+        FoldChoice.__post_init__(self)
         check_range(self, "learning_rate", 0.0, low_open=True)
         check_range(self, "momentum", 0.0, 1.0, high_open=True)
         check_range(self, "weight_decay", 0.0)

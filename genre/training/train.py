@@ -18,8 +18,9 @@ from pathlib import Path
 import mxnet as mx
 from mxnet import gluon
 
+from genre.data.folds import open_parts
 from genre.data.iterator import ChunkedIterator
-from genre.data.pack import DatasetInfo, open_pack
+from genre.data.pack import DatasetInfo
 from genre.models import zoo
 from genre.models.inputs import NetworkInput
 from genre.models.networks import build_network, input_for, output_prefixes
@@ -47,6 +48,7 @@ class TrainOutcome:
     validation: Evaluation
     test: Evaluation
     stopped_early: bool
+    files: dict[str, list[str]]  # the covers (keys) of each part, in the evaluations' order
 
 
 def backbone_parameters(net: gluon.HybridBlock, model: str, classes: int) -> list[gluon.Parameter]:
@@ -140,7 +142,7 @@ def train(
     report = on_epoch_end or (lambda epoch, metrics: None)
     root = Path(config.data)
     info = DatasetInfo.read(root)
-    packs = {split: open_pack(root, config.variant, split) for split in ("train", "val", "test")}
+    packs = open_parts(root, config.variant, config)  # the static split's packs, or one fold's
     train_batches = cluster.training_batches(
         packs["train"], config.batch_size, config.chunk_size, contexts, config.seed
     )
@@ -218,4 +220,5 @@ def train(
     checkpoints.restore_best(net, contexts)
     validation = evaluate(net, val_batches, loss_fn, network)
     test = evaluate(net, test_batches, loss_fn, network)
-    return TrainOutcome(net, info, network, state, validation, test, stopped_early)
+    files = {split: list(pack.files) for split, pack in packs.items()}
+    return TrainOutcome(net, info, network, state, validation, test, stopped_early, files)

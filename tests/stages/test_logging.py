@@ -13,9 +13,10 @@ import optuna
 import pytest
 
 from genre.cover_model import log_cover_model
-from genre.data.pack import DatasetInfo
+from genre.data.pack import DatasetInfo, open_pack
 from genre.data.prepare import PrepareConfig, prepare
 from genre.models.baselines import fit_and_score
+from genre.predictions import CoverPredictions
 from genre.stages import baseline, train, tune
 from genre.stages.baseline import BaselineConfig
 from genre.training.checkpoint import CheckpointStore
@@ -85,18 +86,25 @@ def test_the_train_stage_logs_settings_dataset_test_report_figures_and_the_model
 def test_the_baseline_stage_logs_every_split_and_the_balanced_metrics(digits16: Path) -> None:
     config = BaselineConfig(data=str(digits16), trees=10, workers=1)
     info = DatasetInfo.read(digits16)
-    result = baseline.fit(config, workers=1)
+    fitted = baseline.fit(config, workers=1)
     recorded = RecordingTracker()
 
-    baseline.log_baseline(recorded, config, result, info)
+    baseline.log_baseline(recorded, config, fitted, info)
 
     assert recorded.params["config.model"] == "rf" and recorded.params["feature_set"] == "16x16 RGB pixels"
     for split in ("train", "val", "test"):
-        assert recorded.metrics[f"{split}_accuracy"][None] == pytest.approx(result.scores[split].accuracy)
+        assert recorded.metrics[f"{split}_accuracy"][None] == pytest.approx(fitted.result.scores[split].accuracy)
         assert f"{split}_balanced_accuracy" in recorded.metrics
     assert recorded.metrics["test_accuracy"][None] > 0.7  # a forest on digit pixels
     assert set(recorded.figures) == {"confusion_val.png", "confusion_test.png"}
-    assert set(recorded.texts) == {"classification_report_val.txt", "classification_report_test.txt"}
+    reports = {"classification_report_val.txt", "classification_report_test.txt"}
+    assert set(recorded.texts) == reports | {"predictions/val.csv", "predictions/test.csv"}
+    test = CoverPredictions.from_csv_text(recorded.texts["predictions/test.csv"])
+    assert test.covers == open_pack(digits16, "full", "test").files  # every test cover once, keyed by its file
+    assert test.accuracy == pytest.approx(recorded.metrics["test_accuracy"][None])
+    assert test.probabilities is not None and np.allclose(test.probabilities.sum(axis=1), 1.0)
+    assert recorded.tables["predictions/test.json"]["cover"] == test.covers
+    assert recorded.params["split_digest"] == fitted.split_digest
 
 
 def test_a_baseline_classifier_sees_only_arrays() -> None:
