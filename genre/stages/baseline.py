@@ -40,6 +40,7 @@ from genre.stages.common import (
     dataset_facts,
     dataset_tags,
     ensure_dataset,
+    log_fold_split,
     log_packs,
     log_predictions,
 )
@@ -188,6 +189,8 @@ def log_baseline(tracker: Tracker, config: BaselineConfig, fitted: FittedBaselin
     tracker.log_params(config_params(dataclasses.asdict(config)) | facts)
     tracker.set_tags({"genre.stage": "baseline", **dataset_tags(info)})
     log_packs(tracker, info, config.data, config.variant, "training")
+    if config.folds:
+        log_fold_split(tracker, fitted.files)
     metrics = {f"{split}_accuracy": score.accuracy for split, score in result.scores.items()}
     for split, score in result.scores.items():
         metrics |= balanced_metrics(split, score.confusion, result.genres)

@@ -144,6 +144,16 @@ def log_predictions(tracker: Tracker, split: str, predictions: CoverPredictions)
                       predictions_artifact(split, "json"))  # fmt: skip
 
 
+FOLD_SPLIT_ARTIFACT = "dataset/fold_split.csv"
+
+
+def log_fold_split(tracker: Tracker, files: dict[str, list[str]]) -> None:
+    """Which covers a cross-validation fold's run trained, validated and tested on (`cover,part`), so anyone can
+    check by key that no test cover was seen in training."""
+    rows = "".join(f"{cover},{part}\n" for part, covers in files.items() for cover in covers)
+    tracker.log_text("cover,part\n" + rows, FOLD_SPLIT_ARTIFACT)
+
+
 def split_confusion(evaluation: Evaluation, genres: list[str]) -> np.ndarray:
     return confusion(evaluation.predictions, evaluation.labels, len(genres))
 

