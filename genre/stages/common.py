@@ -144,6 +144,13 @@ def log_predictions(tracker: Tracker, split: str, predictions: CoverPredictions)
                       predictions_artifact(split, "json"))  # fmt: skip
 
 
+def evaluation_predictions(evaluation: Evaluation, files: list[str], genres: list[str]) -> CoverPredictions:
+    """A network's evaluation of a split (probabilities in the split's order) as per-cover predictions."""
+    predicted = evaluation.probabilities.argmax(axis=1) if len(evaluation.labels) else evaluation.labels
+    probabilities = evaluation.probabilities.astype(np.float64) if len(evaluation.labels) else None
+    return CoverPredictions(list(files), genres, evaluation.labels, predicted, probabilities)
+
+
 FOLD_SPLIT_ARTIFACT = "dataset/fold_split.csv"
 
 

@@ -17,6 +17,8 @@ from genre.stages.common import (
     dataset_facts,
     dataset_tags,
     ensure_dataset,
+    evaluation_predictions,
+    log_predictions,
     log_split_report,
     split_confusion,
 )
@@ -54,12 +56,15 @@ def run(config: EvaluateConfig, experiment: str | None = None, progress: bool = 
     evaluation = evaluate_model(model, pack, config.batch_size)
     tags = {"genre.stage": "evaluate", "genre.model_uri": config.model_uri}
     with tracked_run(experiment_name(experiment, f"genre-{info.name}"), f"evaluate-{config.split}", tags) as tracker:
-        log_evaluation(tracker, config, info, evaluation)
+        log_evaluation(tracker, config, info, evaluation, pack.files)
     return tracker.run_id, tracker.store, evaluation
 
 
-def log_evaluation(tracker: Tracker, config: EvaluateConfig, info: DatasetInfo, evaluation: Evaluation) -> None:
-    """The same metrics and report as the end of training, for any split."""
+def log_evaluation(
+    tracker: Tracker, config: EvaluateConfig, info: DatasetInfo, evaluation: Evaluation, files: list[str]
+) -> None:
+    """The same metrics, report and per-cover predictions (`files`: the split's covers) as the end of training, for
+    any split."""
     split = config.split
     tracker.log_params(config_params(dataclasses.asdict(config)) | dataset_facts(info))
     tracker.set_tags(dataset_tags(info))
@@ -72,6 +77,7 @@ def log_evaluation(tracker: Tracker, config: EvaluateConfig, info: DatasetInfo, 
         | balanced_metrics(split, split_confusion(evaluation, info.genres), info.genres)
     )
     log_split_report(tracker, evaluation, info.genres, split, config.model_uri)
+    log_predictions(tracker, split, evaluation_predictions(evaluation, files, info.genres))
 
 
 def command(config: EvaluateConfig, experiment: str | None, progress: bool = False) -> int:

@@ -21,7 +21,6 @@ from genre.data.folds import split_digest
 from genre.data.pack import DatasetInfo
 from genre.disk import check_writable
 from genre.errors import ConfigError, StoreUnreachable
-from genre.predictions import CoverPredictions
 from genre.stages.common import (
     EXIT_OK,
     Staged,
@@ -31,6 +30,7 @@ from genre.stages.common import (
     dataset_facts,
     dataset_tags,
     ensure_dataset,
+    evaluation_predictions,
     library_versions,
     log_fold_split,
     log_packs,
@@ -182,8 +182,6 @@ def log_training_outcome(tracker: Tracker, outcome: TrainOutcome, example: bytes
 
     The best epoch's validation metrics are `best_val_*`: `val_*` are the per-epoch curves.
     """
-    import numpy as np
-
     from genre.cover_model import log_cover_model
     from genre.figures import learning_curves
 
@@ -202,9 +200,7 @@ def log_training_outcome(tracker: Tracker, outcome: TrainOutcome, example: bytes
     log_split_report(tracker, test, genres, "test", f"best epoch {outcome.state.best_epoch}")
     tracker.log_params({"split_digest": split_digest(outcome.files)})
     for split, evaluation in (("val", outcome.validation), ("test", test)):
-        predicted = evaluation.probabilities.argmax(axis=1) if len(evaluation.labels) else evaluation.labels
-        log_predictions(tracker, split, CoverPredictions(outcome.files[split], genres, evaluation.labels, predicted,
-                                                         evaluation.probabilities.astype(np.float64)))  # fmt: skip
+        log_predictions(tracker, split, evaluation_predictions(evaluation, outcome.files[split], genres))
     tracker.log_figure(learning_curves(outcome.state.history), "learning_curves.png")
     tracker.log_model(
         functools.partial(

@@ -42,6 +42,10 @@ def test_the_readme_command_scores_the_model_on_its_own_data_and_a_missing_pack_
     assert evaluated.info.status == "FINISHED" and evaluated.data.params["config.data"] == "digits16"
     assert evaluated.data.params["dataset_digest"] == trained.data.params["dataset_digest"]
     assert evaluated.data.metrics["test_accuracy"] == pytest.approx(trained.data.metrics["test_accuracy"])
+    scored = Path(client.download_artifacts(evaluated.info.run_id, "predictions/test.csv")).read_text()
+    logged = Path(client.download_artifacts(run_id, "predictions/test.csv")).read_text()
+    assert scored.splitlines()[0] == logged.splitlines()[0] and len(scored.splitlines()) == len(logged.splitlines())
+    assert [row.split(",")[:3] for row in scored.splitlines()] == [row.split(",")[:3] for row in logged.splitlines()]
     assert not Path("data/prepared/digits-32").exists()  # the default digits were not prepared on the way
 
     # A registered version leads to its source run, for interpret too.

@@ -3,6 +3,7 @@ and training reports through its callback alone."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import optuna
 import pytest
 
 from genre.cover_model import log_cover_model
+from genre.data.folds import split_digest
 from genre.data.pack import DatasetInfo, open_pack
 from genre.data.prepare import PrepareConfig, prepare
 from genre.models.baselines import fit_and_score
@@ -81,6 +83,12 @@ def test_the_train_stage_logs_settings_dataset_test_report_figures_and_the_model
     assert recorded.texts["test_per_genre.csv"].count("\n") >= len(info.genres)
     (model,) = recorded.models  # the model is logged by the cover model's own code, inside the tracker's call
     assert model.func is log_cover_model and model.args[1] == info.genres and model.keywords["name"] == "model"
+    test = CoverPredictions.from_csv_text(recorded.texts["predictions/test.csv"])
+    assert test.covers == open_pack(Path(config.data), "full", "test").files and test.genres == info.genres
+    assert test.accuracy == pytest.approx(outcome.test.accuracy)
+    assert np.allclose(test.probabilities, outcome.test.probabilities, atol=1e-6)
+    assert "predictions/val.csv" in recorded.texts and "predictions/val.json" in recorded.tables
+    assert recorded.params["split_digest"] == split_digest(outcome.files)
 
 
 def test_the_baseline_stage_logs_every_split_and_the_balanced_metrics(digits16: Path) -> None:
@@ -140,3 +148,23 @@ def test_a_param_logged_twice_with_another_value_is_caught_as_mlflow_would() -> 
     recorded.log_params({"config.seed": 1})
     with pytest.raises(AssertionError, match="config.seed"):
         recorded.log_params({"config.seed": 2})
+
+
+def test_a_second_fold_of_a_feature_baseline_extracts_nothing(digits16: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    described: list[int] = []
+
+    def describer(config: object, image_size: int):
+        def describe(images: np.ndarray) -> np.ndarray:
+            described.append(len(images))
+            return np.asarray(images, dtype=np.float32).reshape(len(images), -1)[:, ::7]
+
+        return describe
+
+    monkeypatch.setattr(baseline, "network_describer", describer)
+    config = BaselineConfig(data=str(digits16), features="network", pretrained=True, model="logreg", folds=5)
+    first = baseline.fit(config, workers=1)
+    assert sum(described) == 1797  # every cover once, through the static packs, into the feature cache
+    second = baseline.fit(dataclasses.replace(config, fold=1), workers=1)
+    assert sum(described) == 1797, "the second fold extracted features again"
+    assert set(first.files["test"]).isdisjoint(second.files["test"])
+    assert first.result.scores["test"].accuracy > 0.8
