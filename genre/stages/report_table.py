@@ -6,6 +6,9 @@ runs with the same settings but their seed share a row.
 Pure: run records in, rows out. Rows are ordered best first by mean validation balanced accuracy (mean per-genre
 recall: covers are unbalanced, and plain accuracy rewards predicting the large genres); a table holding runs that
 predate that metric is ordered by validation accuracy, the number the original work compared its models by.
+
+A cross-validated experiment's row holds its K folds x R repeats x seeds runs; a seed's number is then the mean over
+its folds and repeats.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ class MemberRun:
     start_time: int
     val_balanced_accuracy: float | None = None  # None: the run predates balanced accuracy
     test_balanced_accuracy: float | None = None
+    folds: int = 0  # K of a cross-validated split; 0 for the static split
+    fold: int = 0  # which of the K folds is this run's test split
+    repeat: int = 0  # which repeat of the K-fold split
 
 
 def member_run(run: Any) -> MemberRun | None:
@@ -79,6 +85,9 @@ def member_run(run: Any) -> MemberRun | None:
         start_time=run.info.start_time,
         val_balanced_accuracy=metrics.get(f"{best}_balanced_accuracy"),
         test_balanced_accuracy=metrics.get("test_balanced_accuracy"),
+        folds=int(params.get("folds") or 0),
+        fold=int(params.get("fold") or 0),
+        repeat=int(params.get("repeat") or 0),
     )
 
 
@@ -117,15 +126,10 @@ def describe_model(kind: str, params: dict[str, str]) -> str:
     return f"{model} pretrained" if pretrained else model
 
 
-def _every_or_none(values: list[float | None]) -> list[float] | None:
-    """The values if every run logged one: a mean over some of the seeds would not compare with the others."""
-    logged = [value for value in values if value is not None]
-    return logged if len(logged) == len(values) else None
-
-
 @dataclass(frozen=True)
 class ResultRow:
-    """An experiment on one dataset variant, over its seeds (one run per seed)."""
+    """An experiment on one dataset variant, over its seeds (one run per seed, or per seed, fold and repeat of a
+    cross-validated split)."""
 
     runs: tuple[MemberRun, ...]
 
@@ -135,24 +139,40 @@ class ResultRow:
 
     @property
     def seeds(self) -> list[int]:
-        return [run.seed for run in self.runs]
+        return sorted({run.seed for run in self.runs})
+
+    @property
+    def folds(self) -> int:
+        """K of a cross-validated row; 0 for the static split."""
+        return max(run.folds for run in self.runs)
+
+    @property
+    def repeats(self) -> int:
+        return len({run.repeat for run in self.runs})
+
+    def per_seed(self, value: str) -> list[float] | None:
+        """Each seed's `value` (a `MemberRun` field), the mean over its folds and repeats; None unless every run
+        logged it: a mean over some of the seeds would not compare with the others."""
+        if any(getattr(run, value) is None for run in self.runs):
+            return None
+        return [statistics.fmean(getattr(run, value) for run in self.runs if run.seed == seed) for seed in self.seeds]
 
     @property
     def val(self) -> list[float]:
-        return [run.val_accuracy for run in self.runs]
+        return self.per_seed("val_accuracy") or []
 
     @property
     def test(self) -> list[float]:
-        return [run.test_accuracy for run in self.runs]
+        return self.per_seed("test_accuracy") or []
 
     @property
     def val_balanced(self) -> list[float] | None:
         """Validation balanced accuracy per seed; None unless every seed's run logged it."""
-        return _every_or_none([run.val_balanced_accuracy for run in self.runs])
+        return self.per_seed("val_balanced_accuracy")
 
     @property
     def test_balanced(self) -> list[float] | None:
-        return _every_or_none([run.test_balanced_accuracy for run in self.runs])
+        return self.per_seed("test_balanced_accuracy")
 
     @property
     def has_balanced(self) -> bool:
@@ -174,8 +194,8 @@ def result_rows(members: list[MemberRun]) -> tuple[list[ResultRow], int]:
     """Rows best first, and how many runs were left out as older versions of an experiment.
 
     When a suite's experiment changed settings or data between runs, only the newest version is shown; within it,
-    the newest run of each seed. Runs outside a suite get a row per settings and data (named apart by their newest
-    run when names repeat).
+    the newest run of each seed (of each seed, repeat and fold, cross-validated). Runs outside a suite get a row per
+    settings and data (named apart by their newest run when names repeat).
     """
     groups: dict[tuple[str, ...], dict[tuple[str, str], list[MemberRun]]] = defaultdict(lambda: defaultdict(list))
     for run in members:
@@ -185,11 +205,12 @@ def result_rows(members: list[MemberRun]) -> tuple[list[ResultRow], int]:
     for versions in groups.values():
         newest = max(versions.values(), key=lambda runs: max(run.start_time for run in runs))
         left_out += sum(len(runs) for runs in versions.values()) - len(newest)
-        by_seed: dict[int, MemberRun] = {}
+        by_seed: dict[tuple[int, int, int], MemberRun] = {}
         for run in sorted(newest, key=lambda run: run.start_time):
-            left_out += run.seed in by_seed
-            by_seed[run.seed] = run
-        rows.append(ResultRow(tuple(by_seed[seed] for seed in sorted(by_seed))))
+            key = (run.seed, run.repeat, run.fold)
+            left_out += key in by_seed
+            by_seed[key] = run
+        rows.append(ResultRow(tuple(by_seed[key] for key in sorted(by_seed))))
     return _ranked(_named_apart(rows)), left_out
 
 

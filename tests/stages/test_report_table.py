@@ -3,6 +3,8 @@ balanced accuracy beside accuracy."""
 
 from __future__ import annotations
 
+import pytest
+
 from genre.stages.report_table import TABLE_HEADER, MemberRun, by_data, percent, result_rows, table_cells
 
 
@@ -15,8 +17,10 @@ def run(
     settings: str = "s1",
     variant: str = "full",
     balanced: tuple[float, float] | None = None,
+    fold: int | None = None,
 ):
-    """A finished run; `balanced` is its (validation, test) balanced accuracy, None for a run that predates it."""
+    """A finished run; `balanced` is its (validation, test) balanced accuracy, None for a run that predates it;
+    `fold`: the run is that fold of a 3-fold cross-validated split."""
     return MemberRun(
         run_id=f"{name}-{seed}-{start}",
         suite="digits",
@@ -35,6 +39,8 @@ def run(
         start_time=start,
         val_balanced_accuracy=balanced[0] if balanced else None,
         test_balanced_accuracy=balanced[1] if balanced else None,
+        folds=3 if fold is not None else 0,
+        fold=fold or 0,
     )
 
 
@@ -118,6 +124,21 @@ def test_runs_that_predate_balanced_accuracy_show_a_dash_and_their_table_ranks_b
     assert [row.first.name for row in rows] == ["old-rf", "cnn"]
     cells = table_cells(rows)
     assert [cell[5] for cell in cells] == ["-", "-"] and [cell[7] for cell in cells] == ["-", "-"]
+
+
+def test_a_cross_validated_row_holds_every_fold_of_each_seed_and_a_seeds_number_is_its_folds_mean() -> None:
+    members = [
+        run("cnn", seed, 0.5 + seed / 10 + fold / 100, 0.4 + fold / 100, 10 * seed + fold, fold=fold)
+        for seed in (0, 1)
+        for fold in range(3)
+    ]
+    members.append(run("cnn", 0, 0.9, 0.9, 1, fold=2))  # an older run of seed 0's fold 2: left out
+
+    rows, left_out = result_rows(members)
+
+    (row,) = rows
+    assert left_out == 1 and len(row.runs) == 6 and row.seeds == [0, 1] and row.folds == 3
+    assert row.val == pytest.approx([0.51, 0.61]) and row.test == pytest.approx([0.41, 0.41])
 
 
 def logged(stage: str, params: dict[str, str], tags: dict[str, str] | None = None, start: int = 1, run_id: str = ""):
