@@ -72,6 +72,8 @@ def scored_run(
                "test_balanced_accuracy": test_balanced}  # fmt: skip
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
+    if stage != "baseline":
+        client.log_metric(run_id, "val_accuracy", 0.5, step=1)  # a network's curve, one epoch long
     if found is not None:
         client.log_text(run_id, found.to_csv_text(), predictions_artifact("test"))
     client.set_terminated(run_id, "FINISHED")

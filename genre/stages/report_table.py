@@ -8,7 +8,9 @@ recall: covers are unbalanced, and plain accuracy rewards predicting the large g
 predate that metric is ordered by validation accuracy, the number the original work compared its models by.
 
 A cross-validated experiment's row holds its K folds x R repeats x seeds runs; a seed's number is then the mean over
-its folds and repeats.
+its folds and repeats, and its test numbers, when the runs logged their predictions, the pooled out-of-fold ones.
+Beside each mean ± std over seeds stands the 95% interval of the row's pooled per-cover predictions
+(`RowIntervals`, computed by the report), and the row's paired difference from the table's best row.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genre.intervals import BOOTSTRAP, Interval, PairedComparison, p_value, percent_level, points
 from genre.stages.common import DATA_DIGEST, NAME, SEED, SETTINGS_DIGEST, SUITE
 
 NETWORK_STAGES = ("train", "trial")  # a study's trial is a train run
@@ -261,6 +264,27 @@ def by_data(rows: list[ResultRow]) -> list[tuple[str, list[ResultRow]]]:
     return [(f"{dataset}/{variant}", tables[dataset, dev, variant]) for dataset, dev, variant in sorted(tables)]
 
 
+@dataclass(frozen=True)
+class RowIntervals:
+    """A row's test numbers from its runs' pooled per-cover predictions (`genre.stages.pooling`), or why there are
+    none (`missing`: "no predictions logged").
+
+    `versus_best` is the row minus its table's best (first) row on the covers both scored; None for the best row
+    itself, or with `versus_best_missing` saying why it could not be paired. `per_seed_*` are each seed's pooled
+    numbers, the test columns of a cross-validated row (out of fold)."""
+
+    accuracy: Interval | None = None
+    balanced_accuracy: Interval | None = None
+    covers: int = 0
+    missing: str = ""
+    per_seed_accuracy: list[float] | None = None
+    per_seed_balanced_accuracy: list[float] | None = None
+    versus_best: PairedComparison | None = None
+    versus_best_missing: str = ""
+
+
+NO_PREDICTIONS = "no predictions logged"
+INTERVAL = f"{percent_level(BOOTSTRAP.level)} interval"  # the report's intervals are BOOTSTRAP's
 TABLE_HEADER = (
     "#",
     "experiment",
@@ -269,24 +293,72 @@ TABLE_HEADER = (
     "val accuracy %",
     "val balanced accuracy %",
     "test accuracy %",
+    f"test accuracy {INTERVAL}",
     "test balanced accuracy %",
+    f"test balanced accuracy {INTERVAL}",
+    f"balanced accuracy vs best, points ({INTERVAL}; McNemar p)",
     "s per run",
 )
 
 
-def table_cells(rows: list[ResultRow]) -> list[list[str]]:
-    """A results table as text cells, one list per row, in `TABLE_HEADER` order."""
-    return [
-        [
-            str(rank),
-            row.first.name,
-            row.first.model,
-            ",".join(map(str, row.seeds)),
-            percent(row.val),
-            percent(row.val_balanced),
-            percent(row.test),
-            percent(row.test_balanced),
-            f"{statistics.fmean(run.seconds for run in row.runs):.0f}",
-        ]
-        for rank, row in enumerate(rows, 1)
-    ]
+def interval_cell(interval: Interval | None, missing: str) -> str:
+    """'33.1 to 49.6' (percent); 'n/a (no predictions logged)' for a row without one."""
+    if interval is None:
+        return f"n/a ({missing or NO_PREDICTIONS})"
+    return f"{points(interval.low)} to {points(interval.high)}"
+
+
+def versus_best_cell(row: RowIntervals | None, best: bool) -> str:
+    """'-3.1 (-5.0 to -1.2; p = 0.004)' for a paired row, 'best' for the table's first row, else 'n/a (why)'."""
+    if best:
+        return "best"
+    if row is None or row.versus_best is None:
+        why = (row.versus_best_missing or row.missing) if row else ""
+        return f"n/a ({why or NO_PREDICTIONS})"
+    difference = row.versus_best.balanced_accuracy
+    return (
+        f"{100 * difference.estimate:+.1f} ({points(difference.low)} to {points(difference.high)}; "
+        f"p {p_value(row.versus_best.mcnemar_p)})"
+    )
+
+
+def seeds_cell(row: ResultRow) -> str:
+    """'0,1,2', or for a cross-validated row '0,1,2 (5 folds x 2 repeats)'."""
+    seeds = ",".join(map(str, row.seeds))
+    if not row.folds:
+        return seeds
+    return f"{seeds} ({row.folds} folds" + (f" x {row.repeats} repeats)" if row.repeats > 1 else ")")
+
+
+def shown_test(row: ResultRow, found: RowIntervals | None) -> tuple[list[float], list[float] | None]:
+    """A row's test accuracy and balanced accuracy per seed as the table shows them: the logged metrics, but for a
+    cross-validated row with predictions each seed's pooled out-of-fold numbers (every cover once per repeat)."""
+    if row.folds and found and found.per_seed_accuracy is not None:
+        return found.per_seed_accuracy, found.per_seed_balanced_accuracy
+    return row.test, row.test_balanced
+
+
+def table_cells(rows: list[ResultRow], intervals: list[RowIntervals | None] | None = None) -> list[list[str]]:
+    """A results table as text cells, one list per row, in `TABLE_HEADER` order; `intervals` holds each row's
+    (None: not computed, the interval cells say n/a). The first row is the table's best."""
+    cells = []
+    for rank, (row, found) in enumerate(zip(rows, intervals or [None] * len(rows), strict=True), 1):
+        test, test_balanced = shown_test(row, found)
+        missing = found.missing if found else NO_PREDICTIONS
+        cells.append(
+            [
+                str(rank),
+                row.first.name,
+                row.first.model,
+                seeds_cell(row),
+                percent(row.val),
+                percent(row.val_balanced),
+                percent(test),
+                interval_cell(found.accuracy if found else None, missing),
+                percent(test_balanced),
+                interval_cell(found.balanced_accuracy if found else None, missing),
+                versus_best_cell(found, rank == 1),
+                f"{statistics.fmean(run.seconds for run in row.runs):.0f}",
+            ]
+        )
+    return cells
