@@ -97,8 +97,8 @@ def _checked(correct: np.ndarray, genres: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def _stratified_interval(
     values: np.ndarray, genre_index: np.ndarray, bootstrap: Bootstrap
-) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
-    """(accuracy, balanced accuracy) of `values` per cover, each as (estimate, low, high).
+) -> tuple[Interval, Interval]:
+    """The accuracy and the balanced accuracy of `values` per cover, each with its interval.
 
     Accuracy is the cover-weighted mean, balanced accuracy the mean of the genres' means; both are linear in the
     values, so for paired differences `values` is B's correctness minus A's. A genre of one cover is left out of the
@@ -118,21 +118,25 @@ def _stratified_interval(
 
     estimate = statistic(*resampled)
     if not resampled:  # every genre has one cover: nothing varies
-        return tuple((float(value), float(value), float(value)) for value in estimate)  # type: ignore[return-value]
-    from scipy import stats
+        low = high = estimate
+    else:
+        from scipy import stats
 
-    found = stats.bootstrap(
-        resampled,
-        statistic,
-        n_resamples=bootstrap.resamples,
-        batch=BATCH,
-        vectorized=True,
-        confidence_level=bootstrap.level,
-        method="percentile",
-        rng=np.random.default_rng(bootstrap.seed),
+        found = stats.bootstrap(
+            resampled,
+            statistic,
+            n_resamples=bootstrap.resamples,
+            batch=BATCH,
+            vectorized=True,
+            confidence_level=bootstrap.level,
+            method="percentile",
+            rng=np.random.default_rng(bootstrap.seed),
+        )
+        low, high = found.confidence_interval
+    accuracy, balanced = (
+        Interval(float(e), float(lo), float(hi), bootstrap.level) for e, lo, hi in zip(estimate, low, high, strict=True)
     )
-    low, high = found.confidence_interval
-    return tuple((float(e), float(lo), float(hi)) for e, lo, hi in zip(estimate, low, high, strict=True))  # type: ignore[return-value]
+    return accuracy, balanced
 
 
 def accuracy_intervals(correct: np.ndarray, genres: np.ndarray, bootstrap: Bootstrap = BOOTSTRAP) -> Accuracies:
@@ -143,13 +147,8 @@ def accuracy_intervals(correct: np.ndarray, genres: np.ndarray, bootstrap: Boots
     No covers is a `DataError`.
     """
     correct, genre_index = _checked(correct, genres)
-    (accuracy, balanced) = _stratified_interval(correct, genre_index, bootstrap)
-    return Accuracies(
-        Interval(*accuracy, level=bootstrap.level),
-        Interval(*balanced, level=bootstrap.level),
-        covers=len(correct),
-        genres=int(genre_index.max()) + 1,
-    )
+    accuracy, balanced = _stratified_interval(correct, genre_index, bootstrap)
+    return Accuracies(accuracy, balanced, covers=len(correct), genres=int(genre_index.max()) + 1)
 
 
 def majority_votes(correct: np.ndarray) -> np.ndarray:
@@ -207,8 +206,8 @@ def paired_comparison(
     a_votes, b_votes = majority_votes(a_correct), majority_votes(b_correct)
     a_only, b_only = int(np.sum((a_votes == 1) & (b_votes == 0))), int(np.sum((a_votes == 0) & (b_votes == 1)))
     return PairedComparison(
-        Interval(*accuracy, level=bootstrap.level),
-        Interval(*balanced, level=bootstrap.level),
+        accuracy,
+        balanced,
         covers=len(a_correct),
         a_only_right=a_only,
         b_only_right=b_only,
