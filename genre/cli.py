@@ -151,6 +151,21 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     report.set_defaults(handler=_report, config_folder="")
 
+    from genre.stages.compare import CompareConfig
+
+    compare = commands.add_parser(
+        "compare",
+        help="is model B better than model A? paired on the test covers both scored, with 95% intervals",
+        description="Compare two models on the test covers both scored: each a run id or an experiment name (a "
+        "suite's), whose runs (seeds; folds and repeats of a cross-validated suite) are pooled. Prints B minus A in "
+        "accuracy and balanced accuracy with a paired stratified bootstrap interval and McNemar's exact p, as "
+        "sentences to quote; runs that logged no per-cover predictions are compared unpaired, by their logged "
+        "metrics, and the command says so.",
+    )
+    config.add_arguments(compare, CompareConfig, "comparison", positional=("a", "b"))
+    compare.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    compare.set_defaults(handler=_compare, config_folder="")
+
     from genre.tracking.server import ServerConfig
 
     server = commands.add_parser(
@@ -360,6 +375,14 @@ def _report(args: argparse.Namespace) -> int:
 
     settings, _ = config.load(ReportConfig, args, "")
     return report.command(settings)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from genre.stages import compare
+    from genre.stages.compare import CompareConfig
+
+    settings, _ = config.load(CompareConfig, args, "")
+    return compare.command(settings)
 
 
 def _server(args: argparse.Namespace) -> int:

@@ -184,14 +184,24 @@ def _flag_type(kind: type) -> Any:
     return parse
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, exclude: tuple[type, ...] = ()) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    title: str,
+    exclude: tuple[type, ...] = (),
+    positional: tuple[str, ...] = (),
+) -> None:
     """One `--kebab-case` flag per field of `cls` (less those of `exclude`, listed in their own groups), showing a
-    setting's allowed values as `{a,b,c}`; defaults stay in the dataclass (flags default to unset)."""
+    setting's allowed values as `{a,b,c}`; defaults stay in the dataclass (flags default to unset). The fields named
+    in `positional` are positional arguments instead, in that order (`genre compare A B`)."""
     group = parser.add_argument_group(title)
     kinds = _field_types(cls)
     skipped = {f.name for base in exclude for f in dataclasses.fields(base)}
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    for name in positional:
+        group.add_argument(name, type=_flag_type(kinds[name]), metavar=name.upper(), help=fields[name].metadata["help"])
     for field in dataclasses.fields(cls):
-        if field.name in skipped:
+        if field.name in skipped or field.name in positional:
             continue
         kind = kinds[field.name]
         flag = "--" + field.name.replace("_", "-")

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from genre.intervals import Interval, percent_level  # noqa: E402
 from genre.metrics import ConfusedPair, Reliability  # noqa: E402
 
 
@@ -81,9 +82,15 @@ def learning_curves(history: Sequence[Mapping[str, float]]) -> Figure:
 
 
 def accuracy_bars(
-    labels: Sequence[str], val: Sequence[Sequence[float]], test: Sequence[Sequence[float]], chance: float | None
+    labels: Sequence[str],
+    val: Sequence[Sequence[float]],
+    test: Sequence[Sequence[float]],
+    chance: float | None,
+    test_intervals: Sequence[Interval | None] | None = None,
 ) -> Figure:
-    """Per experiment (best at the top): validation and test accuracy, mean over seeds with std error bars."""
+    """Per experiment (best at the top): validation and test accuracy, mean over seeds with std error bars, and
+    each experiment's test interval (`test_intervals`, from its pooled per-cover predictions; None where it has
+    none) as a red error bar around the pooled test accuracy, over the test bar."""
     count = len(labels)
     positions = np.arange(count)[::-1]
     figure, axis = plt.subplots(figsize=(9, 1.6 + 0.45 * count), layout="constrained")
@@ -93,13 +100,29 @@ def accuracy_bars(
         errors = [100 * float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in values]
         axis.barh(positions + offset, means, height=0.38, xerr=errors, capsize=3, color=colour, label=name)
         highest = max([highest, *(m + e for m, e in zip(means, errors, strict=True))])
+    intervals = test_intervals or [None] * count
+    shown = [(position, interval) for position, interval in zip(positions, intervals, strict=True) if interval]
+    if shown:
+        estimates, lows, highs = (100 * np.array([[i.estimate, i.low, i.high] for _, i in shown])).T
+        level = percent_level(shown[0][1].level)
+        axis.errorbar(
+            estimates,
+            [position - 0.2 for position, _ in shown],
+            xerr=[estimates - lows, highs - estimates],
+            fmt="none",
+            ecolor="tab:red",
+            elinewidth=2,
+            capsize=5,
+            label=f"test {level} interval (bootstrap over covers)",
+        )
+        highest = max(highest, float(highs.max()))
     if chance:
         axis.axvline(100 * chance, color="grey", linestyle="--", linewidth=1, label=f"chance {100 * chance:.0f}%")
     axis.set_yticks(positions, labels)
-    axis.set_xlabel("accuracy % (mean ± std over seeds)")
+    axis.set_xlabel("accuracy % (bars: mean ± std over seeds; red: test interval of the pooled covers)")
     axis.set_xlim(0, min(100.0, highest * 1.08 + 2))  # covers' 10-25% stay readable
     axis.grid(axis="x", alpha=0.3)
-    figure.legend(loc="outside lower center", ncol=3)
+    figure.legend(loc="outside lower center", ncol=4)
     axis.set_title("Accuracy per experiment")
     return figure
 

@@ -28,6 +28,7 @@ PARTS: dict[str, tuple[str, ...]] = {
         "genre.figures",
         "genre.credentials",
         "genre.predictions",
+        "genre.intervals",
     ),
     "models": ("genre.models.*",),
     "data": ("genre.data.*",),

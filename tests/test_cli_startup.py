@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("mxnet", "mlflow", "optuna", "gluoncv", "matplotlib", "sklearn")
+HEAVY = ("mxnet", "mlflow", "optuna", "gluoncv", "matplotlib", "sklearn", "scipy")
 
 
 def test_help_builds_every_command_without_heavy_libraries():

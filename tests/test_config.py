@@ -65,3 +65,14 @@ def test_a_value_outside_the_choices_is_one_line_naming_them(capsys, tmp_path, m
     assert capsys.readouterr().err == (
         "genre evaluate: error: command line: 'split' must be one of train, val, test, got 'holdout'\n"
     )
+
+
+def test_a_positional_setting_is_an_argument_in_its_place_with_the_fields_help(capsys) -> None:
+    from genre.stages.compare import CompareConfig
+
+    args = build_parser().parse_args(["compare", "cnn-covers", "rf-covers", "--log-run"])
+    settings, _ = config.load(CompareConfig, args, "")
+
+    assert (settings.a, settings.b, settings.log_run, settings.experiment) == ("cnn-covers", "rf-covers", True, "")
+    text = help_text("compare", capsys)
+    assert "A model A: a run id, or an experiment name" in text and "--a " not in text and "--b " not in text

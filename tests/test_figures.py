@@ -117,3 +117,28 @@ def test_the_map_with_thumbnails_draws_every_cover_framed_in_its_genres_colour()
 
 def test_genre_colours_are_distinct_up_to_twenty_genres() -> None:
     assert len(set(genre_colours(10))) == 10 and len(set(genre_colours(20))) == 20
+
+
+def test_the_accuracy_chart_draws_each_test_interval_as_an_error_bar_beside_the_seeds_spread() -> None:
+    from genre.figures import accuracy_bars
+    from genre.intervals import Interval
+
+    figure = accuracy_bars(
+        ["cnn", "rf", "old"],
+        [[0.6, 0.62], [0.5], [0.4]],
+        [[0.5, 0.52], [0.4], [0.3]],
+        chance=1 / 6,
+        test_intervals=[Interval(0.51, 0.41, 0.6), Interval(0.4, 0.31, 0.49), None],  # old: no predictions
+    )
+
+    labels = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert "test 95% interval (bootstrap over covers)" in labels and "validation" in labels
+    (interval,) = [found for found in figure.axes[0].containers if found.get_label().startswith("test 95% interval")]
+    _, _, (lines,) = interval.lines
+    spans = sorted(tuple(np.round(segment[:, 0], 6)) for segment in lines.get_segments())
+    assert spans == [(31.0, 49.0), (41.0, 60.0)]  # the two intervals, in percent; none for the row without
+    (test_bars,) = [found for found in figure.axes[0].containers if found.get_label() == "test"]
+    _, _, (spread,) = test_bars.errorbar.lines
+    cnn = spread.get_segments()[0][:, 0]
+    assert cnn == pytest.approx([51 - 1.41421, 51 + 1.41421], abs=1e-4)  # the seeds' std stays
+    plt.close(figure)

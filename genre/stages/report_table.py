@@ -6,6 +6,11 @@ runs with the same settings but their seed share a row.
 Pure: run records in, rows out. Rows are ordered best first by mean validation balanced accuracy (mean per-genre
 recall: covers are unbalanced, and plain accuracy rewards predicting the large genres); a table holding runs that
 predate that metric is ordered by validation accuracy, the number the original work compared its models by.
+
+A cross-validated experiment's row holds its K folds x R repeats x seeds runs; a seed's number is then the mean over
+its folds and repeats, and its test numbers, when the runs logged their predictions, the pooled out-of-fold ones.
+Beside each mean ± std over seeds stands the 95% interval of the row's pooled per-cover predictions
+(`RowIntervals`, computed by the report), and the row's paired difference from the table's best row.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genre.intervals import BOOTSTRAP, Interval, PairedComparison, p_value, percent_level, points
 from genre.stages.common import DATA_DIGEST, NAME, SEED, SETTINGS_DIGEST, SUITE
 
 NETWORK_STAGES = ("train", "trial")  # a study's trial is a train run
@@ -47,6 +53,9 @@ class MemberRun:
     start_time: int
     val_balanced_accuracy: float | None = None  # None: the run predates balanced accuracy
     test_balanced_accuracy: float | None = None
+    folds: int = 0  # K of a cross-validated split; 0 for the static split
+    fold: int = 0  # which of the K folds is this run's test split
+    repeat: int = 0  # which repeat of the K-fold split
 
 
 def member_run(run: Any) -> MemberRun | None:
@@ -79,6 +88,9 @@ def member_run(run: Any) -> MemberRun | None:
         start_time=run.info.start_time,
         val_balanced_accuracy=metrics.get(f"{best}_balanced_accuracy"),
         test_balanced_accuracy=metrics.get("test_balanced_accuracy"),
+        folds=int(params.get("folds") or 0),
+        fold=int(params.get("fold") or 0),
+        repeat=int(params.get("repeat") or 0),
     )
 
 
@@ -117,15 +129,10 @@ def describe_model(kind: str, params: dict[str, str]) -> str:
     return f"{model} pretrained" if pretrained else model
 
 
-def _every_or_none(values: list[float | None]) -> list[float] | None:
-    """The values if every run logged one: a mean over some of the seeds would not compare with the others."""
-    logged = [value for value in values if value is not None]
-    return logged if len(logged) == len(values) else None
-
-
 @dataclass(frozen=True)
 class ResultRow:
-    """An experiment on one dataset variant, over its seeds (one run per seed)."""
+    """An experiment on one dataset variant, over its seeds (one run per seed, or per seed, fold and repeat of a
+    cross-validated split)."""
 
     runs: tuple[MemberRun, ...]
 
@@ -135,24 +142,40 @@ class ResultRow:
 
     @property
     def seeds(self) -> list[int]:
-        return [run.seed for run in self.runs]
+        return sorted({run.seed for run in self.runs})
+
+    @property
+    def folds(self) -> int:
+        """K of a cross-validated row; 0 for the static split."""
+        return max(run.folds for run in self.runs)
+
+    @property
+    def repeats(self) -> int:
+        return len({run.repeat for run in self.runs})
+
+    def per_seed(self, value: str) -> list[float] | None:
+        """Each seed's `value` (a `MemberRun` field), the mean over its folds and repeats; None unless every run
+        logged it: a mean over some of the seeds would not compare with the others."""
+        if any(getattr(run, value) is None for run in self.runs):
+            return None
+        return [statistics.fmean(getattr(run, value) for run in self.runs if run.seed == seed) for seed in self.seeds]
 
     @property
     def val(self) -> list[float]:
-        return [run.val_accuracy for run in self.runs]
+        return self.per_seed("val_accuracy") or []
 
     @property
     def test(self) -> list[float]:
-        return [run.test_accuracy for run in self.runs]
+        return self.per_seed("test_accuracy") or []
 
     @property
     def val_balanced(self) -> list[float] | None:
         """Validation balanced accuracy per seed; None unless every seed's run logged it."""
-        return _every_or_none([run.val_balanced_accuracy for run in self.runs])
+        return self.per_seed("val_balanced_accuracy")
 
     @property
     def test_balanced(self) -> list[float] | None:
-        return _every_or_none([run.test_balanced_accuracy for run in self.runs])
+        return self.per_seed("test_balanced_accuracy")
 
     @property
     def has_balanced(self) -> bool:
@@ -174,8 +197,8 @@ def result_rows(members: list[MemberRun]) -> tuple[list[ResultRow], int]:
     """Rows best first, and how many runs were left out as older versions of an experiment.
 
     When a suite's experiment changed settings or data between runs, only the newest version is shown; within it,
-    the newest run of each seed. Runs outside a suite get a row per settings and data (named apart by their newest
-    run when names repeat).
+    the newest run of each seed (of each seed, repeat and fold, cross-validated). Runs outside a suite get a row per
+    settings and data (named apart by their newest run when names repeat).
     """
     groups: dict[tuple[str, ...], dict[tuple[str, str], list[MemberRun]]] = defaultdict(lambda: defaultdict(list))
     for run in members:
@@ -185,11 +208,12 @@ def result_rows(members: list[MemberRun]) -> tuple[list[ResultRow], int]:
     for versions in groups.values():
         newest = max(versions.values(), key=lambda runs: max(run.start_time for run in runs))
         left_out += sum(len(runs) for runs in versions.values()) - len(newest)
-        by_seed: dict[int, MemberRun] = {}
+        by_seed: dict[tuple[int, int, int], MemberRun] = {}
         for run in sorted(newest, key=lambda run: run.start_time):
-            left_out += run.seed in by_seed
-            by_seed[run.seed] = run
-        rows.append(ResultRow(tuple(by_seed[seed] for seed in sorted(by_seed))))
+            key = (run.seed, run.repeat, run.fold)
+            left_out += key in by_seed
+            by_seed[key] = run
+        rows.append(ResultRow(tuple(by_seed[key] for key in sorted(by_seed))))
     return _ranked(_named_apart(rows)), left_out
 
 
@@ -240,6 +264,27 @@ def by_data(rows: list[ResultRow]) -> list[tuple[str, list[ResultRow]]]:
     return [(f"{dataset}/{variant}", tables[dataset, dev, variant]) for dataset, dev, variant in sorted(tables)]
 
 
+@dataclass(frozen=True)
+class RowIntervals:
+    """A row's test numbers from its runs' pooled per-cover predictions (`genre.stages.pooling`), or why there are
+    none (`missing`: "no predictions logged").
+
+    `versus_best` is the row minus its table's best (first) row on the covers both scored; None for the best row
+    itself, or with `versus_best_missing` saying why it could not be paired. `per_seed_*` are each seed's pooled
+    numbers, the test columns of a cross-validated row (out of fold)."""
+
+    accuracy: Interval | None = None
+    balanced_accuracy: Interval | None = None
+    covers: int = 0
+    missing: str = ""
+    per_seed_accuracy: list[float] | None = None
+    per_seed_balanced_accuracy: list[float] | None = None
+    versus_best: PairedComparison | None = None
+    versus_best_missing: str = ""
+
+
+NO_PREDICTIONS = "no predictions logged"
+INTERVAL = f"{percent_level(BOOTSTRAP.level)} interval"  # the report's intervals are BOOTSTRAP's
 TABLE_HEADER = (
     "#",
     "experiment",
@@ -248,24 +293,72 @@ TABLE_HEADER = (
     "val accuracy %",
     "val balanced accuracy %",
     "test accuracy %",
+    f"test accuracy {INTERVAL}",
     "test balanced accuracy %",
+    f"test balanced accuracy {INTERVAL}",
+    f"balanced accuracy vs best, points ({INTERVAL}; McNemar p)",
     "s per run",
 )
 
 
-def table_cells(rows: list[ResultRow]) -> list[list[str]]:
-    """A results table as text cells, one list per row, in `TABLE_HEADER` order."""
-    return [
-        [
-            str(rank),
-            row.first.name,
-            row.first.model,
-            ",".join(map(str, row.seeds)),
-            percent(row.val),
-            percent(row.val_balanced),
-            percent(row.test),
-            percent(row.test_balanced),
-            f"{statistics.fmean(run.seconds for run in row.runs):.0f}",
-        ]
-        for rank, row in enumerate(rows, 1)
-    ]
+def interval_cell(interval: Interval | None, missing: str) -> str:
+    """'33.1 to 49.6' (percent); 'n/a (no predictions logged)' for a row without one."""
+    if interval is None:
+        return f"n/a ({missing or NO_PREDICTIONS})"
+    return f"{points(interval.low)} to {points(interval.high)}"
+
+
+def versus_best_cell(row: RowIntervals | None, best: bool) -> str:
+    """'-3.1 (-5.0 to -1.2; p = 0.004)' for a paired row, 'best' for the table's first row, else 'n/a (why)'."""
+    if best:
+        return "best"
+    if row is None or row.versus_best is None:
+        why = (row.versus_best_missing or row.missing) if row else ""
+        return f"n/a ({why or NO_PREDICTIONS})"
+    difference = row.versus_best.balanced_accuracy
+    return (
+        f"{100 * difference.estimate:+.1f} ({points(difference.low)} to {points(difference.high)}; "
+        f"p {p_value(row.versus_best.mcnemar_p)})"
+    )
+
+
+def seeds_cell(row: ResultRow) -> str:
+    """'0,1,2', or for a cross-validated row '0,1,2 (5 folds x 2 repeats)'."""
+    seeds = ",".join(map(str, row.seeds))
+    if not row.folds:
+        return seeds
+    return f"{seeds} ({row.folds} folds" + (f" x {row.repeats} repeats)" if row.repeats > 1 else ")")
+
+
+def shown_test(row: ResultRow, found: RowIntervals | None) -> tuple[list[float], list[float] | None]:
+    """A row's test accuracy and balanced accuracy per seed as the table shows them: the logged metrics, but for a
+    cross-validated row with predictions each seed's pooled out-of-fold numbers (every cover once per repeat)."""
+    if row.folds and found and found.per_seed_accuracy is not None:
+        return found.per_seed_accuracy, found.per_seed_balanced_accuracy
+    return row.test, row.test_balanced
+
+
+def table_cells(rows: list[ResultRow], intervals: list[RowIntervals | None] | None = None) -> list[list[str]]:
+    """A results table as text cells, one list per row, in `TABLE_HEADER` order; `intervals` holds each row's
+    (None: not computed, the interval cells say n/a). The first row is the table's best."""
+    cells = []
+    for rank, (row, found) in enumerate(zip(rows, intervals or [None] * len(rows), strict=True), 1):
+        test, test_balanced = shown_test(row, found)
+        missing = found.missing if found else NO_PREDICTIONS
+        cells.append(
+            [
+                str(rank),
+                row.first.name,
+                row.first.model,
+                seeds_cell(row),
+                percent(row.val),
+                percent(row.val_balanced),
+                percent(test),
+                interval_cell(found.accuracy if found else None, missing),
+                percent(test_balanced),
+                interval_cell(found.balanced_accuracy if found else None, missing),
+                versus_best_cell(found, rank == 1),
+                f"{statistics.fmean(run.seconds for run in row.runs):.0f}",
+            ]
+        )
+    return cells

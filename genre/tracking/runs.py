@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from genre.credentials import mask_password
-from genre.errors import TrackingError
+from genre.errors import DataError, TrackingError
+from genre.predictions import CoverPredictions, predictions_artifact
 from genre.tracking.store import check_reachable, tracking_uri
 
 
@@ -74,14 +75,19 @@ def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
         store.set_tag(run_id, key, value)
 
 
-def run_params(run_id: str) -> dict[str, str]:
-    """The params of run `run_id`; a `TrackingError` when the store holds no such run."""
+def run_record(run_id: str) -> Any:
+    """Run `run_id` as the store returns it (info, params, metrics, tags); a `TrackingError` when there is none."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return dict(client().get_run(run_id).data.params)
+        return client().get_run(run_id)
     except MlflowException as error:
         raise TrackingError(f"no run {run_id} at {shown_store()} ({error.message})") from None
+
+
+def run_params(run_id: str) -> dict[str, str]:
+    """The params of run `run_id`; a `TrackingError` when the store holds no such run."""
+    return dict(run_record(run_id).data.params)
 
 
 def run_statuses(run_ids: list[str]) -> dict[str, str]:
@@ -124,3 +130,20 @@ def download(run_id: str, artifact: str, into: Path) -> Path | None:
         return Path(client().download_artifacts(run_id, artifact, str(into)))
     except (MlflowException, OSError):
         return None
+
+
+def logged_predictions(run_id: str, split: str = "test") -> CoverPredictions | None:
+    """The per-cover predictions run `run_id` logged for `split` (`predictions/<split>.csv`, see `genre.predictions`);
+    None for a run that logged none (one older than them). A file that cannot be read is a `DataError` naming it."""
+    import tempfile
+
+    artifact = predictions_artifact(split)
+    with tempfile.TemporaryDirectory(prefix="genre-predictions-") as folder:
+        path = download(run_id, artifact, Path(folder))
+        if path is None or not path.is_file():
+            return None
+        text = path.read_text()
+    try:
+        return CoverPredictions.from_csv_text(text)
+    except (ValueError, IndexError) as error:
+        raise DataError(f"run {run_id}'s {artifact} cannot be read: {error}") from None

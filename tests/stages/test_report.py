@@ -1,4 +1,5 @@
-"""`genre report` as a user runs it: a whole page, one section of a page that other text shares, the wall time."""
+"""`genre report` as a user runs it: a whole page, one section of a page that other text shares, the wall time, and
+each row's 95% intervals from its runs' pooled per-cover predictions (its folds too, cross-validated)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ import pytest
 
 from genre.cli import main
 from genre.errors import ConfigError
-from genre.stages.report import section_markers, wall_time, with_section
+from genre.intervals import Bootstrap, accuracy_intervals
+from genre.predictions import CoverPredictions
+from genre.stages.pooling import pool
+from genre.stages.report import row_intervals, section_markers, wall_time, with_section
+from genre.stages.report_table import TABLE_HEADER, result_rows, table_cells
 from tests.conftest import use_store
+from tests.scored_runs import COVERS, folds_of, predictions, scored_run
+from tests.stages.test_report_table import run
 from tests.stages.test_suite import RF
 
 BEGIN, END = section_markers("covers-dev")
@@ -187,3 +194,137 @@ def test_a_datasets_experiment_reports_its_models_in_the_same_table_and_figures(
     assert rows["train-convnet"][2] == "convnet 8" and len(rows) == 3
     assert images(page) == ["digits/accuracy.png", "digits/learning_curves.png", "digits/confusion_best.png"]
     assert all(Path(link).read_bytes()[:8] == PNG for link in images(page))
+
+
+def members_of(logged: dict[str, CoverPredictions | None]) -> list:
+    """The runs whose ids (name-seed-start, see `run`) key `logged`, each better on validation than the next."""
+    runs = [key.split("-") for key in logged]
+    return [run(name, int(seed), 0.9 - int(start) / 10, 0.5, int(start)) for name, seed, start in runs]
+
+
+def test_each_rows_interval_is_of_its_runs_pooled_predictions_and_each_row_is_paired_with_the_best() -> None:
+    def right(step: int, seed: int = 0) -> CoverPredictions:
+        return predictions(COVERS, [(i + seed) % step != 0 for i in range(len(COVERS))])
+
+    logged = {
+        "rf-0-1": right(2), "cnn-0-2": right(3), "cnn-1-3": right(3, seed=1), "mixed-0-4": right(4),
+        "mixed-1-5": None, "old-0-6": None,
+    }  # fmt: skip
+    rows, _ = result_rows(members_of(logged))
+    quick = Bootstrap(resamples=2000)
+
+    found = dict(zip([row.first.name for row in rows], row_intervals(rows, logged, quick), strict=True))
+
+    assert [row.first.name for row in rows] == ["rf", "cnn", "mixed", "old"]
+    cnn = pool([logged["cnn-0-2"], logged["cnn-1-3"]])
+    assert found["cnn"].accuracy == accuracy_intervals(cnn.correct, cnn.genres, quick).accuracy
+    assert found["cnn"].covers == 60 and found["cnn"].per_seed_accuracy == [40 / 60, 40 / 60]
+    versus = found["cnn"].versus_best
+    assert versus is not None and versus.covers == 60
+    assert versus.balanced_accuracy.estimate == pytest.approx(
+        cnn.balanced_accuracy - pool([logged["rf-0-1"]]).balanced_accuracy
+    )
+    assert found["rf"].versus_best is None and found["rf"].accuracy is not None
+    assert found["mixed"].missing == "1 of 2 runs logged no predictions" and found["mixed"].accuracy is None
+    assert found["old"].missing == "no predictions logged" and found["old"].versus_best is None
+
+
+def test_a_row_is_not_paired_with_a_best_row_without_predictions_or_on_other_covers() -> None:
+    logged = {
+        "old-0-1": None,
+        "cnn-0-2": predictions(COVERS[:30], [True] * 30),
+        "rf-0-3": predictions(COVERS[30:], [True] * 30),
+    }
+    rows, _ = result_rows(members_of(logged))
+    quick = Bootstrap(resamples=2000)
+
+    without_best = column_of(table_cells(rows, row_intervals(rows, logged, quick)), VERSUS)
+    without_old = column_of(table_cells(rows[1:], row_intervals(rows[1:], logged, quick)), VERSUS)
+
+    assert without_best == [
+        "best",
+        "n/a (the best row logged no predictions)",
+        "n/a (the best row logged no predictions)",
+    ]
+    assert without_old == ["best", "n/a (not scored on the best row's covers)"]
+
+
+def column_of(cells: list[list[str]], name: str) -> list[str]:
+    return [row[TABLE_HEADER.index(name)] for row in cells]
+
+
+VERSUS = "balanced accuracy vs best, points (95% interval; McNemar p)"
+STATIC, CROSS_VALIDATED = "genre-suite-covers-dev", "genre-suite-covers-dev-cv3"
+
+
+@pytest.fixture(scope="module")
+def scored_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A store with a suite's runs made directly: cnn and rf with predictions, old without, two seeds each; and a
+    3-fold cross-validated suite of cnn in an MLflow experiment of its own."""
+    folder = tmp_path_factory.mktemp("scored")
+    with pytest.MonkeyPatch.context() as patch:
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        use_store(patch, uri, folder)
+        for seed in (0, 1):
+            scored_run(STATIC, "cnn", seed, predictions(COVERS, [i % 2 == 0 for i in range(60)]))
+            rf = predictions(COVERS, [i % 2 == 0 or i % 4 == 1 for i in range(60)])
+            scored_run(STATIC, "rf", seed, rf, stage="baseline")
+            scored_run(STATIC, "old", seed, None, accuracy=0.3)
+            for fold, test in enumerate(folds_of(COVERS, 3)):
+                index = [COVERS.index(cover) for cover in test]
+                found = predictions(test, [i % 2 == 0 for i in index])
+                scored_run(CROSS_VALIDATED, "cnn", seed, found, folds=3, fold=fold)
+    return uri
+
+
+@pytest.fixture
+def scored(scored_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """That store, reported on from a working folder of the test's own."""
+    use_store(monkeypatch, scored_store, tmp_path)
+    return scored_store
+
+
+def rows_of(page: str) -> dict[str, dict[str, str]]:
+    """The results table's rows by experiment, each a cell by column name."""
+    lines = [line.strip("|").split(" | ") for line in page.splitlines() if line.startswith("| ") and "---" not in line]
+    header = [cell.strip() for cell in lines[0]]
+    return {cells[1]: dict(zip(header, (cell.strip() for cell in cells), strict=True)) for cells in lines[1:]}
+
+
+def test_the_page_shows_each_rows_intervals_the_method_and_which_rows_were_compared_unpaired(scored: str) -> None:
+    assert main(["report", "-q", "--experiment", STATIC, "--output", "page.md"]) == 0
+
+    page = Path("page.md").read_text()
+    rows = rows_of(page)
+    assert list(rows) == ["rf", "cnn", "old"]
+    assert rows["rf"]["test accuracy %"] == "75.00 ± 0.00"
+    assert rows["rf"]["test accuracy 95% interval"] == "63.3 to 86.7"
+    assert rows["rf"][VERSUS] == "best"
+    assert re.fullmatch(r"-25\.0 \(-\d+\.\d to -\d+\.\d; p < 0\.001\)", rows["cnn"][VERSUS])
+    assert rows["old"]["test balanced accuracy 95% interval"] == "n/a (no predictions logged)"
+    method = "95% interval: stratified bootstrap over covers (percentile method, resampled within each true genre), "
+    assert method + "4,000 resamples, seed 23, of the test covers of each row's runs pooled" in page
+    assert "\nn/a: the row's runs (some or all) logged no per-cover predictions" in page
+    assert "Cross-validated rows" not in page
+
+    assert main(["report", "-q", "--experiment", STATIC, "--output", "page.md", "--section", "covers-dev"]) == 0
+    assert main(["report", "-q", "--experiment", STATIC, "--format", "html", "--output", "page.html"]) == 0
+
+    sectioned = Path("page.md").read_text()
+    assert sectioned.startswith(page) and sectioned.count("| 2 | cnn |") == 2
+    html = Path("page.html").read_text()
+    assert "<td>63.3 to 86.7</td>" in html and "<p>n/a: the row&#x27;s runs (some or all)" in html
+
+
+def test_a_cross_validated_experiments_page_pools_the_folds_and_says_so(scored: str) -> None:
+    assert main(["report", "-q", "--experiment", CROSS_VALIDATED, "--output", "cv.md"]) == 0
+
+    page = Path("cv.md").read_text()
+    (row,) = rows_of(page).values()
+    assert row["seeds"] == "0,1 (3 folds)" and row["test accuracy %"] == "50.00 ± 0.00"
+    assert row["test accuracy 95% interval"] == "38.3 to 61.7"  # 60 covers, each once per seed: not 20 a fold
+    assert (
+        "Cross-validated rows (3 folds x 1 repeat): a seed's validation numbers are the mean over its folds; its test "
+        "numbers and the intervals are of the pooled out-of-fold predictions, every cover scored once per repeat and "
+        "seed." in page
+    )

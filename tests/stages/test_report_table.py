@@ -3,7 +3,20 @@ balanced accuracy beside accuracy."""
 
 from __future__ import annotations
 
-from genre.stages.report_table import TABLE_HEADER, MemberRun, by_data, percent, result_rows, table_cells
+import pytest
+
+from genre.intervals import Interval, PairedComparison
+from genre.stages.report_table import (
+    TABLE_HEADER,
+    MemberRun,
+    RowIntervals,
+    by_data,
+    percent,
+    result_rows,
+    table_cells,
+)
+
+MEANS = ("val accuracy %", "val balanced accuracy %", "test accuracy %", "test balanced accuracy %")
 
 
 def run(
@@ -15,8 +28,10 @@ def run(
     settings: str = "s1",
     variant: str = "full",
     balanced: tuple[float, float] | None = None,
+    fold: int | None = None,
 ):
-    """A finished run; `balanced` is its (validation, test) balanced accuracy, None for a run that predates it."""
+    """A finished run; `balanced` is its (validation, test) balanced accuracy, None for a run that predates it;
+    `fold`: the run is that fold of a 3-fold cross-validated split."""
     return MemberRun(
         run_id=f"{name}-{seed}-{start}",
         suite="digits",
@@ -35,6 +50,8 @@ def run(
         start_time=start,
         val_balanced_accuracy=balanced[0] if balanced else None,
         test_balanced_accuracy=balanced[1] if balanced else None,
+        folds=3 if fold is not None else 0,
+        fold=fold or 0,
     )
 
 
@@ -94,15 +111,19 @@ def test_balanced_accuracy_sits_beside_accuracy_and_ranks_the_rows() -> None:
     rows, _ = result_rows(members)
 
     assert [row.first.name for row in rows] == ["cnn", "rf"]
-    assert TABLE_HEADER[4:8] == (
+    assert TABLE_HEADER[4:11] == (
         "val accuracy %",
         "val balanced accuracy %",
         "test accuracy %",
+        "test accuracy 95% interval",
         "test balanced accuracy %",
+        "test balanced accuracy 95% interval",
+        "balanced accuracy vs best, points (95% interval; McNemar p)",
     )
+    means = [TABLE_HEADER.index(name) for name in MEANS]
     cells = table_cells(rows)
-    assert cells[0][4:8] == ["56.00 ± 1.41", "51.00 ± 1.41", "55.00 ± 1.41", "49.00 ± 1.41"]
-    assert cells[1][4:8] == ["60.00", "30.00", "58.00", "31.00"]
+    assert [cells[0][i] for i in means] == ["56.00 ± 1.41", "51.00 ± 1.41", "55.00 ± 1.41", "49.00 ± 1.41"]
+    assert [cells[1][i] for i in means] == ["60.00", "30.00", "58.00", "31.00"]
     assert rows[0].best_run.seed == 1
 
 
@@ -117,7 +138,71 @@ def test_runs_that_predate_balanced_accuracy_show_a_dash_and_their_table_ranks_b
 
     assert [row.first.name for row in rows] == ["old-rf", "cnn"]
     cells = table_cells(rows)
-    assert [cell[5] for cell in cells] == ["-", "-"] and [cell[7] for cell in cells] == ["-", "-"]
+    balanced = [TABLE_HEADER.index("val balanced accuracy %"), TABLE_HEADER.index("test balanced accuracy %")]
+    assert [[cell[i] for i in balanced] for cell in cells] == [["-", "-"], ["-", "-"]]
+
+
+def test_a_cross_validated_row_holds_every_fold_of_each_seed_and_a_seeds_number_is_its_folds_mean() -> None:
+    members = [
+        run("cnn", seed, 0.5 + seed / 10 + fold / 100, 0.4 + fold / 100, 10 * seed + fold, fold=fold)
+        for seed in (0, 1)
+        for fold in range(3)
+    ]
+    members.append(run("cnn", 0, 0.9, 0.9, 1, fold=2))  # an older run of seed 0's fold 2: left out
+
+    rows, left_out = result_rows(members)
+
+    (row,) = rows
+    assert left_out == 1 and len(row.runs) == 6 and row.seeds == [0, 1] and row.folds == 3
+    assert row.val == pytest.approx([0.51, 0.61]) and row.test == pytest.approx([0.41, 0.41])
+
+
+def column(cells: list[list[str]], name: str) -> list[str]:
+    return [row[TABLE_HEADER.index(name)] for row in cells]
+
+
+def test_each_row_shows_its_pooled_test_intervals_and_its_paired_difference_from_the_best_row() -> None:
+    rows, _ = result_rows([run("cnn", 0, 0.6, 0.5, 1), run("rf", 0, 0.5, 0.4, 2), run("old", 0, 0.4, 0.3, 3)])
+    versus = PairedComparison(Interval(-0.1, -0.2, 0.0), Interval(-0.031, -0.05, -0.012), 126, 20, 7, 0.004)
+    found = [
+        RowIntervals(Interval(0.5, 0.412, 0.587), Interval(0.48, 0.391, 0.57), 126),
+        RowIntervals(Interval(0.4, 0.31, 0.49), Interval(0.449, 0.36, 0.538), 126, versus_best=versus),
+        RowIntervals(missing="no predictions logged"),
+    ]
+
+    cells = table_cells(rows, found)
+
+    assert column(cells, "test accuracy 95% interval") == [
+        "41.2 to 58.7",
+        "31.0 to 49.0",
+        "n/a (no predictions logged)",
+    ]
+    assert column(cells, "test balanced accuracy 95% interval")[1] == "36.0 to 53.8"
+    assert column(cells, "balanced accuracy vs best, points (95% interval; McNemar p)") == [
+        "best",
+        "-3.1 (-5.0 to -1.2; p = 0.004)",
+        "n/a (no predictions logged)",
+    ]
+    assert column(cells, "test accuracy %") == ["50.00", "40.00", "30.00"]  # the seeds' means stay beside
+    assert column(table_cells(rows), "test accuracy 95% interval") == ["n/a (no predictions logged)"] * 3
+
+
+def test_a_cross_validated_row_shows_its_folds_and_its_seeds_pooled_out_of_fold_test_numbers() -> None:
+    members = [
+        run("cnn", seed, 0.5, 0.4 + fold / 10, 10 * seed + fold, fold=fold) for seed in (0, 1) for fold in (0, 1, 2)
+    ]
+    rows, _ = result_rows(members)
+    pooled = RowIntervals(
+        Interval(0.52, 0.45, 0.6), Interval(0.5, 0.43, 0.58), 60, per_seed_accuracy=[0.51, 0.53],
+        per_seed_balanced_accuracy=[0.49, 0.51],
+    )  # fmt: skip
+
+    cells = table_cells(rows, [pooled])
+
+    assert column(cells, "seeds") == ["0,1 (3 folds)"]
+    assert column(cells, "test accuracy %") == ["52.00 ± 1.41"]  # not the folds' mean metric, 50.00
+    assert column(cells, "test balanced accuracy %") == ["50.00 ± 1.41"]
+    assert column(table_cells(rows), "test accuracy %") == ["50.00 ± 0.00"]  # without predictions: the folds' mean
 
 
 def logged(stage: str, params: dict[str, str], tags: dict[str, str] | None = None, start: int = 1, run_id: str = ""):
