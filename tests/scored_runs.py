@@ -62,7 +62,8 @@ def scored_run(
     run_id = run.info.run_id
     logged = {"dataset_name": "covers", "config.variant": "dev", "config.model": "convnet", "genres": "folk,jazz,rock"}
     if folds:
-        logged |= {"folds": str(folds), "fold": str(fold), "repeat": str(repeat), "split_digest": "k1"}
+        logged |= {"config.folds": str(folds), "config.fold": str(fold), "config.repeat": str(repeat)}
+        logged["split_digest"] = "k1"
     for key, value in (logged | (params or {})).items():
         client.log_param(run_id, key, value)
     best = "best_val" if stage != "baseline" else "val"

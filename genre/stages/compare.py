@@ -92,8 +92,9 @@ class Side:
         """The predictions of its cross-validated runs by (repeat, fold); empty for the static split."""
         found: dict[FoldKey, list[CoverPredictions]] = defaultdict(list)
         for run, prediction in zip(self.runs, self.predictions, strict=True):
-            if int(run.data.params.get("folds") or 0) and prediction is not None:
-                found[int(run.data.params.get("repeat") or 0), int(run.data.params.get("fold") or 0)].append(prediction)
+            if int(run.data.params.get("config.folds") or 0) and prediction is not None:
+                params = run.data.params
+                found[int(params.get("config.repeat") or 0), int(params.get("config.fold") or 0)].append(prediction)
         return dict(found)
 
     def describe(self) -> str:
@@ -101,9 +102,9 @@ class Side:
         params = [run.data.params for run in self.runs]
         seeds = sorted({run.data.tags.get("genre.seed", run.data.params.get("config.seed", "?")) for run in self.runs})
         shape = f"seed{'s' if len(seeds) > 1 else ''} {','.join(seeds)}"
-        folds = max(int(p.get("folds") or 0) for p in params)
+        folds = max(int(p.get("config.folds") or 0) for p in params)
         if folds:
-            repeats = len({p.get("repeat") or "0" for p in params})
+            repeats = len({p.get("config.repeat") or "0" for p in params})
             shape += f"; {folds} folds" + (f" x {repeats} repeats" if repeats > 1 else "")
         count = f"{len(self.runs)} run{'s' if len(self.runs) > 1 else ''}"
         left = f", {self.left_out} older runs left out" if self.left_out else ""
@@ -185,7 +186,7 @@ def tested_covers(found: Side) -> int | None:
     counts = set()
     for run in found.runs:
         params = run.data.params
-        if int(params.get("folds") or 0):
+        if int(params.get("config.folds") or 0):
             return None
         split = dict(part.split("=", 1) for part in params.get("dataset_split", "").split(",") if "=" in part)
         counts.add(split.get("test", ""))

@@ -88,9 +88,9 @@ def member_run(run: Any) -> MemberRun | None:
         start_time=run.info.start_time,
         val_balanced_accuracy=metrics.get(f"{best}_balanced_accuracy"),
         test_balanced_accuracy=metrics.get("test_balanced_accuracy"),
-        folds=int(params.get("folds") or 0),
-        fold=int(params.get("fold") or 0),
-        repeat=int(params.get("repeat") or 0),
+        folds=int(params.get("config.folds") or 0),
+        fold=int(params.get("config.fold") or 0),
+        repeat=int(params.get("config.repeat") or 0),
     )
 
 
