@@ -71,9 +71,14 @@ def find_experiment(name: str, root: Path = EXPERIMENTS_DIR) -> Experiment:
     return Experiment(path.stem, kind, build(config_class(kind), (str(path), read_config_file(path))), path)
 
 
+# What tells the runs of one version of an experiment apart: the seed, and the fold of a cross-validation.
+RUN_OF_VERSION = frozenset({"seed", "fold", "repeat"})
+
+
 def config_digest(config: Any, seed: bool = True) -> str:
-    """A short digest of the settings that decide what a run learns (`seed=False` leaves the seed out)."""
-    left_out = NOT_IDENTITY | (set() if seed else {"seed"})
+    """A short digest of the settings that decide what a run learns (`seed=False` leaves out the seed and the fold
+    and repeat of a cross-validation, which the runs of one version of an experiment differ by)."""
+    left_out = NOT_IDENTITY | (set() if seed else RUN_OF_VERSION)
     settings = {key: value for key, value in dataclasses.asdict(config).items() if key not in left_out}
     text = json.dumps({"class": type(config).__name__, **settings}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

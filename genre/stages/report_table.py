@@ -105,12 +105,12 @@ def run_label(kind: str, tags: dict[str, str], params: dict[str, str]) -> str:
 
 
 def settings_digest(params: dict[str, str]) -> str:
-    """A digest of the settings a run outside a suite learned with (its `config.*` params less the seed and those
-    that change where or how fast it runs, as a suite's digest leaves them out): runs that differ only by seed share
-    it."""
-    from genre.stages.catalogue import NOT_IDENTITY  # here: the catalogue reads the experiments, a report seldom
+    """A digest of the settings a run outside a suite learned with (its `config.*` params less the seed, the fold and
+    repeat, and those that change where or how fast it runs, as a suite's digest leaves them out): runs that differ
+    only by seed or fold share it."""
+    from genre.stages.catalogue import NOT_IDENTITY, RUN_OF_VERSION  # here: a report seldom reads the catalogue
 
-    left_out = {f"config.{name}" for name in (*NOT_IDENTITY, "seed")}
+    left_out = {f"config.{name}" for name in (*NOT_IDENTITY, *RUN_OF_VERSION)}
     settings = {key: value for key, value in params.items() if key.startswith("config.") and key not in left_out}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 

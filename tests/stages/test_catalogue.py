@@ -108,4 +108,9 @@ def test_the_config_digest_ignores_where_a_run_works_but_not_what_it_learns() ->
     assert config_digest(base) == config_digest(TrainConfig(data="elsewhere/digits-32", checkpoint_dir="/tmp/x"))
     assert config_digest(base) != config_digest(TrainConfig(seed=1))
     assert config_digest(base, seed=False) == config_digest(TrainConfig(seed=1), seed=False)
+    # a fold of a cross-validation is a run of the same version, like a seed: its own identity, a shared version
+    folds = [TrainConfig(folds=5, fold=fold, repeat=repeat) for fold, repeat in ((0, 0), (3, 0), (0, 1))]
+    assert len({config_digest(config) for config in folds}) == 3
+    assert len({config_digest(config, seed=False) for config in folds}) == 1
+    assert config_digest(folds[0], seed=False) != config_digest(base, seed=False)  # cross-validated is another version
     assert config_digest(base) != config_digest(TrainConfig(learning_rate=0.01))
