@@ -59,9 +59,22 @@ def with_model_data(config: Config) -> tuple[Config, str]:
         chosen = dataclasses.replace(config, data=DEFAULT_DATASET, variant=config.variant or DEFAULT_VARIANT)
         return chosen, f"data: {DEFAULT_DATASET} (the default: {why}; --data picks another)"
     variant = config.variant or params.get("config.variant") or DEFAULT_VARIANT
-    since = prepared_since(data, params)
+    since = prepared_since(data, params) + trained_on_a_fold(params)
     return dataclasses.replace(config, data=data, variant=variant), (
         f"data: {data}, variant {variant} (the model's run {run_id}){since}"
+    )
+
+
+def trained_on_a_fold(params: dict[str, str]) -> str:
+    """A warning when the run trained on one fold of a cross-validation: the static split it is scored on then holds
+    covers it trained on ('' otherwise)."""
+    folds = params.get("config.folds", "0")
+    if not folds.isdigit() or int(folds) == 0:
+        return ""
+    fold = params.get("config.fold", "?")
+    return (
+        f"; careful: the model trained on fold {fold} of a {folds}-fold cross-validation, so the static split's "
+        "covers include its training covers (its own test covers' predictions are its run's predictions/test.csv)"
     )
 
 

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from genre.data.prepare import DEFAULT_DATASET, PrepareConfig
 from genre.errors import ConfigError
 from genre.stages.interpret import InterpretConfig
-from genre.stages.model_data import prepare_command, with_model_data
+from genre.stages.model_data import prepare_command, trained_on_a_fold, with_model_data
 from genre.training.evaluate import EvaluateConfig
 
 
@@ -82,3 +82,9 @@ def test_the_prepare_command_is_rebuilt_from_the_prepare_run_of_the_same_digest(
         "genre prepare --folder IMAGES --name mine --image-size 64 --out data/prepared/mine-64",
         False,
     )
+
+
+def test_a_model_trained_on_a_fold_is_scored_on_the_static_split_with_a_warning() -> None:
+    assert trained_on_a_fold({"config.folds": "0"}) == "" and trained_on_a_fold({}) == ""
+    said = trained_on_a_fold({"config.folds": "5", "config.fold": "2"})
+    assert "fold 2 of a 5-fold cross-validation" in said and "predictions/test.csv" in said
