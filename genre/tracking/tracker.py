@@ -196,6 +196,9 @@ def tracked_run(
     `experiment=None` leaves the choice to MLflow's environment variables; `run_id` reopens an existing run
     (to resume it); `nested` opens a child of the active run (a tuning trial).
 
+    A run `mlflow run` made is renamed `run_name`, the name the same command gives the run it opens itself
+    (`prepare`, `train-convnet`), in place of MLflow's random one (`placid-swan-781`).
+
     Every run is tagged with the process that owns it (`genre.tracking.stale.owner_tags`), so a later command
     can tell a run whose process was killed from one still going.
     """
@@ -216,8 +219,10 @@ def tracked_run(
     mlflow.set_tracking_uri(uri)
     joined = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` made this run; later (nested) runs are new
     try:
-        if joined or run_id:
-            run = mlflow.start_run(run_id=joined or run_id)
+        if joined:
+            run = mlflow.start_run(run_id=joined, run_name=run_name)  # renames it (tests/tracking/test_tracker.py)
+        elif run_id:
+            run = mlflow.start_run(run_id=run_id)
         else:
             if experiment:
                 mlflow.set_experiment(experiment_id=_experiment_id(experiment))
