@@ -12,6 +12,8 @@ from genre.stages.common import EXIT_OK
 from genre.tracking import runs
 from genre.tracking.store import missing_sqlite_store
 
+MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves, by default
+
 if TYPE_CHECKING:
     from genre.data.pack import DatasetInfo
     from genre.launch.roles import LaunchConfig
@@ -128,6 +130,7 @@ def demo_end_command(experiment: str) -> int:
     from genre.data.pack import DatasetInfo
     from genre.errors import TrackingError
     from genre.tracking.store import tracking_uri
+    from genre.tracking.ui import serves_ui, ui_address
 
     experiment_id = runs.experiment_id(experiment)
     query = "attributes.status = 'FINISHED' and tags.`genre.stage` = 'train'"
@@ -141,12 +144,12 @@ def demo_end_command(experiment: str) -> int:
     bin_folder = Path(sys.executable).parent
     genre, mlflow = (_shown_path(bin_folder / name) for name in ("genre", "mlflow"))
     uri = tracking_uri()
-    page = f"#/experiments/{experiment_id}"
     print(f"The runs are in MLflow experiment {experiment} of {runs.shown_store()}. Browse them:")
-    if uri.startswith(("http://", "https://")):
-        print(f"  {uri.rstrip('/')}/{page}")
+    if serves_ui(uri):
+        print(f"  {ui_address(runs.shown_store(), experiment_id)}")
     else:
-        print(f"  {mlflow} ui --backend-store-uri {runs.shown_store()}   # then open http://127.0.0.1:5000/{page}")
+        page = ui_address(MLFLOW_UI, experiment_id)
+        print(f"  {mlflow} ui --backend-store-uri {runs.shown_store()}   # then open {page}")
     print(f"Predict with the model of train run {run.info.run_id}, on a test image of genre {genre_of}:")
     print(f"  {genre} predict --model-uri runs:/{run.info.run_id}/model {_shown_path(image)}")
     return EXIT_OK

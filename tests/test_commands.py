@@ -254,7 +254,8 @@ def test_the_demos_end_prints_a_predict_command_that_works_and_the_experiments_u
     said = capsys.readouterr().out.splitlines()
     experiment = MlflowClient(tracking_store).get_experiment_by_name("genre-digits").experiment_id
     assert said[1].endswith(
-        f"ui --backend-store-uri {tracking_store}   # then open http://127.0.0.1:5000/#/experiments/{experiment}"
+        f"ui --backend-store-uri {tracking_store}   # then open "
+        f"http://127.0.0.1:5000/#/experiments/{experiment}?workflowType=machine_learning"  # the Model training view
     )
     command = shlex.split(said[3])
     (run,) = MlflowClient(tracking_store).search_runs([experiment], "tags.`genre.stage` = 'train'")

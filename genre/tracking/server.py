@@ -4,8 +4,8 @@ It starts what the UI needs and nothing else: `mlflow server` (the REST API, the
 its uvicorn worker. MLflow 3.17 would also start its job runner and seven huey consumers for its GenAI jobs, which
 genre never submits: on a 2-core machine they about doubled the median time to answer and took 7 to 31 s to stop, so
 `MLFLOW_SERVER_ENABLE_JOB_EXECUTION` is off unless the caller's environment sets it. `genre server` prints one line
-once the server answers, and Ctrl-C, SIGTERM or a closed terminal stops every process of it within
-`STOP_GRACE_SECONDS` (and a moment).
+once the server answers (the UI's address opens its Model training view, `genre.tracking.ui`), and Ctrl-C, SIGTERM
+or a closed terminal stops every process of it within `STOP_GRACE_SECONDS` (and a moment).
 
 The backend store URI reaches `mlflow server` through its environment variable, not its arguments, and its
 password through PGPASSWORD (`genre.credentials` moves one typed into `genre server`'s own arguments there), so a
@@ -32,6 +32,7 @@ from pathlib import Path
 from genre.config import check_range, setting
 from genre.errors import ConfigError, TrackingError
 from genre.tracking.store import DEFAULT_TRACKING_URI, mask_password
+from genre.tracking.ui import ui_address
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # bound to every address: asked on loopback
@@ -200,7 +201,7 @@ def run_server(config: ServerConfig) -> int:
                 time.sleep(0.2)
             store = mask_password(config.backend_store_uri)
             print(
-                f"MLflow UI at {url} (store {store}, artifacts {config.artifacts_destination}); "
+                f"MLflow UI at {ui_address(url)} (store {store}, artifacts {config.artifacts_destination}); "
                 f"log to it with MLFLOW_TRACKING_URI={url}",
                 flush=True,
             )

@@ -45,9 +45,15 @@ def limit_http_retries(environ: MutableMapping[str, str] = os.environ) -> dict[s
 
 
 # MLflow's own output that a user of `genre` has no use for: its progress bars of the few files of a model it saves
-# or loads (a second at most, leaving a line each), and its INFO lines ("Validating input example against model
-# signature", "Updating database tables"); its warnings and errors still show. A user's own setting wins.
-QUIET_MLFLOW = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_LOGGING_LEVEL": "WARNING"}
+# or loads (a second at most, leaving a line each), its INFO lines ("Validating input example against model
+# signature", "Updating database tables"), and the two lines giving a run's and its experiment's UI page each time a
+# run ends in a tracking server, whose addresses open in MLflow's GenAI view (`tracked_run` prints one line instead,
+# whose address opens in the Model training view); its warnings and errors still show. A user's own setting wins.
+QUIET_MLFLOW = {
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
 
 
 def quiet_mlflow(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:

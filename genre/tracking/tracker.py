@@ -25,6 +25,7 @@ from genre.tracking.store import (
     tracking_uri,
     unreachable_reason,
 )
+from genre.tracking.ui import serves_ui, ui_address
 
 log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
@@ -204,8 +205,13 @@ def tracked_run(
     `experiment=None` leaves the choice to MLflow's environment variables; `run_id` reopens an existing run
     (to resume it); `nested` opens a child of the active run (a tuning trial).
 
+    A run `mlflow run` made is renamed `run_name`, the name the same command gives the run it opens itself
+    (`prepare`, `train-convnet`), in place of MLflow's random one (`placid-swan-781`).
+
     Every run is tagged with the process that owns it (`genre.tracking.stale.owner_tags`), so a later command
-    can tell a run whose process was killed from one still going.
+    can tell a run whose process was killed from one still going. Once a run (not a nested one) has ended in a
+    tracking server, one line gives its UI page (`genre.tracking.ui`), in place of MLflow's two lines, whose
+    addresses open in MLflow's GenAI view.
     """
     import mlflow
 
@@ -215,7 +221,7 @@ def tracked_run(
     if nested:
         with lost_store_stops("opening a nested run"):
             run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=True)
-        with _ending(run, finished_on):
+        with _ending(run, finished_on, None):
             with lost_store_stops(f"tagging run {run.info.run_id}", run.info.run_id):
                 mlflow.set_tags(dict(tags) | owner_tags())
             yield MlflowTracker(run.info.run_id, mask_password(uri))
@@ -224,8 +230,10 @@ def tracked_run(
     mlflow.set_tracking_uri(uri)
     joined = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` made this run; later (nested) runs are new
     try:
-        if joined or run_id:
-            run = mlflow.start_run(run_id=joined or run_id)
+        if joined:
+            run = mlflow.start_run(run_id=joined, run_name=run_name)  # renames it (tests/tracking/test_tracker.py)
+        elif run_id:
+            run = mlflow.start_run(run_id=run_id)
         else:
             if experiment:
                 mlflow.set_experiment(experiment_id=_experiment_id(experiment))
@@ -233,7 +241,8 @@ def tracked_run(
     except Exception as error:  # noqa: BLE001 - any store error is the same to the user
         raise TrackingError(f"cannot open an MLflow run at {mask_password(uri)}: {error}") from error
     log.info("MLflow run %s in experiment %s at %s", run.info.run_id, run.info.experiment_id, mask_password(uri))
-    with _ending(run, finished_on):
+    page = ui_address(mask_password(uri), run.info.experiment_id, run.info.run_id) if serves_ui(uri) else None
+    with _ending(run, finished_on, page):
         _check_artifact_folder(run)
         with lost_store_stops(f"tagging run {run.info.run_id}", run.info.run_id):
             mlflow.set_tags(dict(tags) | owner_tags())
@@ -241,8 +250,8 @@ def tracked_run(
 
 
 @contextlib.contextmanager
-def _ending(run: Any, finished_on: tuple[type[BaseException], ...]) -> Iterator[None]:
-    """End `run` with the status its body earned.
+def _ending(run: Any, finished_on: tuple[type[BaseException], ...], page: str | None) -> Iterator[None]:
+    """End `run` with the status its body earned; once it has ended, print its UI `page` (None: nothing).
 
     When the body failed, the store may be what failed: ending the run is then one brief try, and its failure is
     logged rather than raised, so the command still says what went wrong first (the run stays RUNNING, and
@@ -252,23 +261,24 @@ def _ending(run: Any, finished_on: tuple[type[BaseException], ...]) -> Iterator[
     try:
         yield
     except KeyboardInterrupt:
-        _end_quietly(run, "KILLED", last_try=False)
+        _end_quietly(run, "KILLED", False, page)
         raise
     except finished_on:
-        _end_quietly(run, "FINISHED", last_try=False)
+        _end_quietly(run, "FINISHED", False, page)
         raise
     except BaseException as error:
         lost = isinstance(error, StoreUnreachable) or (
             isinstance(error, Exception) and unreachable_reason(error) is not None
         )
-        _end_quietly(run, "FAILED", last_try=lost)
+        _end_quietly(run, "FAILED", lost, page)
         raise
     else:
         with lost_store_stops(f"ending run {run.info.run_id}", run.info.run_id):
             mlflow.end_run("FINISHED")
+        _show_page(run, page)
 
 
-def _end_quietly(run: Any, status: str, last_try: bool) -> None:
+def _end_quietly(run: Any, status: str, last_try: bool, page: str | None) -> None:
     import mlflow
 
     try:
@@ -280,6 +290,13 @@ def _end_quietly(run: Any, status: str, last_try: bool) -> None:
             log.warning("could not end MLflow run %s %s: %s", run.info.run_id, status, str(error).splitlines()[0])
         else:  # the error the command reports already says the store is gone
             log.info("MLflow run %s stays RUNNING: the store did not answer (%s)", run.info.run_id, reason)
+    else:
+        _show_page(run, page)
+
+
+def _show_page(run: Any, page: str | None) -> None:
+    if page is not None:
+        print(f"run {run.info.run_name} in the MLflow UI: {page}", flush=True)
 
 
 class NullTracker:

@@ -201,9 +201,9 @@ def test_the_server_says_when_it_answers_and_a_stop_signal_leaves_no_process(sig
             os.killpg(process.pid, signal.SIGKILL)
     assert running(tree) == []
     lines = [line for line in log.read_text().splitlines() if "MLflow UI" in line]
-    assert lines == [
-        f"MLflow UI at {url} (store sqlite:///{tmp_path / 'server.db'}, artifacts {tmp_path / 'artifacts'}); "
-        f"log to it with MLFLOW_TRACKING_URI={url}"
+    assert lines == [  # the UI's address opens its Model training view (tests/tracking/test_ui.py opens it)
+        f"MLflow UI at {url}/#/?workflowType=machine_learning (store sqlite:///{tmp_path / 'server.db'}, "
+        f"artifacts {tmp_path / 'artifacts'}); log to it with MLFLOW_TRACKING_URI={url}"
     ]
     assert '"GET /health' not in log.read_text()  # no line per request
 

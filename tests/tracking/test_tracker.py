@@ -1,4 +1,5 @@
-"""A run's artifacts on a disk that cannot take them: one line naming the file, and what the run logged is kept."""
+"""The run around a stage: a run `mlflow run` made takes genre's name for it; a run's artifacts on a disk that cannot
+take them are one line naming the file, and what the run logged is kept."""
 
 from __future__ import annotations
 
@@ -45,3 +46,21 @@ def test_a_read_only_artifact_folder_fails_before_any_work(tracking_store: str, 
     assert error.endswith("a new experiment (--mlflow-experiment) or store (MLFLOW_TRACKING_URI)")
     assert run.info.status == "FAILED"
     assert not Path("digits").exists()
+
+
+@pytest.mark.slow
+def test_a_run_mlflow_run_made_takes_the_name_the_command_gives_its_own_run(tracking_store: str, tmp_path: Path):
+    """`mlflow run . -e prepare` makes its run with a random name ("placid-swan-781") before genre starts; genre
+    renames it `prepare`, as `genre prepare` names the run it opens itself."""
+    from tests.test_mlproject import finished_run, mlflow_run  # the same store: tmp_path / mlflow.db
+
+    result = mlflow_run("prepare", {"out": str(tmp_path / "digits16"), "image_size": "16"}, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, project_run = finished_run(tmp_path)
+    assert project_run.data.params["out"] == str(tmp_path / "digits16")  # the run `mlflow run` made, joined
+    assert (
+        main(["prepare", "-q", "--out", "digits16-direct", "--image-size", "16", "--mlflow-experiment", "direct"]) == 0
+    )
+    (direct,) = client.search_runs([client.get_experiment_by_name("direct").experiment_id])
+    assert direct.info.run_name == "prepare"
+    assert project_run.info.run_name == direct.info.run_name == project_run.data.tags["mlflow.runName"]

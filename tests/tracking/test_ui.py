@@ -1,4 +1,5 @@
-"""The MLflow UI in a real headless Chromium, against a real tracking server holding genre's runs.
+"""The MLflow UI in a real headless Chromium, against a real tracking server holding genre's runs, opened at the
+addresses genre prints (`genre.tracking.ui`): each must open in MLflow's Model training view, not its GenAI view.
 
 Needs Debian's `chromium` and `chromium-driver` (installed by .ci/run; `apt-get install chromium
 chromium-driver` locally). Screenshots go to $GENRE_SCREENSHOTS (docs/img/ holds the committed ones).
@@ -18,6 +19,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from genre.cli import main
+from genre.tracking.ui import ui_address
+from tests.processes import wait_for
 from tests.tracking.test_server import running_server
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -46,9 +49,27 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def server_with_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def server_with_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[str]:
+    """A server holding a first session's runs; what the commands printed is in `capsys` (requested here so that it
+    captures them)."""
     with running_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, monkeypatch) as url:
         yield fill(url, tmp_path)
+
+
+def printed_pages(output: str) -> dict[str, str]:
+    """The UI page of each run a command printed ("run NAME in the MLflow UI: ADDRESS"), by run name; MLflow's own
+    lines ("View run NAME at: ...", whose address opens the GenAI view) must not be there."""
+    assert "View run" not in output and "View experiment" not in output, output
+    found = [line.split(" in the MLflow UI: ") for line in output.splitlines() if " in the MLflow UI: " in line]
+    return {name.removeprefix("run "): address for name, address in found}
+
+
+def tab(page: str, name: str) -> str:
+    """The tab `name` of the run page `page`, with the page's query (`model-metrics`, `artifacts/PATH`)."""
+    route, query = page.split("?", 1)
+    return f"{route}/{name}?{query}"
 
 
 def fill(url: str, tmp_path: Path) -> str:
@@ -64,17 +85,22 @@ def fill(url: str, tmp_path: Path) -> str:
     return url
 
 
+def sidebar(driver) -> str:
+    return driver.execute_script("const side = document.querySelector('aside'); return side ? side.innerText : ''")
+
+
 def show(
     driver,
     url: str,
     texts: list[str],
-    screenshot: str,
+    screenshot: str | None,
     timeout: float = 180,
     ready: Callable[[object], bool] | None = None,
     arrange: Callable[[object], None] | None = None,
 ) -> None:
-    """Open `url`, wait until every text is on the page (and `ready(driver)` holds: an image loaded, say), let
-    `arrange(driver)` scroll what the screenshot should show into view, save the screenshot."""
+    """Open `url`, wait until every text is on the page (and `ready(driver)` holds: an image loaded, say), check that
+    it is MLflow's Model training view, let `arrange(driver)` scroll what the screenshot should show into view, save
+    the screenshot (None: none)."""
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -90,40 +116,50 @@ def show(
     except TimeoutException:
         waited = f"all of {texts}" + (" and ready" if ready is not None else "")
         raise AssertionError(f"{url} never showed {waited}; it shows: {page(driver)[:800]!r}") from None
+    # The Model training view's sidebar links the model registry; the GenAI view's lists judges, prompts, sessions.
+    links = sidebar(driver)
+    assert "Model registry" in links and "Judges" not in links, f"{url} opened the GenAI view: {links!r}"
     if arrange is not None:
         arrange(driver)
+    if screenshot is None:
+        return
     folder = STARTED_IN / os.environ["GENRE_SCREENSHOTS"] if "GENRE_SCREENSHOTS" in os.environ else Path("screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(folder / screenshot))
 
 
 @pytest.mark.slow
-def test_the_ui_shows_the_runs_the_metric_charts_and_the_study_with_its_trials(server_with_runs: str, browser) -> None:
+def test_the_addresses_genre_prints_open_the_runs_the_metric_charts_and_the_study_in_the_model_training_view(
+    server_with_runs: str, browser, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pages = printed_pages(capsys.readouterr().out)  # what prepare, train and tune printed
+    assert set(pages) == {"prepare", "train-convnet", "tune-ui"}  # a study's trials are listed on its page
     client = MlflowClient(server_with_runs)
     experiment = client.get_experiment_by_name("genre-digits")
     runs = {r.data.tags["genre.stage"]: r for r in client.search_runs([experiment.experiment_id])}
-    base = f"{server_with_runs}/#/experiments/{experiment.experiment_id}"
+    for stage, name in (("prepare", "prepare"), ("train", "train-convnet"), ("tune", "tune-ui")):
+        assert pages[name] == ui_address(server_with_runs, experiment.experiment_id, runs[stage].info.run_id)
+    assert main(["demo-end"]) == 0
+    experiment_page = capsys.readouterr().out.splitlines()[1].strip()
+    assert experiment_page == ui_address(server_with_runs, experiment.experiment_id)
+    log = tmp_path / "server.log"
+    wait_for(lambda: "MLflow UI at " in log.read_text(), "genre server's ready line", 240)
+    home = log.read_text().split("MLflow UI at ", 1)[1].split(" ", 1)[0]
     hide_assistant(browser, server_with_runs)
 
-    show(browser, f"{base}/runs", ["prepare", "train-convnet", "tune-ui"], "runs.png")
-    train = runs["train"].info.run_id
+    show(browser, home, ["genre-digits"], None)
+    show(browser, experiment_page, ["prepare", "train-convnet", "tune-ui"], "runs.png")
     show(
         browser,
-        f"{base}/runs/{train}/model-metrics",
+        tab(pages["train-convnet"], "model-metrics"),
         ["train-convnet", "best_val_accuracy", "best_val_balanced_accuracy"],  # charts render as they scroll in view
         "train-run.png",
     )
-    tune = runs["tune"].info.run_id
-    show(
-        browser,
-        f"{base}/runs/{tune}",
-        ["tune-ui", "Child runs", "trial-0", "trial-1", "best_model_uri"],
-        "tune-run.png",
-    )
+    show(browser, pages["tune-ui"], ["tune-ui", "Child runs", "trial-0", "trial-1", "best_model_uri"], "tune-run.png")
     trial = next(r for r in client.search_runs([experiment.experiment_id], "tags.trial_number = '0'"))
     show(
         browser,
-        f"{base}/runs/{trial.info.run_id}/model-metrics",
+        tab(ui_address(server_with_runs, experiment.experiment_id, trial.info.run_id), "model-metrics"),
         ["trial-0", "best_val_accuracy", "best_val_macro_f1"],
         "trial-run.png",
     )
@@ -163,7 +199,7 @@ def hide_assistant(driver, url: str) -> None:
 
 @pytest.mark.slow
 def test_interpret_artifacts_come_through_the_rest_api_and_open_in_the_ui(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, browser
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], browser
 ) -> None:
     with running_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, monkeypatch) as url:
         assert main(["prepare", "-q", "--image-size", "16", "--out", "digits16"]) == 0
@@ -172,7 +208,10 @@ def test_interpret_artifacts_come_through_the_rest_api_and_open_in_the_ui(
         (train,) = MlflowClient(url).search_runs([experiment.experiment_id], "tags.`genre.stage` = 'train'")
         run_id = train.info.run_id
         model_uri = f"runs:/{run_id}/model"
+        capsys.readouterr()
         assert main(["interpret", "-q", "--model-uri", model_uri, "--data", "digits16", "--calibrate"]) == 0
+        run_page = printed_pages(capsys.readouterr().out)["train-convnet"]  # interpret logged into the model's run
+        assert run_page == ui_address(url, experiment.experiment_id, run_id)
 
         listing = json.loads(get(f"{url}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=interpret")[0])
         sizes = {entry["path"]: entry.get("file_size", 0) for entry in listing["files"]}
@@ -204,10 +243,9 @@ def test_interpret_artifacts_come_through_the_rest_api_and_open_in_the_ui(
 
         hide_assistant(browser, url)
         browser.set_window_size(1600, height + 500)  # the whole grid, without scrolling the viewer
-        run_page = f"{url}/#/experiments/{experiment.experiment_id}/runs/{run_id}"
         show(
             browser,
-            f"{run_page}/artifacts/interpret/heatmaps_right_test.png",
+            tab(run_page, "artifacts/interpret/heatmaps_right_test.png"),
             ["train-convnet", *(path.removeprefix("interpret/") for path in INTERPRET_FILES)],
             "interpret-artifacts.png",
             ready=heatmaps_shown,
