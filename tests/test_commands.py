@@ -95,8 +95,8 @@ def test_a_bad_config_file_is_one_line_naming_the_key(tracking_store: str, capsy
 def test_an_unknown_config_name_lists_the_known_ones(project_configs: Path, capsys) -> None:
     assert main(["prepare", "--dataset", "nope"]) == 2
     assert (
-        "known names: covers, covers-128, covers-256, covers-64, covers-dev, covers-dev-128, covers-discogs, covers-discogs-128, digits"
-        in capsys.readouterr().err
+        "known names: covers, covers-128, covers-256, covers-64, covers-dev, covers-dev-128, covers-discogs, "
+        "covers-discogs-128, digits" in capsys.readouterr().err
     )
 
 

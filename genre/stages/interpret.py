@@ -403,7 +403,7 @@ def _log_into_model_run(
             runs.client().set_terminated(run_id, "FINISHED", end_time=ended)
     if project_run and project_run != run_id:  # `mlflow run -e train -P interpret=true` is one run: tagged as train
         tags = {"genre.stage": "interpret", "genre.model_uri": config.model_uri, "genre.interpreted_run": run_id}
-        runs.set_tags(project_run, tags)
+        runs.set_tags(project_run, tags | {"mlflow.runName": f"interpret-{config.split}"})  # genre's name, not MLflow's
     return tracker.store, logged_model
 
 
