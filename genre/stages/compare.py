@@ -49,8 +49,9 @@ class CompareConfig:
 
     a: str = setting(
         "",
-        "model A: a run id, or an experiment name (tag genre.experiment_name, as a suite names its runs) whose newest "
-        "runs are pooled: its seeds, and the folds and repeats of a cross-validated suite",
+        "model A: a run id (or run ids, comma-separated, pooled), or an experiment name (tag genre.experiment_name, as "
+        "a suite names its runs; MLFLOW-EXPERIMENT:NAME to look it up there) whose newest runs are pooled: its seeds, "
+        "and the folds and repeats of a cross-validated suite",
     )
     b: str = setting("", "model B, named as A; every difference is B minus A")
     experiment: str = setting(
@@ -126,9 +127,12 @@ def side(name: str, experiment: str) -> Side:
     """The runs `name` stands for (a run id, or an experiment name in `experiment` or every active experiment) and
     their logged test predictions."""
     names = runs.experiment_names()
-    if RUN_ID.fullmatch(name):
-        record = runs.run_record(name)
-        found, left_out = [record], 0
+    ids = [part.strip() for part in name.split(",")]
+    if all(RUN_ID.fullmatch(run_id) for run_id in ids):  # one run, or runs to pool (the folds of a hand-run split)
+        found, left_out = [runs.run_record(run_id) for run_id in ids], 0
+    elif ":" in name:  # MLFLOW-EXPERIMENT:NAME, when the two sides live in different MLflow experiments
+        where, _, named = name.rpartition(":")
+        found, left_out = named_runs(named, where, names)
     else:
         found, left_out = named_runs(name, experiment, names)
     predictions = tuple(runs.logged_predictions(run.info.run_id, SPLIT) for run in found)

@@ -172,3 +172,15 @@ def test_both_models_must_be_named() -> None:
     refused(CompareConfig, {"a": "cnn", "b": " "}, "b")
     with pytest.raises(ConfigError):
         CompareConfig()
+
+
+def test_a_side_may_be_run_ids_pooled_or_a_name_in_another_mlflow_experiment(
+    suites: tuple[str, dict[str, list[str]]], store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    made = suites[1]
+    code, lines, _ = compare(capsys, ",".join(made["cnn"]), f"{CV}:rf")
+
+    assert code == 0, lines
+    assert lines[0].startswith(f"A = {','.join(made['cnn'])}: 2 runs (seeds 0,1)")
+    assert lines[1].startswith(f"B = {CV}:rf: 6 runs (seeds 0,1; 3 folds) in MLflow experiment {CV}")
+    assert lines[2].startswith(f"{CV}:rf beats ") and lines[2].endswith("60 covers")
