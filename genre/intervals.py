@@ -298,11 +298,13 @@ def comparison_sentence(difference: Interval, metric: str, evidence: str, a: str
 
 
 def comparison_sentences(comparison: PairedComparison, a: str = "A", b: str = "B") -> list[str]:
-    """The accuracy and the balanced accuracy sentences of a paired comparison."""
-    evidence = f"McNemar p {p_value(comparison.mcnemar_p)}, {comparison.covers:,} covers"
+    """The accuracy and the balanced accuracy sentences of a paired comparison. McNemar's test counts the covers one
+    model gets right and the other wrong, so its p goes with accuracy only."""
+    covers = f"{comparison.covers:,} covers"
+    mcnemar = f"McNemar p {p_value(comparison.mcnemar_p)}, {covers}"
     return [
-        comparison_sentence(comparison.accuracy, "accuracy", evidence, a, b),
-        comparison_sentence(comparison.balanced_accuracy, "balanced accuracy", evidence, a, b),
+        comparison_sentence(comparison.accuracy, "accuracy", mcnemar, a, b),
+        comparison_sentence(comparison.balanced_accuracy, "balanced accuracy", covers, a, b),
     ]
 
 

@@ -88,6 +88,7 @@ def test_compare_pools_each_models_seeds_and_gives_the_paired_sentences(
     assert accuracy.startswith("rf beats cnn by 25.0 points of accuracy, 95% interval ")
     assert accuracy.endswith(", McNemar p < 0.001, 60 covers")
     assert balanced.startswith("rf beats cnn by 25.0 points of balanced accuracy, 95% interval ")
+    assert balanced.endswith(", 60 covers") and "McNemar" not in balanced  # McNemar's test is of accuracy
     assert lines[4].startswith("on these covers (95% intervals): A 50.0% (") and "; B 75.0% (" in lines[4]
     method = next(line for line in lines if line.startswith("method: "))
     assert "stratified bootstrap over covers (percentile method, resampled within each true genre), 4,000 " in method
