@@ -201,8 +201,11 @@ def _best_line(report: Report) -> str:
             f" (balanced: validation {100 * best.val_balanced_accuracy:.2f}%, "
             f"test {100 * best.test_balanced_accuracy:.2f}%)"
         )
+    fold = ""
+    if best.folds:  # a cross-validated row: its best run saw one fold, the table pools them all
+        fold = f" fold {best.fold + 1} of {best.folds} (the table pools every fold; this run's test is its fold alone)"
     return (
-        f"Best run: {best.name} seed {best.seed} (run {best.run_id}), validation {100 * best.val_accuracy:.2f}%, "
+        f"Best run: {best.name} seed {best.seed}{fold} (run {best.run_id}), validation {100 * best.val_accuracy:.2f}%, "
         f"test {100 * best.test_accuracy:.2f}%{balanced}."
     )
 

@@ -296,7 +296,7 @@ TABLE_HEADER = (
     f"test accuracy {INTERVAL}",
     "test balanced accuracy %",
     f"test balanced accuracy {INTERVAL}",
-    f"balanced accuracy vs best, points ({INTERVAL}; McNemar p)",
+    f"balanced accuracy vs best, points ({INTERVAL}; McNemar p of accuracy)",
     "s per run",
 )
 

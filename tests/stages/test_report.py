@@ -253,7 +253,7 @@ def column_of(cells: list[list[str]], name: str) -> list[str]:
     return [row[TABLE_HEADER.index(name)] for row in cells]
 
 
-VERSUS = "balanced accuracy vs best, points (95% interval; McNemar p)"
+VERSUS = "balanced accuracy vs best, points (95% interval; McNemar p of accuracy)"
 STATIC, CROSS_VALIDATED = "genre-suite-covers-dev", "genre-suite-covers-dev-cv3"
 
 

@@ -118,7 +118,7 @@ def test_balanced_accuracy_sits_beside_accuracy_and_ranks_the_rows() -> None:
         "test accuracy 95% interval",
         "test balanced accuracy %",
         "test balanced accuracy 95% interval",
-        "balanced accuracy vs best, points (95% interval; McNemar p)",
+        "balanced accuracy vs best, points (95% interval; McNemar p of accuracy)",
     )
     means = [TABLE_HEADER.index(name) for name in MEANS]
     cells = table_cells(rows)
@@ -178,7 +178,7 @@ def test_each_row_shows_its_pooled_test_intervals_and_its_paired_difference_from
         "n/a (no predictions logged)",
     ]
     assert column(cells, "test balanced accuracy 95% interval")[1] == "36.0 to 53.8"
-    assert column(cells, "balanced accuracy vs best, points (95% interval; McNemar p)") == [
+    assert column(cells, "balanced accuracy vs best, points (95% interval; McNemar p of accuracy)") == [
         "best",
         "-3.1 (-5.0 to -1.2; p = 0.004)",
         "n/a (no predictions logged)",
