@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from genre.data.pack import DatasetInfo, Pack, open_pack
 from genre.data.split import SPLITS, SplitFractions, stratified_split
 from genre.errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
 MAX_FOLDS, MAX_REPEATS = 50, 100
 
 
@@ -101,6 +103,9 @@ class AllCovers:
 def all_covers(root: Path, variant: str) -> AllCovers:
     """The covers of `variant` at `root`, their labels and near-copy groups (from `dataset.json`)."""
     info = DatasetInfo.read(root)
+    if info.near_copy_bits is None:
+        log.warning("%s was prepared before near-copies were looked for: its folds may split a cover from its "
+                    "twin; `genre prepare` it again to keep them together", root)  # fmt: skip
     packs = [open_pack(root, variant, split) for split in SPLITS]
     files = [name for pack in packs for name in pack.files]
     labels = np.concatenate([pack.labels for pack in packs]).astype(np.int32)
