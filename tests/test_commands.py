@@ -49,7 +49,8 @@ def test_prepare_logs_params_dataset_input_artifacts_and_figure(tracking_store: 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"samples.png", "dataset"} <= artifacts
     dataset_files = {a.path for a in client.list_artifacts(run.info.run_id, "dataset")}
-    assert dataset_files == {"dataset/split.csv", "dataset/report.json", "dataset/dataset.json"}
+    files = {"split.csv", "report.json", "dataset.json", "near_copies.csv"}
+    assert dataset_files == {f"dataset/{name}" for name in files}
     figure = Path(client.download_artifacts(run.info.run_id, "samples.png"))
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
 

@@ -75,4 +75,5 @@ def test_a_positional_setting_is_an_argument_in_its_place_with_the_fields_help(c
 
     assert (settings.a, settings.b, settings.log_run, settings.experiment) == ("cnn-covers", "rf-covers", True, "")
     text = help_text("compare", capsys)
-    assert "A model A: a run id, or an experiment name" in text and "--a " not in text and "--b " not in text
+    assert "A model A: a run id (or run ids, comma-separated, pooled), or an experiment name" in text
+    assert "--a " not in text and "--b " not in text

@@ -195,7 +195,7 @@ def test_the_server_says_when_it_answers_and_a_stop_signal_leaves_no_process(sig
         assert not any("huey" in command or "_job_runner" in command for command in commands), commands
         assert len(tree) == 3, commands  # genre, mlflow server, its uvicorn worker
         os.kill(process.pid, signum)
-        assert process.wait(timeout=60) == 0
+        assert process.wait(timeout=180) == 0  # well under a second when idle (docs/benchmarks.md); a busy machine
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
