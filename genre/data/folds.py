@@ -40,10 +40,15 @@ class FoldChoice:
     repeat: int = setting(0, f"cross-validation: which repetition of the folds, 0..{MAX_REPEATS - 1} (each reshuffles)")
 
     def __post_init__(self) -> None:
-        if self.folds == 1 or not 0 <= self.folds <= MAX_FOLDS:
-            raise ConfigError(f"'folds' must be 0 (the static split) or 2..{MAX_FOLDS}, got {self.folds}")
+        check_fold_count(self.folds)
         check_range(self, "fold", 0, max(self.folds - 1, 0), note=" (one of the folds, counted from 0)")
         check_range(self, "repeat", 0, MAX_REPEATS - 1)
+
+
+def check_fold_count(folds: int) -> None:
+    """A one-line `ConfigError` unless `folds` is 0 (the static split) or 2..MAX_FOLDS."""
+    if folds == 1 or not 0 <= folds <= MAX_FOLDS:
+        raise ConfigError(f"'folds' must be 0 (the static split) or 2..{MAX_FOLDS}, got {folds}")
 
 
 class CoverRows:

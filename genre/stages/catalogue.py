@@ -31,8 +31,9 @@ class Experiment:
     config: Any  # TrainConfig or BaselineConfig
     file: Path
 
-    def with_seed(self, seed: int) -> Experiment:
-        return dataclasses.replace(self, config=dataclasses.replace(self.config, seed=seed))
+    def with_settings(self, **changes: object) -> Experiment:
+        """The same experiment with some settings changed (a seed, a fold), checked again."""
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, **changes))
 
 
 def config_class(kind: str) -> type:

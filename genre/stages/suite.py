@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genre.config import EXPERIMENTS_DIR, build, check_range, read_config_file, setting
-from genre.data.folds import MAX_FOLDS, MAX_REPEATS
+from genre.data.folds import MAX_FOLDS, MAX_REPEATS, check_fold_count
 from genre.data.pack import DATASET_FILE, DatasetInfo
 from genre.data.prepare import PrepareConfig
 from genre.errors import ConfigError, DataError, GenreError
@@ -58,8 +58,7 @@ class SuiteConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.folds == 1 or not 0 <= self.folds <= MAX_FOLDS:
-            raise ConfigError(f"'folds' must be 0 (the static split) or 2..{MAX_FOLDS}, got {self.folds}")
+        check_fold_count(self.folds)
         check_range(self, "repeats", 1, MAX_REPEATS)
 
     @property
@@ -157,8 +156,7 @@ def plan(config: SuiteConfig, progress: bool) -> list[Planned]:
         data_digest = _dataset_digest(experiment.config.data, experiment.name, progress)
         for seed in seeds:
             for part in fold_choices(config):
-                seeded = dataclasses.replace(experiment.with_seed(seed), config=dataclasses.replace(
-                    experiment.with_seed(seed).config, **part))  # fmt: skip
+                seeded = experiment.with_settings(seed=seed, **part)
                 planned.append(
                     Planned(
                         seeded,
