@@ -186,6 +186,3 @@ def open_parts(root: Path, variant: str, choice: FoldChoice) -> dict[str, Pack]:
         )
     return packs
 
-
-def parts_digest(packs: dict[str, Pack]) -> str:
-    return split_digest({split: list(pack.files) for split, pack in packs.items()})
