@@ -185,4 +185,3 @@ def open_parts(root: Path, variant: str, choice: FoldChoice) -> dict[str, Pack]:
             [covers.files[i] for i in indices],
         )
     return packs
-
