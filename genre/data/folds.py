@@ -165,6 +165,13 @@ def fold_parts(
     return {"train": rest[assignment == "train"], "val": rest[assignment == "val"], "test": test}
 
 
+def check_folds_fit(root: Path, variant: str, choice: FoldChoice) -> None:
+    """Before a run opens: a one-line `ConfigError` when the dataset cannot be split into `choice.folds` folds
+    (more folds than its smallest genre has covers)."""
+    if choice.folds:
+        fold_parts(all_covers(root, variant), choice)
+
+
 def split_digest(parts: dict[str, list[str]]) -> str:
     """A short digest of which covers are in each part (by key): two runs with the same digest saw the same split."""
     payload = json.dumps({split: sorted(keys) for split, keys in parts.items()}, sort_keys=True)

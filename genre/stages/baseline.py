@@ -16,7 +16,7 @@ from genre import __version__
 from genre.config import setting
 from genre.data.choice import DatasetChoice
 from genre.data.feature_cache import FeatureCache
-from genre.data.folds import FoldChoice, all_covers, fold_parts, split_digest
+from genre.data.folds import FoldChoice, all_covers, check_folds_fit, fold_parts, split_digest
 from genre.data.pack import DatasetInfo, Pack, open_pack
 from genre.models.baselines import (
     FEATURE_FORMAT,
@@ -164,6 +164,7 @@ def run(
 ) -> Staged:
     """Fit and score a scikit-learn baseline in its own run."""
     ensure_dataset(config.data, progress)
+    check_folds_fit(Path(config.data), config.variant, config)  # before the run opens
     info = DatasetInfo.read(Path(config.data))
     workers = config.workers or usable_cores()
     name = None if nested else experiment_name(experiment, f"genre-{info.name}")

@@ -84,3 +84,19 @@ def test_more_folds_than_the_smallest_genre_holds_is_refused(unbalanced: Path) -
     covers = all_covers(unbalanced, "full")
     with pytest.raises(Exception, match="'folds' 13 is more than the 12 covers"):
         fold_parts(covers, FoldChoice(folds=13, fold=0))
+
+
+def test_too_many_folds_are_refused_in_one_line_before_any_run_opens(
+    unbalanced: Path, tracking_store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from genre.cli import main
+
+    for command in (["baseline", "--model", "rf"], ["train", "--epochs", "1"]):
+        assert main([*command, "--data", str(unbalanced), "--folds", "13", "-q"]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.endswith("'folds' 13 is more than the 12 covers of the dataset's smallest genre: use at most 12")
+        assert len(error.splitlines()) == 1
+    client = MlflowClient(tracking_store)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
