@@ -445,8 +445,9 @@ def decode_all(
             for start, stop in task_runs(len(paths), workers)
         ]
         for stop, task in tasks:
-            part = [reason for reason, _ in task.result()]
-            hashes.extend(image_hash for _, image_hash in task.result())
+            decoded = task.result()
+            part = [reason for reason, _ in decoded]
+            hashes.extend(image_hash for _, image_hash in decoded)
             reasons.extend(part)
             if on_decoded is not None:
                 on_decoded(stop, part)
