@@ -63,6 +63,24 @@ class FeatureCache:
         self._write(path, features)
         return features, False
 
+    def read_note(self, name: str) -> dict | None:
+        """A JSON note kept beside the features (what their columns are), or None when there is none."""
+        try:
+            return json.loads((self.folder / f"{name}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write_note(self, name: str, data: Mapping[str, Any]) -> None:
+        """Keep a JSON note beside the features; an unwritable folder only warns, as for the features."""
+        path = self.folder / f"{name}.json"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(dict(data), sort_keys=True) + "\n")
+            partial.replace(path)
+        except OSError as error:
+            log.warning("could not keep %s (%s)", path, error)
+
     def _write(self, path: Path, features: np.ndarray) -> None:
         """Atomically, so a killed run leaves either the whole file or none; an unwritable folder only warns."""
         try:

@@ -30,10 +30,16 @@ class AugmentSpec:
     random_crop_area: float = setting(0.8, "smallest share of the image a random crop keeps (1 = no cropping)")
     flip: bool = setting(False, "random horizontal flips (off for digits, whose mirror images are other shapes)")
     color_jitter: float = setting(0.0, "strength of random brightness, contrast and saturation changes (0 = off)")
+    mixup_alpha: float = setting(
+        0.0,
+        "mixup: train on blends of two covers of a batch and of their labels, the blend's weight drawn from "
+        "Beta(alpha, alpha) per batch (0 = off; 0.2-0.4 is usual)",
+    )
 
     def __post_init__(self) -> None:
         check_range(self, "random_crop_area", 0.0, 1.0, low_open=True, note=" (1 = no cropping)")
         check_range(self, "color_jitter", 0.0, 1.0, note=" (0 = off)")
+        check_range(self, "mixup_alpha", 0.0, 10.0, note=" (0 = off)")
 
     @property
     def active(self) -> bool:
@@ -54,6 +60,12 @@ def draw_augmentation(count: int, spec: AugmentSpec, rng: np.random.Generator) -
     affine = np.stack([scale * mirror, np.zeros(count), shift_x, np.zeros(count), scale, shift_y], axis=1)
     jitter = rng.uniform(1.0 - spec.color_jitter, 1.0 + spec.color_jitter, size=(count, 3))
     return np.concatenate([affine, jitter], axis=1).astype(np.float32)
+
+
+def draw_mixup(count: int, alpha: float, rng: np.random.Generator) -> tuple[float, np.ndarray]:
+    """mixup (Zhang et al. 2018): the weight of a batch's own images, drawn from Beta(alpha, alpha), and each
+    image's partner in the batch (a permutation), from the caller's random stream."""
+    return float(rng.beta(alpha, alpha)), rng.permutation(count)
 
 
 def augment(batch: nd.NDArray, parameters: np.ndarray, side: int | None = None) -> nd.NDArray:

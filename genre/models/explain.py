@@ -142,7 +142,8 @@ def find_layers(symbol: mx.sym.Symbol, side: int, maps: str | None = None) -> La
 
 
 def _is_map(shape: tuple[int, ...]) -> bool:
-    return len(shape) == 4 and shape[2] * shape[3] > 1
+    """A `(1, C, h, w)` map of one cover: not one of a graph that stacks views of it (a mirrored copy) in the batch."""
+    return len(shape) == 4 and shape[0] == 1 and shape[2] * shape[3] > 1
 
 
 def _classifier_node(graph: dict) -> int:

@@ -5,6 +5,7 @@ and scored in a run of its own. The stage reads the packs and keeps network feat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,19 +16,22 @@ import numpy as np
 from genre import __version__
 from genre.config import setting
 from genre.data.choice import DatasetChoice
-from genre.data.feature_cache import FeatureCache
+from genre.data.feature_cache import CACHE_FOLDER, FeatureCache
 from genre.data.folds import FoldChoice, all_covers, check_folds_fit, fold_parts, split_digest
 from genre.data.pack import DatasetInfo, Pack, open_pack
+from genre.errors import ConfigError
 from genre.models.baselines import (
     FEATURE_FORMAT,
     BaselineResult,
     BaselineSpec,
+    FeatureLayout,
     describe_pixels,
     fit_and_score,
     network_describer,
     pixel_features,
     pixel_side,
 )
+from genre.models.inputs import NetworkInput
 from genre.predictions import CoverPredictions
 from genre.runtime import usable_cores
 from genre.stages.common import (
@@ -77,8 +81,14 @@ class FittedBaseline:
         return split_digest(self.files)
 
 
-def feature_description(config: BaselineConfig, info: DatasetInfo) -> dict[str, object]:
-    """What network features depend on: the packs' content, the backbone and its weights (the cache's key)."""
+VIEWS = {"centre": (False,), "mirror": (False, True)}  # a view: whether the covers are mirrored
+
+
+def feature_description(
+    config: BaselineConfig, info: DatasetInfo, network: str, style: bool = False, mirror: bool = False
+) -> dict[str, object]:
+    """What one backbone's features depend on: the packs' content, the backbone and its weights, whether they carry
+    style statistics and whether the covers are mirrored (the cache's key)."""
     weights: object = "pretrained" if config.pretrained else None
     if config.pretrained_params:
         path = Path(config.pretrained_params).expanduser()
@@ -86,32 +96,84 @@ def feature_description(config: BaselineConfig, info: DatasetInfo) -> dict[str, 
         weights = {"file": str(path.resolve()), "bytes": stat.st_size if stat else None,
                    "modified": stat.st_mtime_ns if stat else None}  # fmt: skip
     packs = {key: value for key, value in info.pack_digests.items() if key.startswith(f"{config.variant}/")}
-    return {"packs": packs, "network": config.network.strip().lower(), "weights": weights, "format": FEATURE_FORMAT}
+    described = {"packs": packs, "network": network, "weights": weights, "format": FEATURE_FORMAT}
+    return described | ({"style": True} if style else {}) | ({"mirror": True} if mirror else {})
 
 
-def network_features(
-    config: BaselineConfig, packs: dict[str, Pack], cache: FeatureCache | None
-) -> tuple[dict[str, np.ndarray], int]:
-    """Each split's network features, from `cache` where it has them; returns them and how many were computed.
-
-    The network is built only when some split is missing from the cache.
-    """
+def backbone_features(
+    config: BaselineConfig, network: str, packs: dict[str, Pack], cache: FeatureCache | None, style: bool, mirror: bool
+) -> tuple[dict[str, np.ndarray], FeatureLayout | None, int]:
+    """One backbone's features of each split in one view, from `cache` where it has them; their layout (with
+    `style`), and how many splits were computed. The network is built only when something is missing."""
     describe = None
+
+    def describer(side: int):
+        nonlocal describe
+        describe = describe or network_describer(config, network, side, style, mirror)
+        return describe
+
     features: dict[str, np.ndarray] = {}
     computed = 0
     for split, pack in packs.items():
 
         def compute(pack: Pack = pack) -> np.ndarray:
-            nonlocal describe
-            describe = describe or network_describer(config, pack.images.shape[1])
-            return describe(pack.images)
+            return describer(pack.images.shape[1])(pack.images)
 
         if cache is None:
             features[split], cached = compute(), False
         else:
             features[split], cached = cache.load_or_compute(config.variant, split, len(pack), compute)
         computed += not cached
-    return features, computed
+    layout = None
+    if style:
+        noted = cache.read_note("layout") if cache is not None else None
+        if describe is not None or noted is None:
+            layout = describer(packs["train"].images.shape[1]).layout
+            if cache is not None:
+                cache.write_note("layout", layout.to_json())
+        else:
+            layout = FeatureLayout.from_json(noted)
+    return features, layout, computed
+
+
+def network_features(
+    config: BaselineConfig, packs: dict[str, Pack], info: DatasetInfo, root: Path
+) -> tuple[dict[str, np.ndarray], int]:
+    """Each split's network features: per backbone, its pooled vector and the style statistics of its last
+    `style_blocks` blocks, averaged over the views; the backbones side by side. Returns them and how many
+    (backbone, view, split) matrices were computed rather than read from the dataset's feature cache."""
+    last = config.last_blocks()
+    style = last != 0
+    computed, per_network = 0, []
+    for network in config.networks:
+        views = []
+        for mirror in VIEWS[config.views]:
+            description = feature_description(config, info, network, style, mirror)
+            cache = FeatureCache(root, description) if config.cache_features else None
+            features, layout, count = backbone_features(config, network, packs, cache, style, mirror)
+            views.append(features)
+            computed += count
+        averaged = {split: np.mean([view[split] for view in views], axis=0, dtype=np.float32) for split in packs}
+        if layout is not None:
+            columns = layout.columns(len(layout.blocks) if last is None else last)
+            averaged = {split: matrix[:, columns] for split, matrix in averaged.items()}
+        per_network.append(averaged)
+    return {split: np.concatenate([part[split] for part in per_network], axis=1) for split in packs}, computed
+
+
+def describe_network_features(config: BaselineConfig, width: int) -> str:
+    """What the classifier sees, in words: `efficientnet_lite0 features (1280)`,
+    `efficientnet_lite0 + style statistics of every block, centre and mirror features (4896)`."""
+    last = config.last_blocks()
+    style = (
+        ""
+        if last == 0
+        else " + style statistics of every block"
+        if last is None
+        else f" + style statistics of the last {last} blocks"
+    )
+    views = ", centre and mirror" if config.views == "mirror" else ""
+    return f"{' + '.join(config.networks)}{style}{views} features ({width})"
 
 
 def split_features(
@@ -122,12 +184,10 @@ def split_features(
     Network features are kept in the feature cache of the dataset at `root` when `config.cache_features`.
     """
     if config.features == "network":
-        cache = FeatureCache(root, feature_description(config, info)) if config.cache_features else None
-        features, computed = network_features(config, packs, cache)
-        if cache is not None:
-            log.info("%s features: %d of %d splits computed, the rest from %s", config.network, computed,
-                     len(packs), cache.folder)  # fmt: skip
-        return features, f"{config.network} features ({features['train'].shape[1]})"
+        features, computed = network_features(config, packs, info, root)
+        log.info("%s features: %d of %d matrices computed, the rest from %s/%s", config.network, computed,
+                 len(packs) * len(config.networks) * len(VIEWS[config.views]), root, CACHE_FOLDER)  # fmt: skip
+        return features, describe_network_features(config, features["train"].shape[1])
     side = pixel_side(config, packs["train"].images.shape[1])
     features = {split: pixel_features(pack.images, side, config.grayscale) for split, pack in packs.items()}
     return features, describe_pixels(side, config.grayscale)
@@ -143,14 +203,16 @@ def fit(config: BaselineConfig, workers: int) -> FittedBaseline:
     features, described = split_features(config, packs, DatasetInfo.read(root), root)
     labels = {split: pack.labels for split, pack in packs.items()}
     files = {split: list(pack.files) for split, pack in packs.items()}
+    covers = all_covers(root, config.variant)
+    train_groups = covers.groups[: len(packs["train"])]  # the covers are in pack order: train first
     if config.folds:
-        covers = all_covers(root, config.variant)
         everything = np.concatenate([features[split] for split in SPLITS])
         parts = fold_parts(covers, config)
         features = {split: everything[indices] for split, indices in parts.items()}
         labels = {split: covers.labels[indices] for split, indices in parts.items()}
         files = {split: [covers.files[i] for i in indices] for split, indices in parts.items()}
-    result = fit_and_score(config, features, labels, packs["train"].genres, described, workers)
+        train_groups = covers.groups[parts["train"]]
+    result = fit_and_score(config, features, labels, packs["train"].genres, described, workers, train_groups)
     return FittedBaseline(result, files, labels)
 
 
@@ -196,6 +258,7 @@ def log_baseline(tracker: Tracker, config: BaselineConfig, fitted: FittedBaselin
     for split, score in result.scores.items():
         metrics |= balanced_metrics(split, score.confusion, result.genres)
     metrics["fit_seconds"] = result.fit_seconds
+    metrics |= {f"chosen_{name}": value for name, value in result.chosen.items()}  # e.g. chosen_logreg_c
     tracker.log_metrics(metrics)
     for split in ("val", "test"):
         score = result.scores[split]
@@ -205,6 +268,40 @@ def log_baseline(tracker: Tracker, config: BaselineConfig, fitted: FittedBaselin
         labels = fitted.labels[split]
         predictions = CoverPredictions(fitted.files[split], result.genres, labels, score.predicted, score.probabilities)
         log_predictions(tracker, split, predictions)
+    if loggable_model(config):
+        log_feature_model(tracker, config, result, info)
+
+
+def loggable_model(config: BaselineConfig) -> bool:
+    """Whether the baseline is logged as a cover model: a logistic regression (a linear map with probabilities) on
+    network features. A forest is no linear map, the SVM gives no probabilities, and pixels need no network."""
+    return config.features == "network" and config.model == "logreg"
+
+
+def log_feature_model(tracker: Tracker, config: BaselineConfig, result: BaselineResult, info: DatasetInfo) -> None:
+    """The fitted baseline as one network (`genre.models.feature_network`) logged as the run's `model`, a cover
+    model like a trained network's; a backbone not laid out as `features` then a Dense layer (GluonCV's ResNets)
+    cannot be folded so, and the run says so and logs none."""
+    from genre.cover_model import log_cover_model
+    from genre.models.feature_network import PIXELS, feature_network
+    from genre.models.networks import NetworkSpec
+    from genre.stages.train import example_image
+
+    specs = [NetworkSpec(model=name, pretrained=config.pretrained, pretrained_params=config.pretrained_params)
+             for name in config.networks]  # fmt: skip
+    mirror = config.views == "mirror"
+    try:
+        net = feature_network(
+            specs, info.image_size, config.last_blocks(), mirror, result.classifier, len(result.genres)
+        )
+    except ConfigError as error:
+        log.warning("no model logged: %s", error)
+        return
+    network = NetworkInput(info.image_size, PIXELS.mean, PIXELS.std)
+    example = example_image(config)
+    tracker.log_model(
+        functools.partial(log_cover_model, net, result.genres, info.image_size, example, name="model", network=network)
+    )
 
 
 def command(config: BaselineConfig, experiment: str | None, config_file: Path | None, progress: bool = False) -> int:

@@ -78,9 +78,17 @@ RUN_OF_VERSION = frozenset({"seed", "fold", "repeat"})
 
 def config_digest(config: Any, seed: bool = True) -> str:
     """A short digest of the settings that decide what a run learns (`seed=False` leaves out the seed and the fold
-    and repeat of a cross-validation, which the runs of one version of an experiment differ by)."""
+    and repeat of a cross-validation, which the runs of one version of an experiment differ by).
+
+    Settings at their default are left out too, so a new setting (whose default keeps the old behaviour) does not
+    make every finished suite run look like another version."""
     left_out = NOT_IDENTITY | (set() if seed else RUN_OF_VERSION)
-    settings = {key: value for key, value in dataclasses.asdict(config).items() if key not in left_out}
+    defaults = {field.name: field.default for field in dataclasses.fields(config)}
+    settings = {
+        key: value
+        for key, value in dataclasses.asdict(config).items()
+        if key not in left_out and value != defaults[key]
+    }
     text = json.dumps({"class": type(config).__name__, **settings}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -13,6 +13,7 @@ from genre.data.choice import DatasetChoice
 from genre.data.folds import FoldChoice
 from genre.data.transforms import AugmentSpec
 from genre.errors import ConfigError
+from genre.models.baselines import PROBE_C
 from genre.models.spec import NetworkSpec, require_loaded_weights
 from genre.training.checkpoint import DEFAULT_CHECKPOINT_DIR
 
@@ -44,6 +45,9 @@ class TrainConfig(NetworkSpec, AugmentSpec, FoldChoice, DatasetChoice):
         False,
         "start the output layer from a logistic regression on the pretrained features of the training split, then "
         "fine-tune (LP-FT; needs pretrained weights)",
+    )
+    probe_c: float = setting(
+        PROBE_C, "with --probe-head: inverse L2 strength of the starting probe's logistic regression (smaller = softer)"
     )
     label_smoothing: float = setting(0.0, "share of each label's target spread evenly over the genres (0 = none)")
     crop_size: int = setting(
@@ -87,6 +91,7 @@ class TrainConfig(NetworkSpec, AugmentSpec, FoldChoice, DatasetChoice):
         check_range(self, "freeze_epochs", 0, note=" (0 = none)")
         require_loaded_weights(self, "freeze_epochs", "holds a loaded backbone still")
         require_loaded_weights(self, "probe_head", "fits the output layer on pretrained features")
+        check_range(self, "probe_c", 0.0, low_open=True)
         check_range(self, "label_smoothing", 0.0, 1.0, high_open=True)
         if self.crop_size < 0 or 0 < self.crop_size < 8:
             raise ConfigError(f"'crop_size' must be 0 (automatic) or at least 8 pixels, got {self.crop_size}")

@@ -17,7 +17,7 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from genre.data.iterator import ChunkedIterator
-from genre.data.transforms import AugmentSpec, training_input
+from genre.data.transforms import AugmentSpec, draw_mixup, training_input
 from genre.errors import GenreError
 from genre.metrics import accuracy, balanced_accuracy, macro_f1, per_genre_recall, top_k_accuracy
 from genre.models.inputs import NetworkInput, network_input
@@ -101,6 +101,26 @@ def _check_finite(loss_sum: float, epoch: int, batch: int) -> None:
         )
 
 
+def _forward(
+    net: gluon.HybridBlock,
+    images: nd.NDArray,
+    labels: nd.NDArray,
+    augment: AugmentSpec,
+    rng: np.random.Generator,
+    network: NetworkInput | None,
+    loss_fn: gluon.loss.Loss,
+) -> tuple[nd.NDArray, nd.NDArray]:
+    """Outputs and per-example losses of one shard; with mixup, of blended covers against both labels."""
+    inputs = training_input(images, augment, rng, network)
+    if not augment.mixup_alpha:
+        outputs = net(inputs)
+        return outputs, loss_fn(outputs, labels)
+    weight, partner = draw_mixup(len(labels), augment.mixup_alpha, rng)
+    partner = nd.array(partner, ctx=inputs.context)
+    outputs = net(weight * inputs + (1.0 - weight) * inputs.take(partner))
+    return outputs, weight * loss_fn(outputs, labels) + (1.0 - weight) * loss_fn(outputs, labels.take(partner))
+
+
 def train_one_epoch(
     net: gluon.HybridBlock,
     trainer: gluon.Trainer,
@@ -126,8 +146,8 @@ def train_one_epoch(
     loss_sum, correct, images, synced = 0.0, 0.0, 0, 0
     for index, batch in enumerate(batches.epoch(epoch)):
         with autograd.record():
-            outputs = [net(training_input(x, augment, augment_rng, network)) for x, _ in batch.shards]
-            losses = [loss_fn(out, y) for out, (_, y) in zip(outputs, batch.shards, strict=True)]
+            scored = [_forward(net, x, y, augment, augment_rng, network, loss_fn) for x, y in batch.shards]
+            outputs, losses = [out for out, _ in scored], [loss for _, loss in scored]
         for loss in losses:
             loss.backward()
         if len(batch.shards) < device_count:

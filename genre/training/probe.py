@@ -44,7 +44,9 @@ def pooled_features(features: gluon.Block, batches: ChunkedIterator, network: Ne
     return np.concatenate(parts), np.concatenate(labels)
 
 
-def fit_probe_head(net: gluon.Block, batches: ChunkedIterator, network: NetworkInput, classes: int, seed: int) -> float:
+def fit_probe_head(
+    net: gluon.Block, batches: ChunkedIterator, network: NetworkInput, classes: int, seed: int, c: float = PROBE_C
+) -> float:
     """Set `net.output` to a logistic regression fitted on the features of `batches`; returns its training accuracy.
 
     The regression is fitted on standardised features (as the `logreg` baseline is), then folded into the Dense
@@ -60,7 +62,7 @@ def fit_probe_head(net: gluon.Block, batches: ChunkedIterator, network: NetworkI
         )
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
-    probe = LogisticRegression(C=PROBE_C, max_iter=2000, random_state=seed).fit((x - mean) / scale, y)
+    probe = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit((x - mean) / scale, y)
     weight = probe.coef_ / scale
     bias = probe.intercept_ - weight @ mean
     output.weight.set_data(weight.astype(np.float32))

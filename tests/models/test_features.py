@@ -112,3 +112,72 @@ def test_a_second_baseline_on_the_same_features_reads_them_from_the_cache(
     by_model = {run.data.params["config.model"]: run for run in found}
     assert set(by_model) == {"logreg", "svm"}
     assert by_model["logreg"].data.metrics["test_accuracy"] > 0.3  # a linear probe on random-weight features
+
+
+# Style statistics: EfficientNet-Lite0 with its ImageNet weights (a regular dependency) on small covers.
+LITE0 = NetworkSpec(model="efficientnet_lite0", pretrained=True)
+
+
+def test_the_blocks_of_lite0_are_its_sixteen_inverted_residuals() -> None:
+    from genre.models.features import block_positions
+    from genre.models.networks import build_network, feature_block
+
+    features = feature_block(build_network(LITE0, 2, [mx.cpu()], 64))
+
+    assert block_positions(features) == list(range(3, 19))  # after the stem's conv, batch norm and activation
+
+
+def test_style_statistics_are_each_block_map_s_channel_mean_and_standard_deviation() -> None:
+    from genre.models.features import STATS_EPSILON, build_describer
+    from genre.models.inputs import NetworkInput, network_input
+
+    pixels = np.random.default_rng(3).integers(0, 256, size=(4, 72, 72, 3), dtype=np.uint8)
+    describer, layout = build_describer(LITE0, 72, mx.cpu(), last_blocks=2)
+
+    described = describer(mx.nd.array(pixels.transpose(0, 3, 1, 2) / 255.0)).asnumpy()
+
+    lite = NetworkInput(72, describer.mean.data().asnumpy().ravel(), describer.std.data().asnumpy().ravel())
+    x = network_input(mx.nd.array(pixels, dtype="uint8"), lite)
+    maps = []
+    for index in range(len(describer.features)):
+        x = describer.features[index](x)
+        if index in (17, 18):
+            maps.append(x.asnumpy())
+    expected = [x.asnumpy()]
+    for block in maps:
+        expected += [block.mean(axis=(2, 3)), np.sqrt(block.var(axis=(2, 3)) + STATS_EPSILON)]
+    assert layout.blocks == (192, 320) and layout.pooled == 1280 and described.shape == (4, layout.width)
+    np.testing.assert_allclose(described, np.concatenate(expected, axis=1), rtol=1e-3, atol=1e-4)
+
+
+def test_the_describer_crops_the_centre_as_evaluation_does_and_mirror_averages_the_two_views() -> None:
+    from genre.data.transforms import fit_to_side
+    from genre.models.features import CoverDescriber, build_describer
+    from genre.models.inputs import NetworkInput, to_float_nchw
+
+    pixels = np.random.default_rng(4).integers(0, 256, size=(3, 80, 80, 3), dtype=np.uint8)
+    plain, _ = build_describer(LITE0, 64, mx.cpu(), last_blocks=1)
+    cropping = CoverDescriber(plain.features, NetworkInput(64, (0.5,) * 3, (0.5,) * 3), 80, tuple(plain.taps))
+    cropping.params.initialize(ctx=mx.cpu())
+    centre = fit_to_side(to_float_nchw(mx.nd.array(pixels, dtype="uint8")), 64)
+    own = CoverDescriber(plain.features, NetworkInput(64, (0.5,) * 3, (0.5,) * 3), 64, tuple(plain.taps))
+    own.params.initialize(ctx=mx.cpu())
+    np.testing.assert_allclose(cropping(to_float_nchw(mx.nd.array(pixels, dtype="uint8"))).asnumpy(),
+                               own(centre).asnumpy(), rtol=1e-5, atol=1e-5)  # fmt: skip
+
+    mirrored, _ = build_describer(LITE0, 64, mx.cpu(), last_blocks=1, mirror=True)
+    small = to_float_nchw(mx.nd.array(pixels[:, :64, :64], dtype="uint8"))
+    both = (plain(small) + plain(small.flip(axis=3))) / 2
+    np.testing.assert_allclose(mirrored(small).asnumpy(), both.asnumpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_layout_keeps_the_pooled_vector_and_the_last_blocks_statistics() -> None:
+    from genre.models.baselines import FeatureLayout
+
+    layout = FeatureLayout(pooled=4, blocks=(2, 3))  # columns: 4 pooled, 2 + 2 of the first block, 3 + 3 of the last
+
+    assert layout.width == 14
+    assert list(layout.columns(0)) == [0, 1, 2, 3]
+    assert list(layout.columns(1)) == [0, 1, 2, 3, 8, 9, 10, 11, 12, 13]
+    assert list(layout.columns(5)) == list(range(14))
+    assert FeatureLayout.from_json(layout.to_json()) == layout

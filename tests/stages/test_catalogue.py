@@ -114,3 +114,18 @@ def test_the_config_digest_ignores_where_a_run_works_but_not_what_it_learns() ->
     assert len({config_digest(config, seed=False) for config in folds}) == 1
     assert config_digest(folds[0], seed=False) != config_digest(base, seed=False)  # cross-validated is another version
     assert config_digest(base) != config_digest(TrainConfig(learning_rate=0.01))
+
+
+def test_a_new_setting_at_its_default_leaves_every_digest_as_it_was() -> None:
+    """A suite resumes its finished runs after the project gains a setting (whose default keeps the old behaviour)."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Later(TrainConfig):
+        a_later_setting: float = 0.0
+
+    Later.__name__ = TrainConfig.__name__  # the same class, one setting more
+
+    assert config_digest(Later(learning_rate=0.01)) == config_digest(TrainConfig(learning_rate=0.01))
+    assert config_digest(Later(learning_rate=0.01, a_later_setting=0.5)) != config_digest(
+        TrainConfig(learning_rate=0.01)
+    )

@@ -153,7 +153,7 @@ def test_a_param_logged_twice_with_another_value_is_caught_as_mlflow_would() -> 
 def test_a_second_fold_of_a_feature_baseline_extracts_nothing(digits16: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     described: list[int] = []
 
-    def describer(config: object, image_size: int):
+    def describer(config: object, network: str, image_size: int, style: bool = False, mirror: bool = False):
         def describe(images: np.ndarray) -> np.ndarray:
             described.append(len(images))
             return np.asarray(images, dtype=np.float32).reshape(len(images), -1)[:, ::7]
