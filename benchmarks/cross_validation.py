@@ -9,7 +9,8 @@ The pack (prepared beforehand: `genre prepare --dataset covers-discogs`) is link
 feature cache starts empty there and the real one is untouched. Then, in one process, with no tracking store:
 
 - fold 1: `genre.stages.baseline.fit` with `--folds K --fold 0`: extracts the backbone's features for every cover
-  of the static packs (into the temporary cache) and fits the classifier on the fold;
+  of the static packs (into the temporary cache; each backbone and view once) and fits the classifier on the fold
+  (with `logreg_cs`, its inner cross-validation too);
 - folds 2..K: the same with `--fold k`; each must extract nothing (the script fails if one does);
 - the static split from the same cache: the baseline these fold fits compare with (one fit on 80% of the covers).
 
@@ -76,8 +77,8 @@ def main() -> int:
         root = linked_pack(source, Path(folder) / source.name)
         original = baseline.network_describer
 
-        def counting(spec, size):
-            describe = original(spec, size)
+        def counting(*args, **kwargs):
+            describe = original(*args, **kwargs)
 
             def counted(images):
                 extracted.append(len(images))
@@ -91,7 +92,7 @@ def main() -> int:
             before = sum(extracted)
             settings = dataclasses.replace(config, data=str(root), folds=args.folds, fold=fold)
             fitted, wall, others = timed(lambda settings=settings: baseline.fit(settings, workers=os.cpu_count() or 1))
-            new = sum(extracted) - before
+            new = (sum(extracted) - before) // (len(config.networks) * len(baseline.VIEWS[config.views]))
             covers = covers or sum(len(files) for files in fitted.files.values())
             test = fitted.result.scores["test"]
             what = f"fold {fold + 1}/{args.folds}" + (" (extracts every cover's features)" if new else " (cached)")

@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass
 class Objective:
-    """Optuna's objective: sample settings, train them as a nested train-stage run, return the best validation
-    accuracy. Each trial's run records every resolved setting, what the sampler chose (`trial.*`) and how the trial
-    ended (`trial_state`)."""
+    """Optuna's objective: sample settings, train them as a nested train-stage run, return the best epoch's
+    validation accuracy or balanced accuracy (the space's `objective`). Each trial's run records every resolved
+    setting, what the sampler chose (`trial.*`) and how the trial ended (`trial_state`)."""
 
     space: SearchSpace
     study_name: str
@@ -65,7 +65,7 @@ class Objective:
             )
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
-            trial.report(metrics["val_accuracy"], epoch)
+            trial.report(metrics[self.space.objective], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
@@ -83,7 +83,8 @@ class Objective:
             raise
         self._ended(opened, "COMPLETE")
         assert staged is not None  # a trial is never a distributed worker
-        return staged.result.validation.accuracy
+        validation = staged.result.validation
+        return validation.balanced_accuracy if self.space.objective == "val_balanced_accuracy" else validation.accuracy
 
     @staticmethod
     def _ended(opened: list[str], state: str) -> None:
@@ -195,7 +196,7 @@ def log_tune_start(tracker: Tracker, config: TuneConfig, space: SearchSpace, inf
     tracker.log_params(
         config_params(dataclasses.asdict(config) | {"study": config.study_name, "storage": config.storage_url})
         | dataset_facts(info)
-        | {"space_file": space.source}
+        | {"space_file": space.source, "objective": space.objective}
         | library_versions()
     )
     tracker.set_tags(dataset_tags(info))

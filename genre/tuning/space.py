@@ -2,6 +2,7 @@
 
     base: convnet-digits            # a named experiment (experiments/<name>.yaml) the trials start from
     settings: {epochs: 6}           # fixed overrides of the base
+    objective: val_balanced_accuracy # what a trial maximises: val_accuracy (the default) or val_balanced_accuracy
     parameters:
       learning_rate: {float: [0.002, 0.1], log: true}
       batch_size: {categorical: [32, 64, 128]}
@@ -24,6 +25,9 @@ from genre.errors import ConfigError
 from genre.training.config import TrainConfig
 
 KINDS = ("float", "int", "categorical")
+# What a trial maximises, per epoch for the pruner and at its best epoch for the sampler: the validation split's
+# accuracy (the original study's number), or its balanced accuracy (real cover sets are unbalanced).
+OBJECTIVES = ("val_accuracy", "val_balanced_accuracy")
 OPTIONS = {"log", "step", "repeat", "when"}
 
 
@@ -49,6 +53,7 @@ class SearchSpace:
     base: dict[str, Any]
     parameters: tuple[Parameter, ...]
     source: str = ""
+    objective: str = OBJECTIVES[0]
 
     def base_config(self) -> TrainConfig:
         return build(TrainConfig, (self.source, self.base))
@@ -97,9 +102,14 @@ def load_space(name_or_path: str) -> SearchSpace:
     path = find_config_file(name_or_path, "spaces")
     where = str(path)
     raw = read_config_file(path)
-    unknown = set(raw) - {"base", "settings", "parameters"}
+    unknown = set(raw) - {"base", "settings", "parameters", "objective"}
     if unknown:
-        raise ConfigError(f"{where}: unknown key '{sorted(unknown)[0]}'; a space has base, settings and parameters")
+        raise ConfigError(
+            f"{where}: unknown key '{sorted(unknown)[0]}'; a space has base, settings, objective and parameters"
+        )
+    objective = str(raw.get("objective") or OBJECTIVES[0])
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"{where}: 'objective' must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     base: dict[str, Any] = {}
     if raw.get("base"):
         base_path = find_config_file(str(raw["base"]), "")
@@ -124,7 +134,7 @@ def load_space(name_or_path: str) -> SearchSpace:
             )
         parameters.append(_parameter(name, spec, where, known))
         known.add(name)
-    return SearchSpace(base, tuple(parameters), where)
+    return SearchSpace(base, tuple(parameters), where, objective)
 
 
 def _active(parameter: Parameter, chosen: dict[str, Any], base: dict[str, Any]) -> bool:

@@ -82,3 +82,38 @@ def test_a_study_prints_a_line_per_trial_with_an_eta_and_each_trial_s_epochs(tra
     quiet = ["tune", "-q", "--space", str(space), "--study", "said", "--n-trials", "1", "--pruner", "none"]
     assert main(quiet) == 0  # the same study, one trial more, and not a line of progress
     assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith(("trial", "epoch"))]
+
+
+def test_a_space_s_objective_is_what_its_trials_report_and_return(unbalanced_covers, tracking_store: str, tmp_path):
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    space = tmp_path / "balanced.yaml"
+    space.write_text(
+        f"settings: {{data: {unbalanced_covers}, epochs: 2, batch_size: 16, conv_filters: '8', dense_units: '16'}}\n"
+        "objective: val_balanced_accuracy\n"
+        "parameters:\n"
+        "  learning_rate: {float: [0.005, 0.05], log: true}\n"
+    )
+
+    assert (
+        main(["tune", "-q", "--space", str(space), "--study", "balanced", "--n-trials", "1", "--pruner", "none"]) == 0
+    )
+
+    (trial,) = optuna.load_study(study_name="balanced", storage="sqlite:///optuna.db").trials
+    client = MlflowClient(tracking_store)
+    run_id = trial.user_attrs["mlflow_run_id"]
+    assert trial.value == pytest.approx(client.get_run(run_id).data.metrics["best_val_balanced_accuracy"])
+    history = {m.step: m.value for m in client.get_metric_history(run_id, "val_balanced_accuracy") if m.step > 0}
+    assert set(history) == {1, 2} and trial.intermediate_values == pytest.approx(history)  # what the pruner saw
+
+
+def test_an_unknown_objective_is_refused_naming_the_key(tmp_path) -> None:
+    from genre.errors import ConfigError
+    from genre.tuning.space import load_space
+
+    space = tmp_path / "space.yaml"
+    space.write_text("objective: test_accuracy\nparameters:\n  learning_rate: {float: [0.005, 0.05]}\n")
+
+    with pytest.raises(ConfigError, match="'objective' must be one of val_accuracy, val_balanced_accuracy"):
+        load_space(str(space))
