@@ -170,7 +170,9 @@ def run(config: TuneConfig, experiment: str | None = None, progress: bool = Fals
         log_tune_start(parent, config, space, info)
         objective = Objective(space, config.study_name, config.checkpoint_dir, train.example_image(base), progress)
         callbacks: list[Any] = [
-            lambda study, trial: log_study_progress(parent, study, trial.number, sampler.effective_seed)
+            lambda study, trial: log_study_progress(
+                parent, study, trial.number, sampler.effective_seed, space.objective
+            )
         ]
         if progress:  # its clock starts here, with the study's timeout
             callbacks.append(StudyProgress(config.n_trials, config.timeout))
@@ -182,7 +184,7 @@ def run(config: TuneConfig, experiment: str | None = None, progress: bool = Fals
             callbacks=callbacks,
             gc_after_trial=True,
         )
-        best_run = log_study_result(parent, study)
+        best_run = log_study_result(parent, study, space.objective)
         if config.register and best_run:
             from genre.tracking.registry import register_model
 
@@ -204,10 +206,15 @@ def log_tune_start(tracker: Tracker, config: TuneConfig, space: SearchSpace, inf
 
 
 def log_study_progress(
-    tracker: Tracker, study: optuna.Study, trial_number: int, sampler_seed: int | None = None
+    tracker: Tracker,
+    study: optuna.Study,
+    trial_number: int,
+    sampler_seed: int | None = None,
+    objective: str = "val_accuracy",
 ) -> None:
-    """After each trial: the best value so far and how many trials ended in each state; and the seed this
-    invocation's sampler drew with (`sampler_seed`, which differs from `--seed` unless the invocation ran trial 0)."""
+    """After each trial: the best value so far (`best_<objective>`, e.g. `best_val_accuracy`) and how many trials
+    ended in each state; and the seed this invocation's sampler drew with (`sampler_seed`, which differs from
+    `--seed` unless the invocation ran trial 0)."""
     if sampler_seed is not None:
         tracker.log_params({"sampler_seed": sampler_seed})  # the same value after every trial: MLflow accepts it
     states = [trial.state.name for trial in study.get_trials(deepcopy=False)]
@@ -215,11 +222,11 @@ def log_study_progress(
         f"trials_{state.lower()}": states.count(state) for state in ("COMPLETE", "PRUNED", "FAIL")
     }
     if "COMPLETE" in states:
-        metrics["best_val_accuracy"] = study.best_value
+        metrics[f"best_{objective}"] = study.best_value
     tracker.log_metrics(metrics, step=trial_number)
 
 
-def log_study_result(tracker: Tracker, study: optuna.Study) -> str | None:
+def log_study_result(tracker: Tracker, study: optuna.Study, objective: str = "val_accuracy") -> str | None:
     """The best trial (value, params, the run holding its model) and the study's figures; returns that run id."""
     import logging
     import warnings
@@ -237,7 +244,7 @@ def log_study_result(tracker: Tracker, study: optuna.Study) -> str | None:
             {"best_trial_number": str(best.number), "best_trial_run_id": str(best_run),
              "best_model_uri": f"runs:/{best_run}/model"}
         )  # fmt: skip
-        tracker.log_metrics({"best_val_accuracy": best.value})
+        tracker.log_metrics({f"best_{objective}": best.value})
     figures = {
         "optimization_history.png": plots.plot_optimization_history,
         "intermediate_values.png": plots.plot_intermediate_values,

@@ -106,6 +106,11 @@ def test_a_space_s_objective_is_what_its_trials_report_and_return(unbalanced_cov
     assert trial.value == pytest.approx(client.get_run(run_id).data.metrics["best_val_balanced_accuracy"])
     history = {m.step: m.value for m in client.get_metric_history(run_id, "val_balanced_accuracy") if m.step > 0}
     assert set(history) == {1, 2} and trial.intermediate_values == pytest.approx(history)  # what the pruner saw
+    (parent,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`genre.stage` = 'tune'"
+    )
+    assert parent.data.metrics["best_val_balanced_accuracy"] == pytest.approx(trial.value)
+    assert "best_val_accuracy" not in parent.data.metrics and parent.data.params["objective"] == "val_balanced_accuracy"
 
 
 def test_an_unknown_objective_is_refused_naming_the_key(tmp_path) -> None:
