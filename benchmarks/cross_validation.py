@@ -3,7 +3,11 @@
 Usage, from the project root with the package importable::
 
     python benchmarks/cross_validation.py [--data data/prepared/covers-discogs-256] [--folds 5]
-        [--experiment features-logreg-lite0-covers-discogs] [--wait-idle SECONDS]
+        [--experiment features-logreg-lite0-covers-discogs,features-style-lite0-covers-discogs]
+        [--wait-idle SECONDS]
+
+Each experiment is measured in turn in the same process: the plain probe (the pooled features, one view) is the
+baseline the style probe (every block's statistics, two views, C by inner cross-validation) is read against.
 
 The pack (prepared beforehand: `genre prepare --dataset covers-discogs`) is linked into a temporary folder, so its
 feature cache starts empty there and the real one is untouched. Then, in one process, with no tracking store:
@@ -57,10 +61,65 @@ def timed(work) -> tuple[object, float, float]:
     return result, wall, others
 
 
+def measure(config: BaselineConfig, source: Path, folds: int) -> tuple[list[list[str]], int] | None:
+    """The table rows of one experiment (every fold, then the static split) in a fresh feature cache, and the
+    covers; None when a fold after the first extracted features again."""
+    rows: list[list[str]] = []
+    extracted: list[int] = []
+    per_cover = len(config.networks) * len(baseline.VIEWS[config.views])  # extractions of one cover's features
+    with tempfile.TemporaryDirectory() as folder:
+        root = linked_pack(source, Path(folder) / source.name)
+        original = baseline.network_describer
+
+        class Counted:
+            """The describer, counting the covers it describes (its `layout` says what its columns are)."""
+
+            def __init__(self, describe) -> None:
+                self.describe = describe
+                self.layout = getattr(describe, "layout", None)
+
+            def __call__(self, images):
+                extracted.append(len(images))
+                return self.describe(images)
+
+        def counting(*args, **kwargs):
+            return Counted(original(*args, **kwargs))
+
+        baseline.network_describer = counting
+        covers = 0
+        try:
+            for fold in range(folds):
+                before = sum(extracted)
+                settings = dataclasses.replace(config, data=str(root), folds=folds, fold=fold)
+                fitted, wall, others = timed(lambda s=settings: baseline.fit(s, workers=os.cpu_count() or 1))
+                new = (sum(extracted) - before) // per_cover
+                covers = covers or sum(len(files) for files in fitted.files.values())
+                test = fitted.result.scores["test"]
+                what = f"fold {fold + 1}/{folds}" + (" (extracts every cover's features)" if new else " (cached)")
+                rows.append([what, str(new), f"{wall:.1f}", f"{test.accuracy:.1%}", f"{test.balanced_accuracy:.1%}",
+                             f"{others:.2f}"])  # fmt: skip
+                print(f"{config.network} {what}: {wall:.1f} s", file=sys.stderr)
+                if fold and new:
+                    print(f"fold {fold + 1} extracted {new} covers' features again", file=sys.stderr)
+                    return None
+            settings = dataclasses.replace(config, data=str(root))
+            fitted, wall, others = timed(lambda: baseline.fit(settings, workers=os.cpu_count() or 1))
+            test = fitted.result.scores["test"]
+            rows.append(["static split (cached)", "0", f"{wall:.1f}", f"{test.accuracy:.1%}",
+                         f"{test.balanced_accuracy:.1%}", f"{others:.2f}"])  # fmt: skip
+        finally:
+            baseline.network_describer = original
+    return rows, covers
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/prepared/covers-discogs-256")
-    parser.add_argument("--experiment", default="features-logreg-lite0-covers-discogs")
+    parser.add_argument(
+        "--experiment",
+        default="features-logreg-lite0-covers-discogs,features-style-lite0-covers-discogs",
+        help="baseline experiments, comma-separated: the first is the baseline the others are read against",
+    )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--wait-idle", type=float, default=0.0, help="wait up to this many seconds for a quiet machine")
     args = parser.parse_args()
@@ -68,48 +127,22 @@ def main() -> int:
     if not (source / "dataset.json").exists():
         print(f"{source} is not prepared; run `genre prepare --dataset covers-discogs` first", file=sys.stderr)
         return 2
-    file = PROJECT / "experiments" / "baselines" / f"{args.experiment}.yaml"
-    config = build(BaselineConfig, (str(file), read_config_file(file)))
     if args.wait_idle:
         wait_until_idle(args.wait_idle)
-    rows, extracted = [], []
-    with tempfile.TemporaryDirectory() as folder:
-        root = linked_pack(source, Path(folder) / source.name)
-        original = baseline.network_describer
-
-        def counting(*args, **kwargs):
-            describe = original(*args, **kwargs)
-
-            def counted(images):
-                extracted.append(len(images))
-                return describe(images)
-
-            return counted
-
-        baseline.network_describer = counting
-        covers = 0
-        for fold in range(args.folds):
-            before = sum(extracted)
-            settings = dataclasses.replace(config, data=str(root), folds=args.folds, fold=fold)
-            fitted, wall, others = timed(lambda settings=settings: baseline.fit(settings, workers=os.cpu_count() or 1))
-            new = (sum(extracted) - before) // (len(config.networks) * len(baseline.VIEWS[config.views]))
-            covers = covers or sum(len(files) for files in fitted.files.values())
-            test = fitted.result.scores["test"]
-            what = f"fold {fold + 1}/{args.folds}" + (" (extracts every cover's features)" if new else " (cached)")
-            rows.append([what, str(new), f"{wall:.1f}", f"{test.accuracy:.1%}", f"{others:.2f}"])
-            print(f"{what}: {wall:.1f} s", file=sys.stderr)
-            if fold and new:
-                print(f"fold {fold + 1} extracted {new} covers' features again", file=sys.stderr)
-                return 1
-        settings = dataclasses.replace(config, data=str(root))
-        fitted, wall, others = timed(lambda: baseline.fit(settings, workers=os.cpu_count() or 1))
-        static = fitted.result.scores["test"].accuracy
-        rows.append(["static split (baseline, cached)", "0", f"{wall:.1f}", f"{static:.1%}", f"{others:.2f}"])
-    print(f"{args.experiment} on {source} ({covers} covers), {args.folds} folds")
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, {ram_gib()} RAM, {platform.platform()}; "
           f"load {load_average()}")  # fmt: skip
-    print()
-    print(markdown_table(["run", "features extracted", "wall s", "test accuracy", "others"], rows))
+    for name in [part.strip() for part in args.experiment.split(",") if part.strip()]:
+        file = PROJECT / "experiments" / "baselines" / f"{name}.yaml"
+        config = build(BaselineConfig, (str(file), read_config_file(file)))
+        measured = measure(config, source, args.folds)
+        if measured is None:
+            return 1
+        rows, covers = measured
+        print()
+        print(f"{name} on {source} ({covers} covers), {args.folds} folds")
+        print()
+        header = ["run", "covers extracted", "wall s", "test accuracy", "test balanced accuracy", "others"]
+        print(markdown_table(header, rows))
     return 0
 
 
