@@ -13,6 +13,7 @@ from PIL import Image
 from genre.config import SEEDS, check_range, setting
 from genre.errors import ConfigError
 from genre.metrics import balanced_accuracy_from_confusion, macro_f1_from_confusion, recall_from_confusion
+from genre.models.spec import NetworkSpec
 
 FEATURE_CHUNK = 512
 PROBE_C = 0.03  # the linear probe's inverse L2 strength on standardised features: best on covers-dev's validation
@@ -131,6 +132,10 @@ class BaselineSpec:
         """The backbones whose features are put side by side, in order."""
         return [name.strip().lower() for name in self.network.split(",") if name.strip()]
 
+    def network_spec(self, network: str) -> NetworkSpec:
+        """The `NetworkSpec` of one of `networks`, with this baseline's weights."""
+        return NetworkSpec(model=network, pretrained=self.pretrained, pretrained_params=self.pretrained_params)
+
     def last_blocks(self) -> int | None:
         """How many of each network's last blocks give style statistics: 0 for none, None for all."""
         text = str(self.style_blocks).strip().lower()
@@ -180,11 +185,9 @@ def network_describer(config: BaselineSpec, network: str, image_size: int, style
     import mxnet as mx
 
     from genre.models.features import FeatureExtractor
-    from genre.models.networks import NetworkSpec
 
     mx.random.seed(config.seed)
-    spec = NetworkSpec(model=network, pretrained=config.pretrained, pretrained_params=config.pretrained_params)
-    return FeatureExtractor(spec, image_size, mx.cpu(), style=style, mirror=mirror)
+    return FeatureExtractor(config.network_spec(network), image_size, mx.cpu(), style=style, mirror=mirror)
 
 
 def make_classifier(config: BaselineSpec, workers: int, inner_splits: list | None = None):

@@ -58,12 +58,9 @@ def feature_network(
     with the mirror image when `mirror`) for covers packed at `image_size`, followed by `classifier` (a fitted linear
     pipeline over exactly their features, in that order) as a Dense layer. Hybridized, on the CPU."""
     ctx = mx.cpu()
-    describers = []
-    for spec in specs:
-        taps = 0 if last_blocks == 0 else last_blocks
-        describer, _ = build_describer(spec, image_size, ctx, taps, mirror)
-        describers.append(describer)
-    width = int(sum(d(mx.nd.zeros((1, 3, image_size, image_size), ctx=ctx)).shape[1] for d in describers))
+    built = [build_describer(spec, image_size, ctx, last_blocks, mirror) for spec in specs]
+    describers = [describer for describer, _ in built]
+    width = sum(layout.width for _, layout in built)
     slope, offset = affine_map(classifier, width)
     net = FeatureNetwork(describers, classes, width)
     net.output.initialize(ctx=ctx)

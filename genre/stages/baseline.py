@@ -203,8 +203,8 @@ def fit(config: BaselineConfig, workers: int) -> FittedBaseline:
     features, described = split_features(config, packs, DatasetInfo.read(root), root)
     labels = {split: pack.labels for split, pack in packs.items()}
     files = {split: list(pack.files) for split, pack in packs.items()}
-    covers = all_covers(root, config.variant)
-    train_groups = covers.groups[: len(packs["train"])]  # the covers are in pack order: train first
+    covers = all_covers(root, config.variant) if config.folds or config.candidate_cs() else None
+    train_groups = covers.groups[: len(packs["train"])] if covers is not None else None  # pack order: train first
     if config.folds:
         everything = np.concatenate([features[split] for split in SPLITS])
         parts = fold_parts(covers, config)
@@ -284,11 +284,9 @@ def log_feature_model(tracker: Tracker, config: BaselineConfig, result: Baseline
     cannot be folded so, and the run says so and logs none."""
     from genre.cover_model import log_cover_model
     from genre.models.feature_network import PIXELS, feature_network
-    from genre.models.networks import NetworkSpec
     from genre.stages.train import example_image
 
-    specs = [NetworkSpec(model=name, pretrained=config.pretrained, pretrained_params=config.pretrained_params)
-             for name in config.networks]  # fmt: skip
+    specs = [config.network_spec(name) for name in config.networks]
     mirror = config.views == "mirror"
     try:
         net = feature_network(
