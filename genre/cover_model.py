@@ -37,7 +37,10 @@ import genre
 from genre.data.cover_files import read_cover
 from genre.data.images import InvalidImage, decode_image, square_resize
 from genre.disk import failed_write
+from genre.errors import ConfigError
+from genre.metrics import apply_temperature
 from genre.models.explain import Explainer
+from genre.models.forest_arrays import FIELDS, forest_probabilities
 from genre.models.inputs import NetworkInput, network_input
 from genre.runtime import usable_cores
 from genre.tracking.store import check_reachable, tracking_uri
@@ -48,7 +51,8 @@ SERVER_MODEL_PATH = "__pyfunc_model_path__"  # set in `mlflow models serve`'s se
 GENRE_COLUMN = "genre"
 BATCH_SIZE = 64
 INPUT_NAME = "data"  # what `HybridBlock.export` calls the network's input
-FORMAT_VERSION = 3  # 2 added `input_size`: the network's side, cropped from `image_size` covers; 3 `temperature`
+FORMAT_VERSION = 4  # 2 added `input_size`: the network's side, cropped from `image_size` covers; 3 `temperature`;
+# 4 `head`: "forest" when the network gives features and a random forest (the `forest` artifact) the probabilities
 BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")  # no image format's bytes are all of these
 WHAT_TO_SEND = "send encoded JPEG/PNG bytes (base64 text in JSON) or (H, W, 3) uint8 pixels"
 
@@ -64,7 +68,8 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
     index = label; `image_size`, the side covers are decoded to; `input_size`, the centre crop the network takes
     (absent in format 1: the whole image); `mean`/`std` of the normalisation; `temperature`, what the logits are
     divided by before the softmax, fitted on validation covers to calibrate the probabilities (absent before
-    format 3: 1, the network's own softmax)).
+    format 3: 1, the network's own softmax); `head`, "forest" when the network outputs features and the `forest`
+    artifact (`genre.models.forest_arrays`, an `.npz`) turns them into probabilities).
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
@@ -73,6 +78,10 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
         self.genres: list[str] = list(info["genres"])
         self.temperature: float = float(info.get("temperature", 1.0))
         self.image_size: int = int(info["image_size"])
+        self.forest: dict[str, np.ndarray] | None = None
+        if info.get("head") == "forest":
+            with np.load(context.artifacts["forest"]) as arrays:
+                self.forest = {name: arrays[name] for name in FIELDS}
         self.network = NetworkInput(
             int(info.get("input_size", self.image_size)), tuple(info["mean"]), tuple(info["std"])
         )
@@ -133,7 +142,14 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
 
     def explainer(self, maps: str | None = None) -> Explainer:
         """Heatmaps and embeddings of this model's network, sharing its loaded parameters; `maps` names the heatmap's
-        layer (default: the last spatial map; see `genre.models.explain.find_layers`)."""
+        layer (default: the last spatial map; see `genre.models.explain.find_layers`). A forest head has no
+        gradient and no genre scores in the graph: refused."""
+        if self.forest is not None:
+            raise ConfigError(
+                "this model decides with a random forest on network features, which has no gradient for heatmaps "
+                "and no genre scores in its network for cover maps or neighbours: read its mistakes and calibration "
+                "alone (genre interpret --heatmaps 0 --cover-map none --neighbours 0), or explain a network"
+            )
         return Explainer(mx.sym.load(self.artifacts["symbol"]), self.net.collect_params(), self.network, maps=maps)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
@@ -141,7 +157,14 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
         pass through the network (the caller picks `N`)."""
         batch = network_input(nd.array(pixels, ctx=mx.cpu(), dtype="uint8"), self.network)
         with self.lock:
-            return nd.softmax(self.net(batch) / self.temperature, axis=1).asnumpy()
+            outputs = self.net(batch)
+            if self.forest is None:
+                return nd.softmax(outputs / self.temperature, axis=1).asnumpy()
+            features = outputs.asnumpy()
+        probabilities = forest_probabilities(self.forest, features)
+        if self.temperature != 1.0:
+            probabilities = apply_temperature(probabilities, self.temperature)
+        return probabilities.astype(np.float32)
 
 
 def _cells(model_input: pd.DataFrame | np.ndarray) -> Sequence[Any]:
@@ -253,6 +276,7 @@ def log_cover_model(
     registered_model_name: str | None = None,
     network: NetworkInput | None = None,
     temperature: float = 1.0,
+    forest: dict[str, np.ndarray] | None = None,
 ) -> ModelInfo:
     """Log `net` (hybridized; outputs one logit per genre) to the active run as a `CoverClassifier`.
 
@@ -261,8 +285,10 @@ def log_cover_model(
     default: the whole `image_size` image, ImageNet statistics); `example` is one real encoded cover (JPEG/PNG
     bytes), stored as the input example and
     run through the network first, so a net whose output does not match `genres` fails here; `temperature` divides
-    the logits before the softmax (1: the network's own probabilities; see `log_calibrated_model`). Returns
-    MLflow's `ModelInfo` (`model_uri` is `models:/<model_id>`; `runs:/<run_id>/<name>` works too).
+    the logits before the softmax (1: the network's own probabilities; see `log_calibrated_model`). With
+    `forest` (`genre.models.forest_arrays.forest_arrays`), `net` outputs features and the forest's probabilities
+    are the model's. Returns MLflow's `ModelInfo` (`model_uri` is `models:/<model_id>`; `runs:/<run_id>/<name>`
+    works too).
     """
     genres = list(genres)
     if not genres or len(set(genres)) != len(genres) or not all(genres):
@@ -274,6 +300,8 @@ def log_cover_model(
     context = next(iter(net.collect_params().values())).list_ctx()[0]
     pixels = decode_image(example, image_size)
     scores = net(network_input(nd.array(pixels[None], ctx=context, dtype="uint8"), network))
+    if forest is not None:
+        scores = forest_probabilities(forest, scores.asnumpy())
     if scores.shape != (1, len(genres)):
         raise ValueError(f"the network gives scores of shape {scores.shape} per cover, but {len(genres)} genres")
     with tempfile.TemporaryDirectory(prefix="cover-model-") as folder:
@@ -297,6 +325,10 @@ def log_cover_model(
             "temperature": float(temperature),
         }
         files = {"symbol": f"{prefix}-symbol.json", "params": f"{prefix}-0000.params"}
+        if forest is not None:
+            settings["head"] = "forest"
+            files["forest"] = f"{prefix}-forest.npz"
+            np.savez_compressed(files["forest"], **{name: forest[name] for name in FIELDS})
         return _log_classifier(files, settings, cover_signature(genres), example, name, registered_model_name)
 
 
@@ -329,7 +361,7 @@ def log_calibrated_model(
         )
     settings = json.loads(Path(classifier.artifacts["classifier"]).read_text())
     settings |= {"format_version": FORMAT_VERSION, "temperature": classifier.temperature * temperature}
-    files = {"symbol": classifier.artifacts["symbol"], "params": classifier.artifacts["params"]}
+    files = {name: path for name, path in classifier.artifacts.items() if name != "classifier"}
     signature = model.metadata.signature or cover_signature(classifier.genres)
     return _log_classifier(files, settings, signature, example, name, registered_model_name)
 

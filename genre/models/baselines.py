@@ -255,7 +255,7 @@ class SplitScore:
     confusion: np.ndarray
     report: str
     predicted: np.ndarray  # (N,) the genre index predicted for each example
-    probabilities: np.ndarray | None = None  # (N, genres), None for a classifier without them (the SGD SVM)
+    probabilities: np.ndarray | None = None  # (N, genres), None for a classifier without them (an SVM, uncalibrated)
 
     @property
     def balanced_accuracy(self) -> float:
@@ -282,8 +282,32 @@ class BaselineResult:
     chosen: dict[str, float] = field(default_factory=dict)  # settings chosen inside the training part
 
 
-def score(classifier, features: np.ndarray, labels: np.ndarray, genres: list[str]) -> SplitScore:
-    """How `classifier` does on one split's `features` against its `labels` (indices into `genres`)."""
+def margins(classifier, features: np.ndarray, genres: int) -> np.ndarray:
+    """`(N, genres)` decision scores of a classifier without probabilities (the SVM); a genre unseen in training
+    scores far below the rest, and a two-genre classifier's single score `s` becomes `(0, s)`."""
+    scores = np.asarray(classifier.decision_function(features), dtype=np.float64)
+    scores = np.stack([np.zeros_like(scores), scores], axis=1) if scores.ndim == 1 else scores
+    table = np.full((len(features), genres), scores.min() - 1e3 if scores.size else 0.0)
+    table[:, classifier.classes_] = scores
+    return table
+
+
+def margin_temperature(classifier, features: np.ndarray, labels: np.ndarray, genres: int) -> float:
+    """The temperature `T` whose `softmax(margins / T)` best fits `labels` (validation covers): the SVM's
+    margins made into probabilities, as temperature scaling calibrates a network (Platt scaling with one
+    parameter)."""
+    from scipy.special import softmax
+
+    from genre.metrics import fit_temperature
+
+    return fit_temperature(softmax(margins(classifier, features, genres), axis=1), labels)
+
+
+def score(
+    classifier, features: np.ndarray, labels: np.ndarray, genres: list[str], temperature: float | None = None
+) -> SplitScore:
+    """How `classifier` does on one split's `features` against its `labels` (indices into `genres`). A classifier
+    without probabilities gets `softmax(margins / temperature)` when given a `temperature`."""
     from sklearn.metrics import classification_report, confusion_matrix
 
     classes = list(range(len(genres)))
@@ -292,6 +316,10 @@ def score(classifier, features: np.ndarray, labels: np.ndarray, genres: list[str
     if hasattr(classifier, "predict_proba") and len(features):
         probabilities = np.zeros((len(features), len(genres)))
         probabilities[:, classifier.classes_] = classifier.predict_proba(features)  # a genre unseen in training: 0
+    elif temperature is not None and len(features):
+        from scipy.special import softmax
+
+        probabilities = softmax(margins(classifier, features, len(genres)) / temperature, axis=1)
     return SplitScore(
         accuracy=float(np.mean(predicted == labels)) if len(labels) else float("nan"),
         confusion=confusion_matrix(labels, predicted, labels=classes),
@@ -320,9 +348,13 @@ def fit_and_score(
     train_groups: np.ndarray | None = None,
 ) -> BaselineResult:
     """Fit on the `train` split's features and labels (`train_groups`: their near-copy groups, for choosing C);
-    score every split given (train, val, test)."""
+    score every split given (train, val, test). An SVM's margins become probabilities through a temperature
+    fitted on the validation covers (`chosen["svm_temperature"]`)."""
     started = time.perf_counter()
     classifier, chosen = fit_classifier(config, features["train"], labels["train"], train_groups, workers)
     fit_seconds = time.perf_counter() - started
-    scores = {split: score(classifier, features[split], labels[split], genres) for split in features}
+    if config.model == "svm" and len(labels.get("val", ())):
+        chosen["svm_temperature"] = margin_temperature(classifier, features["val"], labels["val"], len(genres))
+    temperature = chosen.get("svm_temperature")
+    scores = {split: score(classifier, features[split], labels[split], genres, temperature) for split in features}
     return BaselineResult(list(genres), described, scores, fit_seconds, classifier, chosen)

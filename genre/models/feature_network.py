@@ -4,6 +4,7 @@ A linear classifier on standardised (and PCA-projected) features is an affine ma
 are `features @ A + c`. Folded into a Dense layer after the describers of its backbones, the whole baseline (the
 backbones, the blocks whose statistics it reads, the views it averages and the fitted classifier) becomes a Gluon
 network that `genre.cover_model.log_cover_model` exports like any other: covers in, genre and probabilities out.
+A forest is no affine map: its network ends at the features, and the model carries the forest beside it.
 """
 
 from __future__ import annotations
@@ -36,19 +37,23 @@ def affine_map(classifier, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class FeatureNetwork(gluon.HybridBlock):
-    """Covers `(N, 3, S, S)` in [0, 1] -> class scores: each describer's features side by side, then `output`."""
+    """Covers `(N, 3, S, S)` in [0, 1] -> class scores: each describer's features side by side, then `output`
+    (with `classes` 0, no output layer: the features)."""
 
     def __init__(self, describers: list[CoverDescriber], classes: int, width: int) -> None:
         super().__init__(prefix="featurenet_")
         self.describers = describers
         for index, describer in enumerate(describers):
             self.register_child(describer, f"describer{index}")
-        with self.name_scope():
-            self.output = gluon.nn.Dense(classes, in_units=width, prefix="output_")
+        self.output = None
+        if classes:
+            with self.name_scope():
+                self.output = gluon.nn.Dense(classes, in_units=width, prefix="output_")
 
     def hybrid_forward(self, F, x):
         described = [describer(x) for describer in self.describers]
-        return self.output(F.concat(*described, dim=1) if len(described) > 1 else described[0])
+        features = F.concat(*described, dim=1) if len(described) > 1 else described[0]
+        return features if self.output is None else self.output(features)
 
 
 def feature_network(
@@ -56,11 +61,16 @@ def feature_network(
 ) -> FeatureNetwork:
     """The describers of `specs` (the statistics of their last `last_blocks` blocks: 0 none, None all; averaged
     with the mirror image when `mirror`) for covers packed at `image_size`, followed by `classifier` (a fitted linear
-    pipeline over exactly their features, in that order) as a Dense layer. Hybridized, on the CPU."""
+    pipeline over exactly their features, in that order) as a Dense layer; with no `classifier`, the features
+    themselves. Hybridized, on the CPU."""
     ctx = mx.cpu()
     built = [build_describer(spec, image_size, ctx, last_blocks, mirror) for spec in specs]
     describers = [describer for describer, _ in built]
     width = sum(layout.width for _, layout in built)
+    if classifier is None:
+        net = FeatureNetwork(describers, 0, width)
+        net.hybridize(static_alloc=True)
+        return net
     slope, offset = affine_map(classifier, width)
     net = FeatureNetwork(describers, classes, width)
     net.output.initialize(ctx=ctx)

@@ -273,33 +273,37 @@ def log_baseline(tracker: Tracker, config: BaselineConfig, fitted: FittedBaselin
 
 
 def loggable_model(config: BaselineConfig) -> bool:
-    """Whether the baseline is logged as a cover model: a logistic regression (a linear map with probabilities) on
-    network features. A forest is no linear map, the SVM gives no probabilities, and pixels need no network."""
-    return config.features == "network" and config.model == "logreg"
+    """Whether the baseline is logged as a cover model: every classifier on network features is (pixel baselines
+    are the original study's floor, not models anyone serves)."""
+    return config.features == "network"
 
 
 def log_feature_model(tracker: Tracker, config: BaselineConfig, result: BaselineResult, info: DatasetInfo) -> None:
     """The fitted baseline as one network (`genre.models.feature_network`) logged as the run's `model`, a cover
-    model like a trained network's; a backbone not laid out as `features` then a Dense layer (GluonCV's ResNets)
-    cannot be folded so, and the run says so and logs none."""
+    model like a trained network's: a linear classifier is folded into the network's last layer, a forest rides
+    beside the features (`genre.models.forest_arrays`). The SVM's margins become probabilities through a
+    temperature fitted on the validation covers (`svm_temperature`). A backbone not laid out as `features` then a
+    Dense layer (GluonCV's ResNets) cannot be described so, and the run says so and logs none."""
     from genre.cover_model import log_cover_model
     from genre.models.feature_network import PIXELS, feature_network
+    from genre.models.forest_arrays import forest_arrays
     from genre.stages.train import example_image
 
     specs = [config.network_spec(name) for name in config.networks]
-    mirror = config.views == "mirror"
+    forest = forest_arrays(result.classifier, len(result.genres)) if config.model == "rf" else None
+    linear = None if forest is not None else result.classifier
     try:
         net = feature_network(
-            specs, info.image_size, config.last_blocks(), mirror, result.classifier, len(result.genres)
+            specs, info.image_size, config.last_blocks(), config.views == "mirror", linear, len(result.genres)
         )
     except ConfigError as error:
         log.warning("no model logged: %s", error)
         return
+    temperature = result.chosen.get("svm_temperature", 1.0)
     network = NetworkInput(info.image_size, PIXELS.mean, PIXELS.std)
-    example = example_image(config)
-    tracker.log_model(
-        functools.partial(log_cover_model, net, result.genres, info.image_size, example, name="model", network=network)
-    )
+    logger = functools.partial(log_cover_model, net, result.genres, info.image_size, example_image(config),
+                            name="model", network=network, temperature=temperature, forest=forest)  # fmt: skip
+    tracker.log_model(logger)
 
 
 def command(config: BaselineConfig, experiment: str | None, config_file: Path | None, progress: bool = False) -> int:

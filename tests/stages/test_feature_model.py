@@ -15,6 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from genre.cli import main
+from genre.errors import ConfigError
 from tests.conftest import PROJECT_ROOT
 
 COVERS_DEV = PROJECT_ROOT.parent / "shared" / "data" / "covers-dev"
@@ -54,3 +55,38 @@ def test_mlflow_models_predict_scores_real_covers_as_the_feature_baseline_s_run_
     columns = [f"p_{genre}" for genre in GENRES]
     assert list(scored["genre"]) == list(logged["predicted"])
     np.testing.assert_allclose(scored[columns].to_numpy(), logged[columns].to_numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("model", ["rf", "svm"])
+def test_a_forest_or_an_svm_on_features_is_logged_as_a_model_that_scores_as_its_run_did(
+    tracking_store: str, tmp_path: Path, model: str
+) -> None:
+    from genre.cover_model import load_cover_model
+    from genre.data.pack import open_pack
+
+    assert main(["prepare", "-q"]) == 0  # the bundled digits, 32 px
+    settings = ["--model", model, "--features", "network", "--network", "efficientnet_lite0", "--pretrained", "true",
+                "--style-blocks", "1", "--variant", "dev", "--trees", "30"]  # fmt: skip
+    assert main(["baseline", "-q", *settings]) == 0
+
+    client = MlflowClient(tracking_store)
+    (run,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`genre.stage` = 'baseline'"
+    )
+    logged = pd.read_csv(
+        client.download_artifacts(run.info.run_id, "predictions/test.csv", str(tmp_path)), dtype={"predicted": str}
+    )
+    pack = open_pack(tmp_path / "data/prepared/digits-32", "dev", "test")
+    classifier = load_cover_model(f"runs:/{run.info.run_id}/model").unwrap_python_model()
+    scored = classifier.predict(None, np.ascontiguousarray(pack.images))
+
+    assert list(pack.files) == list(logged["cover"])
+    assert list(scored["genre"]) == list(logged["predicted"])
+    columns = [column for column in logged.columns if column.startswith("p_")]
+    assert len(columns) == 10  # the SVM's calibrated margins too
+    np.testing.assert_allclose(scored[columns].to_numpy(), logged[columns].to_numpy(), atol=1e-4)
+    if model == "svm":
+        assert run.data.metrics["chosen_svm_temperature"] > 0
+    else:
+        with pytest.raises(ConfigError, match="random forest"):
+            classifier.explainer()
