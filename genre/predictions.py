@@ -8,7 +8,8 @@ Every run that scores a split logs `predictions/<split>.csv` (and the same rows 
 `cover` is the cover's stable key, its source file's path relative to the dataset root (`jazz/0042.jpg`), so two
 runs on the same prepared covers name each cover alike whatever their split. `genre` is the true genre and
 `predicted` the model's. The `p_` columns, one per genre in the dataset's genre order, hold the model's
-probabilities; a model without probabilities (an SVM scored with no validation covers to calibrate its margins) has none, and readers must say so.
+probabilities; a model without probabilities (an SVM with no validation covers to calibrate its margins) has
+none, and readers must say so.
 """
 
 from __future__ import annotations
