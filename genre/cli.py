@@ -115,9 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.add_parser(
         "tune",
         help="an Optuna study over a search space: pruned trials as nested MLflow runs",
-        description="Search training settings with Optuna. Trials run the training code, report validation accuracy "
-        "every epoch and are pruned when they lag. The study lives in an RDB (SQLite by default, PostgreSQL to "
-        "share it between workers); the same --study name continues it.",
+        description="Search training (or feature-baseline) settings with Optuna. Training trials run the training "
+        "code, report validation accuracy every epoch and are pruned when they lag; a baseline space's trials "
+        "(stage: baseline) are scored by a cross-validation inside the training part. The study lives in an RDB "
+        "(SQLite by default, PostgreSQL to share it between workers); the same --study name continues it.",
     )
     _common(tune, None)
     config.add_arguments(tune, TuneConfig, "study")

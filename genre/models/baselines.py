@@ -229,6 +229,38 @@ def make_classifier(config: BaselineSpec, workers: int, inner_splits: list | Non
     return make_pipeline(*steps)
 
 
+def inner_splitter(config: BaselineSpec):
+    """The cross-validation inside a training part: stratified by genre, near-copy groups kept together."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    return StratifiedGroupKFold(config.inner_folds, shuffle=True, random_state=config.seed)
+
+
+def inner_scores(
+    config: BaselineSpec,
+    classifier,
+    features: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray | None,
+    workers: int,
+) -> np.ndarray:
+    """Balanced accuracy of each fold of the cross-validation inside the training covers (`inner_splitter`): what
+    a study of the baseline's settings maximises without looking at a validation or test cover. A C chosen by
+    that same cross-validation (`classifier`, fitted by `fit_classifier` with `logreg_cs`) is scored by the folds
+    that chose it, as `LogisticRegressionCV` recorded them; any other classifier is refitted on each fold."""
+    from sklearn.model_selection import cross_val_score
+
+    chosen = getattr(classifier[-1], "scores_", None) if hasattr(classifier, "steps") else None
+    if chosen is not None:
+        table = next(iter(chosen.values()))  # (folds, Cs): the same for every genre of a multinomial fit
+        return table[:, list(classifier[-1].Cs_).index(classifier[-1].C_[0])]
+    groups = np.arange(len(labels)) if groups is None else groups
+    return cross_val_score(
+        make_classifier(config, 1), features, labels, groups=groups, cv=inner_splitter(config),
+        scoring="balanced_accuracy", n_jobs=workers,
+    )  # fmt: skip
+
+
 def fit_classifier(
     config: BaselineSpec, features: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, workers: int
 ) -> tuple[object, dict[str, float]]:
@@ -238,11 +270,8 @@ def fit_classifier(
     Returns the fitted classifier and the chosen settings (`{"logreg_c": C}`, or empty)."""
     if config.model != "logreg" or not config.candidate_cs():
         return make_classifier(config, workers).fit(features, labels), {}
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    inner = StratifiedGroupKFold(config.inner_folds, shuffle=True, random_state=config.seed)
     groups = np.arange(len(labels)) if groups is None else groups
-    splits = list(inner.split(features, labels, groups))
+    splits = list(inner_splitter(config).split(features, labels, groups))
     classifier = make_classifier(config, workers, splits).fit(features, labels)
     return classifier, {"logreg_c": float(classifier[-1].C_[0])}
 
@@ -280,6 +309,7 @@ class BaselineResult:
     fit_seconds: float
     classifier: object = None  # the fitted scikit-learn estimator
     chosen: dict[str, float] = field(default_factory=dict)  # settings chosen inside the training part
+    inner: np.ndarray | None = None  # balanced accuracy of each fold of `inner_scores`, when asked for
 
 
 def margins(classifier, features: np.ndarray, genres: int) -> np.ndarray:
@@ -346,10 +376,12 @@ def fit_and_score(
     described: str,
     workers: int,
     train_groups: np.ndarray | None = None,
+    inner: bool = False,
 ) -> BaselineResult:
     """Fit on the `train` split's features and labels (`train_groups`: their near-copy groups, for choosing C);
     score every split given (train, val, test). An SVM's margins become probabilities through a temperature
-    fitted on the validation covers (`chosen["svm_temperature"]`)."""
+    fitted on the validation covers (`chosen["svm_temperature"]`). With `inner`, the training part's own
+    cross-validated balanced accuracy is measured too (`inner_scores`)."""
     started = time.perf_counter()
     classifier, chosen = fit_classifier(config, features["train"], labels["train"], train_groups, workers)
     fit_seconds = time.perf_counter() - started
@@ -357,4 +389,7 @@ def fit_and_score(
         chosen["svm_temperature"] = margin_temperature(classifier, features["val"], labels["val"], len(genres))
     temperature = chosen.get("svm_temperature")
     scores = {split: score(classifier, features[split], labels[split], genres, temperature) for split in features}
-    return BaselineResult(list(genres), described, scores, fit_seconds, classifier, chosen)
+    folds = None
+    if inner:
+        folds = inner_scores(config, classifier, features["train"], labels["train"], train_groups, workers)
+    return BaselineResult(list(genres), described, scores, fit_seconds, classifier, chosen, folds)

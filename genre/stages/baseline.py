@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,8 +193,9 @@ def split_features(
     return features, describe_pixels(side, config.grayscale)
 
 
-def fit(config: BaselineConfig, workers: int) -> FittedBaseline:
-    """Read the packs, make the features, fit on the training part and score every part.
+def fit(config: BaselineConfig, workers: int, inner: bool = False) -> FittedBaseline:
+    """Read the packs, make the features, fit on the training part and score every part (with `inner`, the
+    training part by a cross-validation inside it too, near-copies kept together).
 
     The features are always made for the static split's packs (so the feature cache serves every fold); a fold's
     parts are then rows of them (`genre.data.folds`)."""
@@ -203,7 +204,7 @@ def fit(config: BaselineConfig, workers: int) -> FittedBaseline:
     features, described = split_features(config, packs, DatasetInfo.read(root), root)
     labels = {split: pack.labels for split, pack in packs.items()}
     files = {split: list(pack.files) for split, pack in packs.items()}
-    covers = all_covers(root, config.variant) if config.folds or config.candidate_cs() else None
+    covers = all_covers(root, config.variant) if config.folds or config.candidate_cs() or inner else None
     train_groups = covers.groups[: len(packs["train"])] if covers is not None else None  # pack order: train first
     if config.folds:
         everything = np.concatenate([features[split] for split in SPLITS])
@@ -212,7 +213,7 @@ def fit(config: BaselineConfig, workers: int) -> FittedBaseline:
         labels = {split: covers.labels[indices] for split, indices in parts.items()}
         files = {split: [covers.files[i] for i in indices] for split, indices in parts.items()}
         train_groups = covers.groups[parts["train"]]
-    result = fit_and_score(config, features, labels, packs["train"].genres, described, workers, train_groups)
+    result = fit_and_score(config, features, labels, packs["train"].genres, described, workers, train_groups, inner)
     return FittedBaseline(result, files, labels)
 
 
@@ -223,8 +224,11 @@ def run(
     nested: bool = False,
     run_name: str | None = None,
     progress: bool = False,
+    on_started: Callable[[Tracker], None] | None = None,
+    inner: bool = False,
 ) -> Staged:
-    """Fit and score a scikit-learn baseline in its own run."""
+    """Fit and score a scikit-learn baseline in its own run; `on_started(tracker)` runs once the run is open, and
+    `inner` also scores the training part by a cross-validation inside it (what a study maximises)."""
     ensure_dataset(config.data, progress)
     check_folds_fit(Path(config.data), config.variant, config)  # before the run opens
     info = DatasetInfo.read(Path(config.data))
@@ -232,7 +236,9 @@ def run(
     name = None if nested else experiment_name(experiment, f"genre-{info.name}")
     tags = {"genre.stage": "baseline", **(tags or {})}
     with tracked_run(name, run_name or f"baseline-{config.model}", tags, nested=nested) as tracker:
-        fitted = fit(config, workers)
+        if on_started is not None:
+            on_started(tracker)
+        fitted = fit(config, workers, inner)
         log_baseline(tracker, config, fitted, info)
     return Staged(tracker.run_id, tracker.store, info, config, fitted.result)
 
@@ -250,7 +256,7 @@ def log_baseline(tracker: Tracker, config: BaselineConfig, fitted: FittedBaselin
         "split_digest": fitted.split_digest,
     }
     tracker.log_params(config_params(dataclasses.asdict(config)) | facts)
-    tracker.set_tags({"genre.stage": "baseline", **dataset_tags(info)})
+    tracker.set_tags(dataset_tags(info))  # the stage tag is the run's own: `baseline`, or `trial` in a study
     log_packs(tracker, info, config.data, config.variant, "training")
     if config.folds:
         log_fold_split(tracker, fitted.files)
@@ -259,6 +265,9 @@ def log_baseline(tracker: Tracker, config: BaselineConfig, fitted: FittedBaselin
         metrics |= balanced_metrics(split, score.confusion, result.genres)
     metrics["fit_seconds"] = result.fit_seconds
     metrics |= {f"chosen_{name}": value for name, value in result.chosen.items()}  # e.g. chosen_logreg_c
+    if result.inner is not None:
+        metrics |= {"inner_balanced_accuracy": float(np.mean(result.inner)),
+                    "inner_balanced_accuracy_std": float(np.std(result.inner))}  # fmt: skip
     tracker.log_metrics(metrics)
     for split in ("val", "test"):
         score = result.scores[split]

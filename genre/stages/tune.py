@@ -1,6 +1,7 @@
 """The tune stage: an Optuna study over a search space, in a parent run with one nested run per trial. A trial is
-the train stage itself (`genre.stages.train.run`, nested), reporting each epoch's validation accuracy to the pruner;
-running again with the same study name continues the study."""
+the train stage itself (`genre.stages.train.run`, nested), reporting each epoch's validation accuracy to the pruner,
+or, for a baseline space, the baseline stage (`genre.stages.baseline.run`, nested) scored by a cross-validation
+inside its training part; running again with the same study name continues the study."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from genre.credentials import mask_password
 from genre.data.pack import DatasetInfo
 from genre.disk import check_writable
 from genre.errors import GenreError
-from genre.stages import train
+from genre.stages import baseline, train
 from genre.stages.common import (
     EXIT_OK,
     config_params,
@@ -35,11 +38,19 @@ if TYPE_CHECKING:
     from genre.tuning.study import TuneConfig
 
 
+def space_stages() -> dict[str, type]:
+    """What a trial of a space can run (its `stage:`), and that stage's config."""
+    from genre.training.config import TrainConfig
+
+    return {"train": TrainConfig, "baseline": baseline.BaselineConfig}
+
+
 @dataclasses.dataclass
 class Objective:
-    """Optuna's objective: sample settings, train them as a nested train-stage run, return the best epoch's
-    validation accuracy or balanced accuracy (the space's `objective`). Each trial's run records every resolved
-    setting, what the sampler chose (`trial.*`) and how the trial ended (`trial_state`)."""
+    """Optuna's objective: sample settings, run them as a nested run of the space's stage and return its
+    `objective`: a training's best-epoch validation accuracy or balanced accuracy, or a baseline's balanced
+    accuracy by a cross-validation inside its training part (or its validation split's). Each trial's run records
+    every resolved setting, what the sampler chose (`trial.*`) and how the trial ended (`trial_state`)."""
 
     space: SearchSpace
     study_name: str
@@ -53,8 +64,7 @@ class Objective:
         from genre.tuning.space import config_from, suggest
 
         chosen = suggest(trial, self.space)
-        config: TrainConfig = config_from(self.space, chosen, f"trial {trial.number}")
-        config = dataclasses.replace(config, checkpoint_dir=self.checkpoint_dir)
+        config = config_from(self.space, chosen, f"trial {trial.number}")
         opened: list[str] = []
 
         def started(tracker: Tracker) -> None:
@@ -64,17 +74,10 @@ class Objective:
                 {"trial_number": trial.number} | {f"trial.{name}": value for name, value in chosen.items()}
             )
 
-        def report(epoch: int, metrics: dict[str, float]) -> None:
-            trial.report(metrics[self.space.objective], epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-
         tags = {"genre.stage": "trial", "optuna.study": self.study_name, "trial_number": str(trial.number)}
+        trial_run = self._baseline if self.space.stage == "baseline" else self._train
         try:
-            staged = train.run(
-                config, None, tags, self.progress, nested=True, run_name=f"trial-{trial.number}",
-                example=self.example, on_started=started, on_epoch_end=report, finished_on=(optuna.TrialPruned,),
-            )  # fmt: skip
+            value = trial_run(trial, config, tags, started)
         except optuna.TrialPruned:
             self._ended(opened, "PRUNED")
             raise
@@ -82,8 +85,37 @@ class Objective:
             self._ended(opened, "FAILED")
             raise
         self._ended(opened, "COMPLETE")
+        return value
+
+    def _train(self, trial: optuna.trial.Trial, config: TrainConfig, tags: dict[str, str], started) -> float:
+        import optuna
+
+        def report(epoch: int, metrics: dict[str, float]) -> None:
+            trial.report(metrics[self.space.objective], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+        staged = train.run(
+            dataclasses.replace(config, checkpoint_dir=self.checkpoint_dir), None, tags, self.progress, nested=True,
+            run_name=f"trial-{trial.number}", example=self.example, on_started=started, on_epoch_end=report,
+            finished_on=(optuna.TrialPruned,),
+        )  # fmt: skip
         assert staged is not None  # a trial is never a distributed worker
         validation = staged.result.validation
+        return validation.balanced_accuracy if self.space.objective == "val_balanced_accuracy" else validation.accuracy
+
+    def _baseline(
+        self, trial: optuna.trial.Trial, config: baseline.BaselineConfig, tags: dict[str, str], started
+    ) -> float:
+        inner = self.space.objective == "inner_balanced_accuracy"
+        staged = baseline.run(
+            config, None, tags, nested=True, run_name=f"trial-{trial.number}", progress=self.progress,
+            on_started=started, inner=inner,
+        )  # fmt: skip
+        result = staged.result
+        if inner:
+            return float(np.mean(result.inner))
+        validation = result.scores["val"]
         return validation.balanced_accuracy if self.space.objective == "val_balanced_accuracy" else validation.accuracy
 
     @staticmethod
@@ -108,6 +140,7 @@ class StudyProgress:
 
     n_trials: int
     timeout: float | None = None
+    label: str = "val"  # the objective's name (`objective_label`)
     started: float = dataclasses.field(default_factory=time.monotonic)
     trial_seconds: list[float] = dataclasses.field(default_factory=list)
 
@@ -122,7 +155,7 @@ class StudyProgress:
         took = duration(self.trial_seconds[-1])
         state = trial.state.name
         if state == "COMPLETE":
-            said = f"trial {trial.number} complete in {took}: val {trial.value:.2%}"
+            said = f"trial {trial.number} complete in {took}: {self.label} {trial.value:.2%}"
         elif state == "PRUNED":
             said = f"trial {trial.number} pruned after epoch {trial.last_step} in {took}"
         else:  # FAIL: Optuna has logged why
@@ -149,16 +182,20 @@ def run(config: TuneConfig, experiment: str | None = None, progress: bool = Fals
     from genre.tuning.space import load_space
     from genre.tuning.study import InvocationSampler, check_storage, open_study
 
-    space = load_space(config.space)
+    space = load_space(config.space, space_stages())
     base = space.base_config()
-    devices.contexts(base.gpus, base.cpu_contexts)  # a missing GPU fails before any work
+    training = space.stage == "train"
+    if training:
+        devices.contexts(base.gpus, base.cpu_contexts)  # a missing GPU fails before any work
     check_storage(config.storage_url)
-    check_writable(Path(config.checkpoint_dir), "checkpoint folder", "--checkpoint-dir")
+    if training:
+        check_writable(Path(config.checkpoint_dir), "checkpoint folder", "--checkpoint-dir")
     limit_database_connections()  # before anything opens MLflow's store
     ensure_dataset(base.data, progress)
     info = DatasetInfo.read(Path(base.data))
     sampler = InvocationSampler(config.sampler, config.seed)
-    study = open_study(config, base.epochs, sampler)
+    study = open_study(config, base.epochs if training else 1, sampler)
+    study.set_user_attr("objective", space.objective)
     print(f"study {config.study_name} at {mask_password(config.storage_url)}: {len(study.trials)} trial(s) so far")
     tags = {"genre.stage": "tune", "optuna.study": config.study_name}
     name = experiment_name(experiment, f"genre-{info.name}")
@@ -175,7 +212,7 @@ def run(config: TuneConfig, experiment: str | None = None, progress: bool = Fals
             )
         ]
         if progress:  # its clock starts here, with the study's timeout
-            callbacks.append(StudyProgress(config.n_trials, config.timeout))
+            callbacks.append(StudyProgress(config.n_trials, config.timeout, objective_label(space.objective)))
         study.optimize(
             objective,
             n_trials=config.n_trials,
@@ -185,6 +222,8 @@ def run(config: TuneConfig, experiment: str | None = None, progress: bool = Fals
             gc_after_trial=True,
         )
         best_run = log_study_result(parent, study, space.objective)
+        if best_run:
+            log_best_experiment(parent, space, study)
         if config.register and best_run:
             from genre.tracking.registry import register_model
 
@@ -224,6 +263,41 @@ def log_study_progress(
     if "COMPLETE" in states:
         metrics[f"best_{objective}"] = study.best_value
     tracker.log_metrics(metrics, step=trial_number)
+
+
+BEST_EXPERIMENT = "study/best_experiment.yaml"
+OBJECTIVE_LABELS = {
+    "val_accuracy": "val",
+    "val_balanced_accuracy": "val balanced",
+    "inner_balanced_accuracy": "inner-CV balanced",
+}
+
+
+def objective_label(objective: str) -> str:
+    """How a progress line names the objective: `val`, `val balanced`, `inner-CV balanced`."""
+    return OBJECTIVE_LABELS.get(objective, objective)
+
+
+def best_experiment_text(space: SearchSpace, study: optuna.Study) -> str:
+    """The best trial's settings (the space's base with what the trial chose) as an experiment file, to save in
+    experiments/ (a baseline's in experiments/baselines/) and score by a cross-validated suite."""
+    import optuna
+    import yaml
+
+    from genre.tuning.space import suggest, trial_settings
+
+    best = study.best_trial
+    chosen = suggest(optuna.trial.FixedTrial(best.params, best.number), space)
+    header = (
+        f"# The best trial ({best.number}) of Optuna study {study.study_name} over {space.source}: "
+        f"{space.objective} {best.value:.4f}.\n# Score it by a cross-validated suite (genre suite --folds 5), "
+        "never by the covers it was tuned on.\n"
+    )
+    return header + yaml.safe_dump(trial_settings(space, chosen), sort_keys=False)
+
+
+def log_best_experiment(tracker: Tracker, space: SearchSpace, study: optuna.Study) -> None:
+    tracker.log_text(best_experiment_text(space, study), BEST_EXPERIMENT)
 
 
 def log_study_result(tracker: Tracker, study: optuna.Study, objective: str = "val_accuracy") -> str | None:
@@ -269,10 +343,13 @@ def command(config: TuneConfig, experiment: str | None, progress: bool) -> int:
     """`genre tune`: run (or continue) a study; one parent MLflow run, one nested run per trial."""
     study, best_run, run_id, store = run(config, experiment, progress)
     states = [t.state.name for t in study.trials]
+    best = objective_label(study.user_attrs.get("objective", "val_accuracy"))
     print(
         f"study {config.study_name}: {len(states)} trials ({states.count('COMPLETE')} complete, "
         f"{states.count('PRUNED')} pruned, {states.count('FAIL')} failed)"
-        + (f"; best validation accuracy {study.best_value:.2%}, model runs:/{best_run}/model" if best_run else "")
+        + (f"; best {best} {study.best_value:.2%}, model runs:/{best_run}/model" if best_run else "")
     )
+    if best_run:
+        print(f"the best trial's settings as an experiment: {BEST_EXPERIMENT} in run {run_id}'s artifacts")
     print(f"MLflow run {run_id} at {store}")
     return EXIT_OK

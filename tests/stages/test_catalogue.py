@@ -13,6 +13,7 @@ from genre.errors import ConfigError
 from genre.stages.baseline import BaselineConfig
 from genre.stages.catalogue import config_digest, experiment_files, find_experiment, parse_names, parse_seeds
 from genre.stages.suite import SuiteConfig
+from genre.stages.tune import space_stages
 from genre.training.config import TrainConfig
 from genre.tuning.space import load_space
 from tests.conftest import PROJECT_ROOT
@@ -45,7 +46,7 @@ def setting_of(settings: object, key: str) -> object:
 @pytest.mark.parametrize("path", sorted((EXPERIMENTS / "spaces").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_search_space_is_valid(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(PROJECT_ROOT)  # spaces name their base experiment relative to the project
-    space = load_space(str(path))
+    space = load_space(str(path), space_stages())
     assert space.parameters and space.base_config()
 
 

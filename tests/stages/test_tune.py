@@ -10,6 +10,7 @@ import pytest
 from genre.cli import main
 from genre.data.prepare import PrepareConfig, prepare
 from genre.stages.tune import StudyProgress, study_eta
+from tests.conftest import PROJECT_ROOT
 
 
 def test_the_eta_is_the_trials_left_at_the_mean_trial_time_unless_the_timeout_comes_first() -> None:
@@ -122,3 +123,57 @@ def test_an_unknown_objective_is_refused_naming_the_key(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match="'objective' must be one of val_accuracy, val_balanced_accuracy"):
         load_space(str(space))
+
+
+def test_a_baseline_study_scores_each_trial_inside_its_training_part_and_saves_the_best_as_an_experiment(
+    tracking_store: str, tmp_path
+) -> None:
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from genre.config import build
+    from genre.stages.baseline import BaselineConfig
+
+    data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
+    space = tmp_path / "probe.yaml"
+    space.write_text(
+        f"stage: baseline\nbase: {PROJECT_ROOT / 'experiments/baselines/svm-digits.yaml'}\n"
+        f"settings: {{data: {data}, variant: dev, model: logreg, pixels: 8}}\n"
+        "parameters:\n"
+        "  logreg_c: {float: [0.001, 1.0], log: true}\n"
+        "  grayscale: {categorical: [true, false]}\n"
+    )
+
+    assert main(["tune", "-q", "--space", str(space), "--study", "probe", "--n-trials", "3", "--pruner", "none"]) == 0
+
+    study = optuna.load_study(study_name="probe", storage="sqlite:///optuna.db")
+    client = MlflowClient(tracking_store)
+    for trial in study.trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.data.tags["genre.stage"] == "trial" and run.data.params["config.model"] == "logreg"
+        assert trial.value == pytest.approx(run.data.metrics["inner_balanced_accuracy"])
+        assert float(run.data.params["config.logreg_c"]) == pytest.approx(trial.params["logreg_c"])
+    (parent,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`genre.stage` = 'tune'"
+    )
+    assert parent.data.metrics["best_inner_balanced_accuracy"] == pytest.approx(study.best_value)
+    saved = client.download_artifacts(parent.info.run_id, "study/best_experiment.yaml", str(tmp_path))
+    best = build(BaselineConfig, ("best", yaml.safe_load(open(saved))))
+    assert best.logreg_c == pytest.approx(study.best_params["logreg_c"])
+    assert best.grayscale == study.best_params["grayscale"] and best.pixels == 8 and best.variant == "dev"
+
+
+def test_a_baseline_space_takes_only_baseline_settings_and_objectives(tmp_path) -> None:
+    from genre.errors import ConfigError
+    from genre.stages.tune import space_stages
+    from genre.tuning.space import load_space
+
+    space = tmp_path / "space.yaml"
+    space.write_text("stage: baseline\nbase: svm-digits\nparameters:\n  learning_rate: {float: [0.005, 0.05]}\n")
+    with pytest.raises(ConfigError, match="'learning_rate' is not a baseline setting"):
+        load_space(str(space), space_stages())
+    space.write_text("stage: baseline\nobjective: val_loss\nparameters:\n  logreg_c: {float: [0.01, 1.0]}\n")
+    with pytest.raises(ConfigError, match="must be one of inner_balanced_accuracy, val_balanced_accuracy"):
+        load_space(str(space), space_stages())
+    with pytest.raises(ConfigError, match="'stage' must be one of train, got 'baseline'"):
+        load_space(str(space))  # a caller that runs only training
