@@ -14,6 +14,7 @@ from genre.config import SEEDS, check_range, setting
 from genre.errors import ConfigError
 from genre.metrics import balanced_accuracy_from_confusion, macro_f1_from_confusion, recall_from_confusion
 from genre.models.spec import NetworkSpec
+from genre.models.style import parse_style_blocks
 
 FEATURE_CHUNK = 512
 PROBE_C = 0.03  # the linear probe's inverse L2 strength on standardised features: best on covers-dev's validation
@@ -138,14 +139,7 @@ class BaselineSpec:
 
     def last_blocks(self) -> int | None:
         """How many of each network's last blocks give style statistics: 0 for none, None for all."""
-        text = str(self.style_blocks).strip().lower()
-        if text in ("none", "0", ""):
-            return 0
-        if text == "all":
-            return None
-        if not text.isdigit():
-            raise ConfigError(f"'style_blocks' must be none, all or a number of blocks, got {self.style_blocks!r}")
-        return int(text)
+        return parse_style_blocks(self.style_blocks)
 
     def candidate_cs(self) -> list[float]:
         """The inverse L2 strengths `logreg_cs` names (empty: none, `logreg_c` is used)."""

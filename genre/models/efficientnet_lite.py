@@ -39,6 +39,7 @@ from mxnet import gluon
 from mxnet.gluon import nn
 
 from genre.errors import ConfigError, DataError
+from genre.models.style import last_positions, run_with_statistics
 from genre.models.torch_pickle import read_state_dict
 
 
@@ -191,11 +192,16 @@ class InvertedResidual(gluon.HybridBlock):
 
 
 class EfficientNetLite(gluon.HybridBlock):
-    """`features` -> dropout -> `output`: `(N, 3, S, S)` normalised images (see `LITE_MEAN`) -> `(N, classes)`."""
+    """`features` -> dropout -> `output`: `(N, 3, S, S)` normalised images (see `LITE_MEAN`) -> `(N, classes)`.
 
-    def __init__(self, name: str, classes: int, image_size: int) -> None:
+    With `style_blocks` (0 none, None all, N the last N), the output layer also reads the style statistics of those
+    blocks' maps (`genre.models.style`), in the order the style probe's features have them, so fine-tuning can start
+    from that probe."""
+
+    def __init__(self, name: str, classes: int, image_size: int, style_blocks: int | None = 0) -> None:
         super().__init__(prefix=f"{name}_")  # fixed: the same parameter names however many nets the process built
         variant = LITE_VARIANTS[name]
+        blocks: dict[int, int] = {}  # position in `features` -> channels of its map
         with self.name_scope():
             self.features = nn.HybridSequential()
             with self.features.name_scope():
@@ -205,6 +211,7 @@ class EfficientNetLite(gluon.HybridBlock):
                 for stage in scaled_stages(variant):
                     for repeat in range(stage.repeats):
                         block = InvertedResidual(stage, channels, stage.stride if repeat == 0 else 1, size)
+                        blocks[len(self.features)] = stage.outputs
                         self.features.add(block)
                         size, channels = block.out_size, stage.outputs
                 self.features.add(
@@ -214,15 +221,21 @@ class EfficientNetLite(gluon.HybridBlock):
                     nn.GlobalAvgPool2D(),
                     nn.Flatten(),
                 )
+            self.taps = frozenset(last_positions(list(blocks), style_blocks))
             self.dropout = nn.Dropout(variant.dropout)
-            self.output = nn.Dense(classes, in_units=HEAD_CHANNELS)
+            self.output = nn.Dense(classes, in_units=HEAD_CHANNELS + 2 * sum(blocks[tap] for tap in self.taps))
+
+    def describe(self, F, x):
+        """What the output layer reads: the pooled vector, then the style statistics of the tapped blocks."""
+        return run_with_statistics(F, self.features, x, self.taps) if self.taps else self.features(x)
 
     def hybrid_forward(self, F, x):
-        return self.output(self.dropout(self.features(x)))
+        return self.output(self.dropout(self.describe(F, x)))
 
 
-def build_lite(name: str, classes: int, image_size: int) -> gluon.HybridBlock:
-    """EfficientNet-Lite `name` (a `LITE_VARIANTS` key) for `image_size` x `image_size` inputs, uninitialised.
+def build_lite(name: str, classes: int, image_size: int, style_blocks: int | None = 0) -> gluon.HybridBlock:
+    """EfficientNet-Lite `name` (a `LITE_VARIANTS` key) for `image_size` x `image_size` inputs, uninitialised; its
+    output layer also reads the style statistics of its last `style_blocks` blocks (0 none, None all).
 
     Every parameter's shape is known at construction, so `pretrained_lite_parameters` can be loaded right after
     `initialize`. Any `image_size` >= 32 works; the ImageNet weights were trained at `native_resolution`.
@@ -236,7 +249,7 @@ def build_lite(name: str, classes: int, image_size: int) -> gluon.HybridBlock:
         )
     if classes < 1:
         raise ConfigError(f"a classifier needs at least 1 class, got {classes}")
-    return EfficientNetLite(name, classes, image_size)
+    return EfficientNetLite(name, classes, image_size, style_blocks)
 
 
 def native_resolution(name: str) -> int:

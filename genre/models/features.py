@@ -12,6 +12,8 @@ to a linear probe on the pooled vector alone (docs/results.md).
 
 from __future__ import annotations
 
+import dataclasses
+
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
@@ -19,9 +21,9 @@ from mxnet import gluon
 from genre.models.baselines import FeatureLayout
 from genre.models.inputs import NetworkInput, network_input, to_float_nchw
 from genre.models.networks import NetworkSpec, build_network, feature_block, input_for, output_prefixes
+from genre.models.style import last_positions, run_with_statistics
 
 FEATURE_BATCH = 64
-STATS_EPSILON = 1e-6  # inside the square root of a channel's variance: a flat channel has a finite gradient
 
 
 def _block_at(net: gluon.Block, structural_name: str) -> gluon.Block:
@@ -74,14 +76,7 @@ class CoverDescriber(gluon.HybridBlock):
         x = F.broadcast_div(F.broadcast_sub(x, mean), std)
         if self.mirror:
             x = F.concat(x, F.flip(x, axis=3), dim=0)
-        statistics = []
-        for index in range(len(self.features)):
-            x = self.features[index](x)
-            if index in self.taps:
-                centred = F.broadcast_sub(x, F.mean(x, axis=(2, 3), keepdims=True))
-                spread = F.sqrt(F.mean(F.square(centred), axis=(2, 3)) + STATS_EPSILON)
-                statistics += [F.mean(x, axis=(2, 3)), spread]
-        described = F.concat(F.flatten(x), *statistics, dim=1) if statistics else F.flatten(x)
+        described = run_with_statistics(F, self.features, x, self.taps)
         if self.mirror:  # rows [covers; mirrors] -> their average
             described = F.mean(F.reshape(described, shape=(-4, 2, -1, -2)), axis=0)
         return described
@@ -95,7 +90,8 @@ def build_describer(
     from genre.errors import ConfigError
 
     network = input_for(spec.model, 0, image_size)
-    net = build_network(spec, 2, [ctx], network.size)  # the class scores are never used
+    plain = dataclasses.replace(spec, style_blocks="none")  # the describer taps the blocks itself
+    net = build_network(plain, 2, [ctx], network.size)  # the class scores are never used
     features = feature_block(net)
     if features is None or not isinstance(features, gluon.nn.HybridSequential):
         raise ConfigError(
@@ -103,7 +99,7 @@ def build_describer(
             "be read from it; use style_blocks 0 (the pooled features) or efficientnet_lite*"
         )
     blocks = block_positions(features)
-    taps = tuple(blocks if last_blocks is None else blocks[len(blocks) - min(last_blocks, len(blocks)) :])
+    taps = last_positions(blocks, last_blocks)
     describer = CoverDescriber(features, network, image_size, taps, mirror)
     describer.params.initialize(ctx=ctx)  # its own: the constants (the network's parameters are set already)
     describer.hybridize(static_alloc=True)

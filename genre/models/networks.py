@@ -19,6 +19,7 @@ from mxnet.gluon import nn
 from genre.errors import ConfigError
 from genre.models import efficientnet_lite, inputs, zoo
 from genre.models.spec import BUILTIN_MODELS, NetworkSpec, check_spec, conv_blocks, dense_layers  # no MXNet there
+from genre.models.style import parse_style_blocks
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def build_network(spec: NetworkSpec, classes: int, contexts: list[mx.Context], i
         net = Classifier(lambda: _convnet_layers(spec), classes, prefix="convnet_")
         prefixes = (OUTPUT,)
     elif model in LITE_MODELS:
-        net = efficientnet_lite.build_lite(model, classes, image_size)
+        net = efficientnet_lite.build_lite(model, classes, image_size, parse_style_blocks(spec.style_blocks))
         prefixes = (OUTPUT,)
     else:
         net = zoo.build_classifier(model, classes)
@@ -244,6 +245,17 @@ def hold_batch_norm_statistics(net: gluon.Block) -> int:
 
 def feature_block(net: gluon.Block) -> gluon.Block | None:
     """`net.features` when the output layer reads it directly, as in our networks (`features`, then a Dense
-    `output`; the dropout between them is the identity outside training); None for other layouts."""
+    `output`; the dropout between them is the identity outside training); None for other layouts, and for a
+    network whose output layer reads style statistics too (see `output_input`)."""
     features, output = getattr(net, "features", None), getattr(net, "output", None)
+    if getattr(net, "taps", None):
+        return None
     return features if features is not None and isinstance(output, nn.Dense) else None
+
+
+def output_input(net: gluon.Block) -> Callable[[mx.nd.NDArray], mx.nd.NDArray] | None:
+    """What computes the input of our networks' output layer from the network's input: `features`, or for an
+    EfficientNet-Lite with `style_blocks`, its features and the style statistics; None for other layouts."""
+    if getattr(net, "taps", None) and isinstance(getattr(net, "output", None), nn.Dense):
+        return lambda x: net.describe(mx.nd, x)
+    return feature_block(net)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from genre.config import check_range, setting
 from genre.errors import ConfigError
+from genre.models.style import parse_style_blocks
 
 BUILTIN_MODELS = ("mlp", "convnet")
 POOLS = ("max", "avg", "none")
@@ -64,6 +65,12 @@ class NetworkSpec:
         False,
         "batch normalisation keeps the loaded weights' statistics while training (fine-tuning on small batches); "
         "its scale and shift still train",
+    )
+    style_blocks: str = setting(
+        "none",
+        "efficientnet_lite*: the output layer also reads the channel mean and standard deviation of the maps of the "
+        "network's last N blocks (none, all or N), as the style probe does; with probe_head, fine-tuning starts "
+        "from that probe",
     )
 
     def __post_init__(self) -> None:
@@ -156,6 +163,10 @@ def check_spec(spec: NetworkSpec) -> None:
     require_loaded_weights(spec, "freeze_batch_norm", "keeps loaded batch-norm statistics")
     check_range(spec, "frozen_layers", 0, note=" (0 = none)")
     require_loaded_weights(spec, "frozen_layers", "holds leading layers at their loaded weights")
+    if parse_style_blocks(spec.style_blocks) != 0 and spec.model.strip().lower() not in lite_models():
+        raise ConfigError(
+            f"'style_blocks' reads the blocks of {', '.join(lite_models())} only, not {spec.model}; set it to none"
+        )
 
 
 def require_loaded_weights(spec: NetworkSpec, key: str, what: str) -> None:

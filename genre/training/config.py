@@ -49,6 +49,11 @@ class TrainConfig(NetworkSpec, AugmentSpec, FoldChoice, DatasetChoice):
     probe_c: float = setting(
         PROBE_C, "with --probe-head: inverse L2 strength of the starting probe's logistic regression (smaller = softer)"
     )
+    probe_class_weight: str = setting(
+        "none",
+        "with --probe-head: weigh each genre's covers by the inverse of its share in the starting probe's fit",
+        ("none", "balanced"),
+    )
     label_smoothing: float = setting(0.0, "share of each label's target spread evenly over the genres (0 = none)")
     crop_size: int = setting(
         0,

@@ -9,6 +9,7 @@ the head there ("LP-FT") leaves the epochs to adapting the backbone.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 from mxnet import autograd, gluon
@@ -17,14 +18,14 @@ from genre.data.iterator import ChunkedIterator
 from genre.errors import ConfigError
 from genre.models.baselines import PROBE_C
 from genre.models.inputs import NetworkInput, network_input
-from genre.models.networks import feature_block
+from genre.models.networks import output_input
 
 log = logging.getLogger(__name__)
 
 
-def head_of(net: gluon.Block) -> tuple[gluon.Block, gluon.nn.Dense]:
-    """`(features, output)` of a network laid out as ours are; a `ConfigError` for any other layout."""
-    features = feature_block(net)
+def head_of(net: gluon.Block) -> tuple[Callable, gluon.nn.Dense]:
+    """`(what the output layer reads, output)` of a network laid out as ours are; a `ConfigError` for any other."""
+    features = output_input(net)
     if features is None:
         raise ConfigError(
             "'probe_head' needs a network made of `features` then one Dense `output` layer (efficientnet_lite*, "
@@ -33,7 +34,7 @@ def head_of(net: gluon.Block) -> tuple[gluon.Block, gluon.nn.Dense]:
     return features, net.output
 
 
-def pooled_features(features: gluon.Block, batches: ChunkedIterator, network: NetworkInput) -> tuple[np.ndarray, ...]:
+def pooled_features(features: Callable, batches: ChunkedIterator, network: NetworkInput) -> tuple[np.ndarray, ...]:
     """`(N, D)` float32 features (what the output layer reads, no dropout) and `(N,)` labels, in pack order."""
     parts, labels = [], []
     with autograd.predict_mode():
@@ -45,12 +46,20 @@ def pooled_features(features: gluon.Block, batches: ChunkedIterator, network: Ne
 
 
 def fit_probe_head(
-    net: gluon.Block, batches: ChunkedIterator, network: NetworkInput, classes: int, seed: int, c: float = PROBE_C
+    net: gluon.Block,
+    batches: ChunkedIterator,
+    network: NetworkInput,
+    classes: int,
+    seed: int,
+    c: float = PROBE_C,
+    class_weight: str = "none",
 ) -> float:
-    """Set `net.output` to a logistic regression fitted on the features of `batches`; returns its training accuracy.
+    """Set `net.output` to a logistic regression fitted on the features of `batches` (with the network's
+    `style_blocks`, the style probe's); returns its training accuracy.
 
-    The regression is fitted on standardised features (as the `logreg` baseline is), then folded into the Dense
-    layer's weights and bias, so the network computes exactly the probe's logits.
+    The regression is fitted on standardised features (as the `logreg` baseline is), its genres weighted by the
+    inverse of their share with `class_weight` "balanced", then folded into the Dense layer's weights and bias, so
+    the network computes exactly the probe's logits.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -62,7 +71,8 @@ def fit_probe_head(
         )
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
-    probe = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit((x - mean) / scale, y)
+    weights = "balanced" if class_weight == "balanced" else None
+    probe = LogisticRegression(C=c, max_iter=2000, class_weight=weights, random_state=seed).fit((x - mean) / scale, y)
     weight = probe.coef_ / scale
     bias = probe.intercept_ - weight @ mean
     output.weight.set_data(weight.astype(np.float32))

@@ -170,7 +170,9 @@ def train(
         log.info("resuming after epoch %d from %s", state.epoch, checkpoints.folder)
     elif config.probe_head and owner:  # the other workers get it with the chief's parameters below
         probe_batches = ChunkedIterator(packs["train"], config.batch_size, config.chunk_size, contexts)
-        fit_probe_head(net, probe_batches, network, len(info.genres), config.seed, config.probe_c)
+        fit_probe_head(
+            net, probe_batches, network, len(info.genres), config.seed, config.probe_c, config.probe_class_weight
+        )
         probed = evaluate(net, val_batches, loss_fn, network)  # epoch 0 of the curves: where fine-tuning starts
         report(0, {"val_loss": probed.loss, "val_accuracy": probed.accuracy,
                    "val_balanced_accuracy": probed.balanced_accuracy})  # fmt: skip

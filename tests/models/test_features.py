@@ -128,8 +128,9 @@ def test_the_blocks_of_lite0_are_its_sixteen_inverted_residuals() -> None:
 
 
 def test_style_statistics_are_each_block_map_s_channel_mean_and_standard_deviation() -> None:
-    from genre.models.features import STATS_EPSILON, build_describer
+    from genre.models.features import build_describer
     from genre.models.inputs import NetworkInput, network_input
+    from genre.models.style import STATS_EPSILON
 
     pixels = np.random.default_rng(3).integers(0, 256, size=(4, 72, 72, 3), dtype=np.uint8)
     describer, layout = build_describer(LITE0, 72, mx.cpu(), last_blocks=2)
@@ -148,6 +149,34 @@ def test_style_statistics_are_each_block_map_s_channel_mean_and_standard_deviati
         expected += [block.mean(axis=(2, 3)), np.sqrt(block.var(axis=(2, 3)) + STATS_EPSILON)]
     assert layout.blocks == (192, 320) and layout.pooled == 1280 and described.shape == (4, layout.width)
     np.testing.assert_allclose(described, np.concatenate(expected, axis=1), rtol=1e-3, atol=1e-4)
+
+
+def test_a_network_trained_with_style_blocks_reads_what_the_style_probe_reads() -> None:
+    """LP-FT from the style probe: the fine-tuned network's output layer must see the describer's columns, in order."""
+    import dataclasses
+
+    from genre.models.features import build_describer
+    from genre.models.inputs import NetworkInput, network_input
+    from genre.models.networks import build_network, feature_block, output_input
+
+    pixels = np.random.default_rng(5).integers(0, 256, size=(3, 72, 72, 3), dtype=np.uint8)
+    describer, layout = build_describer(LITE0, 72, mx.cpu(), last_blocks=3)
+    net = build_network(dataclasses.replace(LITE0, style_blocks="3"), 4, [mx.cpu()], 72)
+
+    lite = NetworkInput(72, describer.mean.data().asnumpy().ravel(), describer.std.data().asnumpy().ravel())
+    read = output_input(net)(network_input(mx.nd.array(pixels, dtype="uint8"), lite)).asnumpy()
+
+    expected = describer(mx.nd.array(pixels.transpose(0, 3, 1, 2) / 255.0)).asnumpy()
+    assert feature_block(net) is None  # `features` alone is no longer what the output layer reads
+    assert net.output.weight.shape == (4, layout.width) and read.shape == expected.shape
+    np.testing.assert_allclose(read, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_style_blocks_are_refused_for_a_network_without_lite_blocks() -> None:
+    with pytest.raises(ConfigError, match="'style_blocks' reads the blocks of efficientnet_lite0"):
+        NetworkSpec(model="convnet", style_blocks="all")
+    with pytest.raises(ConfigError, match="'style_blocks' must be none, all or a number"):
+        NetworkSpec(model="efficientnet_lite0", pretrained=True, style_blocks="some")
 
 
 def test_the_describer_crops_the_centre_as_evaluation_does_and_mirror_averages_the_two_views() -> None:

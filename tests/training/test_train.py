@@ -269,6 +269,43 @@ def test_a_probe_head_predicts_what_the_logistic_regression_on_its_features_pred
     assert np.mean(logits.argmax(axis=1) == pack.labels) == pytest.approx(train_accuracy, abs=2 / len(pack))
 
 
+def test_a_style_probe_head_is_the_balanced_logistic_regression_on_the_style_probe_s_features(
+    tmp_path: Path,
+) -> None:
+    """LP-FT from the style probe: the head starts as the regression the style baseline fits (weights balanced)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from genre.data.iterator import ChunkedIterator
+    from genre.data.prepare import PrepareConfig, prepare
+    from genre.models.features import build_describer
+    from genre.models.inputs import network_input
+    from genre.models.networks import build_network, input_for
+    from genre.training.probe import fit_probe_head
+    from tests.conftest import write_cover_folder
+
+    folder = write_cover_folder(tmp_path / "style-covers", per_genre=(12, 6, 3), size=48)
+    root = prepare(PrepareConfig(folder=str(folder), out=str(tmp_path / "packed"), image_size=48), False).root
+    pack = open_pack(root, "full", "train")
+    spec = TrainConfig(model="efficientnet_lite0", pretrained=True, style_blocks="2", probe_head=True)
+    network = input_for(spec.model, 0, 48)
+    net = build_network(spec, 3, [mx.cpu()], network.size)
+
+    fit_probe_head(net, ChunkedIterator(pack, 8, 64, [mx.cpu()]), network, 3, 0, c=0.01, class_weight="balanced")
+
+    images = np.asarray(pack.images)
+    with mx.autograd.predict_mode():
+        logits = net(network_input(mx.nd.array(images, dtype="uint8"), network)).asnumpy()
+    describer, _ = build_describer(spec, 48, mx.cpu(), last_blocks=2)
+    x = describer(mx.nd.array(images.transpose(0, 3, 1, 2) / 255.0)).asnumpy()
+    scale = x.std(axis=0)
+    scale[scale == 0] = 1.0
+    standardised = (x - x.mean(axis=0)) / scale
+    probe = LogisticRegression(C=0.01, class_weight="balanced", max_iter=2000).fit(standardised, pack.labels)
+    expected = probe.decision_function(standardised)
+    np.testing.assert_allclose(logits - logits.mean(axis=1, keepdims=True),
+                               expected - expected.mean(axis=1, keepdims=True), atol=2e-2)  # fmt: skip
+
+
 def test_frozen_batch_norm_keeps_the_loaded_statistics_while_the_rest_trains(digits16: Path, tmp_path: Path) -> None:
 
     small = {"conv_filters": "8,16", "dense_units": "32", "batch_size": 32, "warmup_epochs": 0, "epochs": 1}
