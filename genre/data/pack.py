@@ -159,6 +159,51 @@ def finish_pack(images_path: Path, labels_path: Path, labels: np.ndarray, digest
     return digest.hexdigest()
 
 
+VERIFIED_FILE = ".verified.json"  # packs whose digest was checked, with the file stamps it was checked at
+
+
+def content_digest(images: np.ndarray, labels: np.ndarray) -> str:
+    """A pack's sha256 as `finish_pack` records it: its image rows in order (raw pixels), then its int32 labels."""
+    digest = hashlib.sha256()
+    for start in range(0, len(images), COPY_ROWS):
+        digest.update(np.ascontiguousarray(images[start : start + COPY_ROWS]))
+    digest.update(np.asarray(labels, dtype=np.int32).tobytes())
+    return digest.hexdigest()
+
+
+def file_stamps(paths: tuple[Path, ...]) -> list[list[int]]:
+    """What changes when a file is rewritten or edited: its inode, size and modification time."""
+    return [[(s := path.stat()).st_ino, s.st_size, s.st_mtime_ns] for path in paths]
+
+
+def verify_digest(root: Path, key: str, paths: tuple[Path, Path], images: np.ndarray, labels: np.ndarray,
+                  expected: str, redo: str) -> None:  # fmt: skip
+    """A `DataError` unless the pack's content has the digest `dataset.json` records. Hashing a pack costs a read
+    of it (about a second per GB), so the verdict is remembered in `VERIFIED_FILE` until its files change; a
+    folder that cannot be written is verified at every opening instead."""
+    memo_path = root / VERIFIED_FILE
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    stamps = file_stamps(paths)
+    if memo.get(key) == {"digest": expected, "files": stamps}:
+        return
+    actual = content_digest(images, labels)
+    if actual != expected:
+        raise DataError(
+            f"pack {key} of {root} is not what prepare wrote (its content digest {actual[:12]} differs from the "
+            f"{expected[:12]} in {DATASET_FILE}: the files changed after prepare, or two writers raced); {redo}"
+        )
+    memo[key] = {"digest": expected, "files": stamps}
+    partial = memo_path.with_name(f"{memo_path.name}.{os.getpid()}.tmp")
+    try:
+        partial.write_text(json.dumps(memo, sort_keys=True) + "\n")
+        partial.replace(memo_path)
+    except OSError:  # a read-only dataset: verified again next time
+        partial.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class Pack:
     """One split of one variant: `images` is a read-only memory map `(N, H, W, 3)` uint8."""
@@ -173,7 +218,8 @@ class Pack:
 
 
 def open_pack(root: Path, variant: str = "full", split: str = "train") -> Pack:
-    """Open a pack for reading without loading it; any inconsistency is a `DataError` that says what to do."""
+    """Open a pack for reading without loading it; any inconsistency (shapes, labels, and content against the digest
+    `dataset.json` records) is a `DataError` that says what to do."""
     if variant not in VARIANTS or split not in SPLITS:
         raise DataError(f"no pack {variant}/{split}: variant is one of {VARIANTS}, split one of {SPLITS}")
     info = DatasetInfo.read(root)
@@ -199,4 +245,7 @@ def open_pack(root: Path, variant: str = "full", split: str = "train") -> Pack:
             f"pack {labels_path} has labels outside 0..{len(info.genres) - 1} "
             f"(the dataset has {len(info.genres)} genres); {redo}"
         )
+    expected = info.pack_digests.get(f"{variant}/{split}")
+    if expected:
+        verify_digest(root, f"{variant}/{split}", (images_path, labels_path), images, labels, expected, redo)
     return Pack(images, labels.astype(np.int32), info.genres, info.files.get(f"{variant}/{split}", []))

@@ -38,6 +38,7 @@ from genre.data.near_copies import DEFAULT_MAX_BITS, HASH_SIDE, average_hash, ne
 from genre.data.problems import Problem, write_report
 from genre.data.sources import DIGITS_SOURCE, SourceImage, render_digits, scan_folder
 from genre.data.split import SPLITS, SplitFractions, development_subset, stratified_split
+from genre.data.writer_lock import writer_lock
 from genre.disk import check_writable, disk_faults
 from genre.errors import ConfigError, DataError, DiskError
 from genre.runtime import usable_cores
@@ -551,18 +552,37 @@ def check_output_folders(config: PrepareConfig) -> None:
 def prepare(config: PrepareConfig, progress: bool = True) -> PreparedDataset:
     """Run the whole preparation and return what was made. Raises `GenreError` only when nothing can be.
 
+    One writer at a time per output folder (and download folder): a second waits for the first (`writer_lock`).
     A full or read-only disk is a one-line `DiskError` naming the file; the downloads and the packs of an earlier
     run are kept, and this run's half-written packs are removed to give the space back.
     """
+    prepared = _locked_prepare(config, progress, only_if_missing=False)
+    assert prepared is not None
+    return prepared
+
+
+def prepare_if_missing(config: PrepareConfig, progress: bool = True) -> PreparedDataset | None:
+    """`prepare`, unless the dataset is complete once this process holds the writer lock (another process may have
+    prepared it meanwhile: two trainings auto-preparing the bundled digits); None when it was."""
+    return _locked_prepare(config, progress, only_if_missing=True)
+
+
+def _locked_prepare(config: PrepareConfig, progress: bool, only_if_missing: bool) -> PreparedDataset | None:
     check_output_folders(config)
     root = config.out_dir
     kept = f"the downloaded covers and any packs an earlier run finished in {root} are kept"
-    try:
-        with disk_faults(root, f"{kept}: free some space and rerun the same command"):
-            return _prepare(config, progress)
-    except DiskError:
-        shutil.rmtree(root / PARTIAL_FOLDER, ignore_errors=True)
-        raise
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(writer_lock(root, "dataset folder"))
+        if only_if_missing and (root / pack.DATASET_FILE).exists():
+            return None
+        if config.source_kind == "manifest" and config.download_folder.resolve() != root.resolve():
+            locks.enter_context(writer_lock(config.download_folder, "download folder"))
+        try:
+            with disk_faults(root, f"{kept}: free some space and rerun the same command"):
+                return _prepare(config, progress)
+        except DiskError:
+            shutil.rmtree(root / PARTIAL_FOLDER, ignore_errors=True)
+            raise
 
 
 def _prepare(config: PrepareConfig, progress: bool) -> PreparedDataset:

@@ -17,7 +17,7 @@ import numpy as np
 
 from genre import __version__
 from genre.data.pack import DATASET_FILE, DatasetInfo
-from genre.data.prepare import DEFAULT_DATASET, PrepareConfig, prepare
+from genre.data.prepare import DEFAULT_DATASET, PrepareConfig, prepare_if_missing
 from genre.metrics import (
     balanced_accuracy_from_confusion,
     confusion,
@@ -83,7 +83,7 @@ def ensure_dataset(data: str, progress: bool) -> None:
     if (root / DATASET_FILE).exists() or data != DEFAULT_DATASET:
         return
     print(f"{root} is not prepared yet: preparing the bundled digits first")
-    prepare(PrepareConfig(out=data), progress=progress)
+    prepare_if_missing(PrepareConfig(out=data), progress=progress)  # unless another process did meanwhile
 
 
 def config_params(settings: dict[str, Any]) -> dict[str, Any]:

@@ -105,6 +105,9 @@ def run(
         print(f"worker {cluster.rank} of {cluster.workers}: done")
         return None
     info = DatasetInfo.read(Path(config.data))
+    if resume:  # before the run opens again
+        saved = CheckpointStore(Path(config.checkpoint_dir) / resume).read_state()
+        check_same_data(resume, saved.dataset_digest, info, config.data)
     tags = {"genre.stage": "train", **(tags or {})} | ({"genre.resumed_from": resume} if resume else {})
     tags |= {LAUNCH_TAG: cluster.launch_id} if cluster.launch_id else {}
     if resume:
@@ -257,6 +260,18 @@ def resume_config(config: TrainConfig, given: set[str] | None = None) -> tuple[T
     applied = [*RESUME_SETTINGS, *(name for name in RESUME_DEVICES if name in given)]
     settings = saved.config | {name: getattr(config, name) for name in applied}
     return build(TrainConfig, ("checkpoint of run " + config.resume, settings)), saved.epoch
+
+
+def check_same_data(run_id: str, digest: str, info: DatasetInfo, data: str) -> None:
+    """A `ConfigError` unless `data` (read as `info`) holds the packs the run trained on (its checkpoint's
+    `dataset_digest`; a checkpoint written before it recorded one is taken on trust). Another split of the same
+    covers would let the resumed epochs train on the first epochs' test covers."""
+    if digest and info.digest != digest:
+        raise ConfigError(
+            f"--resume {run_id}: the run trained on dataset {digest}, but {data} now holds {info.digest} (prepared "
+            "again since); prepare it as it was (the same source, --seed and fractions) or start a new run without "
+            "--resume"
+        )
 
 
 def _flag(name: str) -> str:

@@ -44,6 +44,7 @@ class TrainingState:
     history: list[dict[str, float]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     finished: bool = False  # training ended: only the best and the last parameters are kept (`keep_best_and_last`)
+    dataset_digest: str = ""  # the packs it trains on (`DatasetInfo.digest`): a resume must find the same ones
 
 
 def _parameter_bytes(net: gluon.Block) -> int:

@@ -160,7 +160,7 @@ def train(
     backbone = backbone_parameters(net, config.model, len(info.genres)) if config.freeze_epochs else []
     log.info("network input: %dx%d crops of the %d-px pack", network.size, network.size, info.image_size)
 
-    state = TrainingState(config=dataclasses.asdict(config))
+    state = TrainingState(config=dataclasses.asdict(config), dataset_digest=info.digest)
     if checkpoints is not None and checkpoints.exists():
         state = checkpoints.read_state()
     hint = "resume with every worker reading the same checkpoint (a --checkpoint-dir they share)"

@@ -49,6 +49,24 @@ def test_resume_takes_the_checkpoints_settings_and_only_the_devices_given(tmp_pa
         resume_config(asked, given={"resume", "seed"})
 
 
+def test_resume_refuses_a_dataset_prepared_again_with_another_split(tracking_store: str, tmp_path: Path, capsys):
+    """Killed after epoch 1, the dataset re-prepared with another --seed: resuming would train epochs 2-5 on the
+    first epoch's test covers and record the old digest."""
+    first = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False)
+    started = TrainConfig(data=str(first.root), epochs=3, conv_filters="8", dense_units="")
+    checkpoints = tmp_path / "checkpoints"
+    train(dataclasses.replace(started, epochs=1), [mx.cpu()], CheckpointStore(checkpoints / "run1"))
+    again = prepare(PrepareConfig(out=str(first.root), image_size=16, seed=1), progress=False)
+    assert again.info.digest != first.info.digest
+
+    assert main(["train", "--resume", "run1", "--checkpoint-dir", str(checkpoints)]) == 2
+
+    error = capsys.readouterr().err
+    assert error.startswith(f"genre train: error: --resume run1: the run trained on dataset {first.info.digest}, ")
+    assert f"now holds {again.info.digest} (prepared again since)" in error and error.count("\n") == 1
+    assert CheckpointStore(checkpoints / "run1").read_state().epoch == 1  # nothing trained, nothing lost
+
+
 @pytest.mark.slow
 def test_a_finished_run_keeps_its_best_and_last_parameters_until_clean_removes_them(
     tracking_store: str, tmp_path: Path, capsys
