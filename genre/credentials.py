@@ -26,9 +26,15 @@ _USER_AND_PASSWORD = re.compile(r"(?P<user>postgres(?:ql)?(?:\+\w+)?://[^:/@\s]*
 _URL = re.compile(r"postgres(?:ql)?(?:\+\w+)?://\S*")
 
 
+# A password given as a key: a URL's query parameter (`?password=...`, `&password=...`) or a libpq keyword/value
+# connection string's (`host=db password=...`), in any case; its value ends at `&`, whitespace or a quote.
+_PASSWORD_KEY = re.compile(r"(?i)(?<![\w])(password=)[^&\s'\"]*")
+
+
 def mask_password(uri: str) -> str:
-    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`, for anything shown or logged."""
-    return re.sub(r"(?<=://)([^:/@]+):[^@/]*@", r"\1:***@", uri)
+    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`, and `...?password=secret` ->
+    `...?password=***` (also a libpq `password=secret` keyword), for anything shown or logged."""
+    return _PASSWORD_KEY.sub(r"\1***", re.sub(r"(?<=://)([^:/@]+):[^@/]*@", r"\1:***@", uri))
 
 
 @dataclass(frozen=True)
@@ -42,9 +48,28 @@ class PasswordFree:
 
 def without_password(text: str) -> tuple[str, list[str]]:
     """`--storage=postgresql://u:p%40ss@h/db` -> (`--storage=postgresql://u@h/db`, [`p@ss`]): every PostgreSQL URL
-    in `text` without its password, and the passwords taken out, percent-decoded as libpq wants them."""
+    in `text` without its password (in its user part or its `password=` query parameter), and the passwords taken
+    out, percent-decoded as libpq wants them."""
     passwords = [urllib.parse.unquote(match["password"]) for match in _USER_AND_PASSWORD.finditer(text)]
-    return _USER_AND_PASSWORD.sub(r"\g<user>@", text), passwords
+    text = _USER_AND_PASSWORD.sub(r"\g<user>@", text)
+
+    def strip_query(match: re.Match) -> str:
+        url, found = _without_query_password(match[0])
+        passwords.extend(found)
+        return url
+
+    return _URL.sub(strip_query, text), passwords
+
+
+def _without_query_password(url: str) -> tuple[str, list[str]]:
+    """`postgresql://u@h/db?sslmode=require&password=pw` -> (`postgresql://u@h/db?sslmode=require`, [`pw`])."""
+    parts = urllib.parse.urlsplit(url)
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    found = [value for key, value in pairs if key.lower() == "password"]
+    if not found:
+        return url, []
+    kept = [(key, value) for key, value in pairs if key.lower() != "password"]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(kept))), found
 
 
 def take_password(args: Sequence[str]) -> PasswordFree:

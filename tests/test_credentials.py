@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from genre.credentials import PASSWORD_VARIABLE, take_password
+from genre.credentials import PASSWORD_VARIABLE, mask_password, take_password
 from genre.errors import ConfigError
 from tests.conftest import PROJECT_ROOT
 
@@ -29,6 +29,31 @@ def test_the_password_leaves_every_postgresql_url_before_a_double_dash() -> None
     assert freed.args[8:] == args[8:]  # another program's command line is its own business
     assert freed.urls == ["postgresql://genre@db.lab:5432/optuna", "postgresql+psycopg://genre@db.lab/mlflow"]
     assert take_password(["tune", "--storage", "postgresql://genre@db.lab/optuna"]).password is None
+
+
+@pytest.mark.parametrize(
+    ("given", "freed", "shown"),
+    [
+        ("postgresql://genre@db.lab/optuna?password=p%40ss", "postgresql://genre@db.lab/optuna",
+         "postgresql://genre@db.lab/optuna?password=***"),
+        ("postgresql://genre@db.lab/optuna?sslmode=require&PASSWORD=p%40ss&connect_timeout=5",
+         "postgresql://genre@db.lab/optuna?sslmode=require&connect_timeout=5",
+         "postgresql://genre@db.lab/optuna?sslmode=require&PASSWORD=***&connect_timeout=5"),
+        ("postgresql://genre:p%40ss@db.lab/optuna", "postgresql://genre@db.lab/optuna",
+         "postgresql://genre:***@db.lab/optuna"),
+    ],
+    ids=["query", "query-among-others", "userinfo"],
+)  # fmt: skip
+def test_a_password_in_the_query_leaves_the_url_and_is_masked_as_one_in_the_user_part(
+    given: str, freed: str, shown: str
+) -> None:
+    """Issue 25: `?password=` used to be printed, logged as `config.storage` and kept in `ps`."""
+    taken = take_password(["tune", "--storage", given])
+    assert (taken.args, taken.password, taken.urls) == (["tune", "--storage", freed], "p@ss", [freed])
+    assert mask_password(given) == shown
+    assert mask_password("host=db.lab user=genre password=s3cret dbname=optuna") == (
+        "host=db.lab user=genre password=*** dbname=optuna"
+    )  # a libpq keyword/value string, as an error message may quote it
 
 
 def test_two_different_passwords_are_refused_in_one_line() -> None:

@@ -128,11 +128,16 @@ def test_prepare_train_and_tune_against_a_real_tracking_server(tracking_server: 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("form", ["userinfo", "query"])
 def test_a_password_in_the_backend_uri_leaves_every_server_process_s_arguments(
-    postgres_uri: str, tmp_path: Path
+    postgres_uri: str, tmp_path: Path, form: str
 ) -> None:
-    """`genre server --backend-store-uri postgresql://USER:PASSWORD@...` restarts itself without the password, which
-    reaches MLflow's server in PGPASSWORD; no process of the server shows it, and runs still land in the database."""
+    """`genre server --backend-store-uri postgresql://USER:PASSWORD@...` (or `...?password=PASSWORD`) restarts
+    itself without the password, which reaches MLflow's server in PGPASSWORD; no process of the server shows it,
+    and runs still land in the database."""
+    database = postgres_uri.rsplit("/", 1)[1]
+    if form == "query":
+        postgres_uri = postgres_uri.replace(":tracking-s3cret@", "@") + "?password=tracking-s3cret"
     process, url, log = start_server(postgres_uri, tmp_path)
     try:
         wait_until_healthy(url, process)
@@ -153,7 +158,6 @@ def test_a_password_in_the_backend_uri_leaves_every_server_process_s_arguments(
     output = log.read_text()
     assert "tracking-s3cret" not in output
     warnings = [line for line in output.splitlines() if "warning" in line and "PGPASSWORD" in line]
-    database = postgres_uri.rsplit("/", 1)[1]
     assert warnings == [
         "genre server: warning: a database password on the command line is shown to every user of this machine "
         "(ps); genre moved it into PGPASSWORD. Next time set PGPASSWORD (or ~/.pgpass) and pass "
