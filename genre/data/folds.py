@@ -165,11 +165,24 @@ def fold_parts(
     return {"train": rest[assignment == "train"], "val": rest[assignment == "val"], "test": test}
 
 
-def check_folds_fit(root: Path, variant: str, choice: FoldChoice) -> None:
-    """Before a run opens: a one-line `ConfigError` when the dataset cannot be split into `choice.folds` folds
-    (more folds than its smallest genre has covers)."""
+def check_parts_fit(root: Path, variant: str, choice: FoldChoice, splits: tuple[str, ...] = SPLITS) -> None:
+    """Before a run opens: a one-line error when the run's parts would be empty. On the static split, a `DataError`
+    naming each of `splits` whose pack holds no cover (`--dev-size 0` leaves the dev variant empty; a split
+    fraction of 0 leaves its split empty); with folds, a `ConfigError` when the dataset cannot be split into
+    `choice.folds` folds (more folds than its smallest genre has covers)."""
     if choice.folds:
         fold_parts(all_covers(root, variant), choice)
+        return
+    counts = DatasetInfo.read(root).counts.get(variant, {})
+    empty = [split for split in splits if not counts.get(split)]
+    if empty:
+        held = ", ".join(f"{split} {counts.get(split, 0)}" for split in SPLITS)
+        fix = "use --variant full or prepare again with --dev-size N" if variant == "dev" else "prepare it again"
+        raise DataError(
+            f"{root}'s {variant} packs hold no {' and no '.join(empty)} covers ({held}); {fix} "
+            "(every split needs covers: training chooses its epoch on the validation covers and is scored on the test "
+            "covers)"
+        )
 
 
 def split_digest(parts: dict[str, list[str]]) -> str:

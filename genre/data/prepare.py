@@ -93,8 +93,8 @@ class PrepareConfig:
         check_range(self, "seed", *SEEDS)
         check_range(self, "dev_size", 0, note=" (0 = no development subset)")
         check_range(self, "near_copy_bits", -1, HASH_SIDE**2 // 4, note=" (-1 = do not look for near-copies)")
-        for name in ("train_fraction", "val_fraction", "test_fraction"):
-            check_range(self, name, 0.0, 1.0)
+        for name in ("train_fraction", "val_fraction", "test_fraction"):  # every split needs covers
+            check_range(self, name, 0.0, 1.0, low_open=True, note=" (train, val and test each need covers)")
         shares = (self.train_fraction, self.val_fraction, self.test_fraction)
         if abs(sum(shares) - 1.0) > 1e-6:
             raise ConfigError(
@@ -510,6 +510,23 @@ def repack(partial: Path, decoded: PackLayout, layout: PackLayout, valid: list[i
     return digests
 
 
+def thin_genres(layout: PackLayout) -> list[str]:
+    """A line for each genre too small for the split: one whose full validation or test pack gets none of its covers
+    (it then cannot be scored there, and its balanced accuracy is undefined)."""
+    per_split = {split: np.bincount(layout.labels[f"full/{split}"], minlength=len(layout.genres)) for split in SPLITS}
+    lines = []
+    for label, genre in enumerate(layout.genres):
+        missing = [split for split in ("val", "test") if per_split[split][label] == 0]
+        if missing:
+            covers = sum(int(per_split[split][label]) for split in SPLITS)
+            lines.append(
+                f"genre {genre} has {covers} cover(s): its {' and '.join(missing)} "
+                f"{'splits get' if len(missing) > 1 else 'split gets'} none, so it is never scored there; add covers "
+                "to it, or leave its folder out"
+            )
+    return lines
+
+
 def same_packs(one: PackLayout, other: PackLayout) -> bool:
     """Whether two layouts of the same images put the same images in every pack."""
     return one.members.keys() == other.members.keys() and all(
@@ -633,6 +650,8 @@ def _prepare(config: PrepareConfig, progress: bool) -> PreparedDataset:
     genres_of = [images[i].genre for i in valid]
     near_copies = near_copy_groups([image_hashes[i] for i in valid], config.near_copy_bits)
     grouped = plan_packs([names[i] for i in valid], genres_of, fractions, config.seed, config.dev_size, near_copies)
+    for warning in thin_genres(grouped):
+        log.warning("%s", warning)
     if failed or not same_packs(grouped, layout):
         # The workers wrote into the split planned before the hashes (and failures) were known: copy the rows over.
         decoded, layout, names = layout, grouped, [names[i] for i in valid]

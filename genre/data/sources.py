@@ -55,12 +55,15 @@ def scan_folder(root: Path) -> tuple[list[SourceImage], list[Problem]]:
         if not entry.is_dir():
             problems.append(Problem("scan", entry.name, "file outside a genre folder (expected ROOT/<genre>/<file>)"))
             continue
+        found = len(images)
         for dirpath, dirnames, filenames in os.walk(entry):
             dirnames[:] = sorted(d for d in dirnames if _visible(d))
             for filename in sorted(filenames):
                 if _visible(filename):
                     path = Path(dirpath) / filename
                     images.append(SourceImage(path.relative_to(root).as_posix(), path))
+        if len(images) == found:
+            problems.append(Problem("scan", f"{entry.name}/", "empty genre folder: no genre without covers"))
     if not images:
         raise DataError(f"image folder {root} holds no files in genre subfolders; lay it out ROOT/<genre>/<file>")
     images.sort(key=lambda image: image.relpath)

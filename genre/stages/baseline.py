@@ -17,7 +17,7 @@ from genre import __version__
 from genre.config import setting
 from genre.data.choice import DatasetChoice
 from genre.data.feature_cache import CACHE_FOLDER, FeatureCache
-from genre.data.folds import FoldChoice, all_covers, check_folds_fit, fold_parts, split_digest
+from genre.data.folds import FoldChoice, all_covers, check_parts_fit, fold_parts, split_digest
 from genre.data.pack import DatasetInfo, Pack, open_pack
 from genre.errors import ConfigError
 from genre.models.baselines import (
@@ -230,7 +230,7 @@ def run(
     """Fit and score a scikit-learn baseline in its own run; `on_started(tracker)` runs once the run is open, and
     `inner` also scores the training part by a cross-validation inside it (what a study maximises)."""
     ensure_dataset(config.data, progress)
-    check_folds_fit(Path(config.data), config.variant, config)  # before the run opens
+    check_parts_fit(Path(config.data), config.variant, config)  # before the run opens
     info = DatasetInfo.read(Path(config.data))
     workers = config.workers or usable_cores()
     name = None if nested else experiment_name(experiment, f"genre-{info.name}")

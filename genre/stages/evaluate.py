@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from genre.data.folds import FoldChoice, check_parts_fit
 from genre.data.pack import DatasetInfo, Pack, open_pack
 from genre.errors import ConfigError
 from genre.stages.common import (
@@ -40,6 +41,7 @@ def model_and_split(config: EvaluateConfig | InterpretConfig, progress: bool) ->
         raise ConfigError("--model-uri is required, e.g. runs:/<run id>/model or models:/genre-classifier@champion")
     reach_model_store(config.model_uri)  # before any work: loading the model would retry for minutes
     ensure_dataset(config.data, progress)
+    check_parts_fit(Path(config.data), config.variant, FoldChoice(), (config.split,))
     pack = open_pack(Path(config.data), config.variant, config.split)
     info = DatasetInfo.read(Path(config.data))
     return load_cover_model(config.model_uri), pack, info

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genre.config import EXPERIMENTS_DIR, build, check_range, read_config_file, setting
-from genre.data.folds import MAX_FOLDS, MAX_REPEATS, FoldChoice, check_fold_count, check_folds_fit
+from genre.data.folds import MAX_FOLDS, MAX_REPEATS, FoldChoice, check_fold_count, check_parts_fit
 from genre.data.pack import DATASET_FILE, DatasetInfo
 from genre.data.prepare import PrepareConfig
 from genre.errors import ConfigError, DataError, GenreError
@@ -154,7 +154,7 @@ def plan(config: SuiteConfig, progress: bool) -> list[Planned]:
             print(f"leaving out {experiment.name}: the suite runs it on the static split only (static_only)")
             continue
         data_digest = _dataset_digest(experiment.config.data, experiment.name, progress)
-        check_folds_fit(Path(experiment.config.data), experiment.config.variant, FoldChoice(folds=config.folds))
+        check_parts_fit(Path(experiment.config.data), experiment.config.variant, FoldChoice(folds=config.folds))
         for seed in seeds:
             for part in fold_choices(config):
                 seeded = experiment.with_settings(seed=seed, **part)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from genre.config import build
-from genre.data.folds import check_folds_fit, split_digest
+from genre.data.folds import check_parts_fit, split_digest
 from genre.data.pack import DatasetInfo
 from genre.disk import check_writable
 from genre.errors import ConfigError, StoreUnreachable
@@ -91,7 +91,7 @@ def run(
     if cluster.is_chief:  # the one that writes the checkpoints learns now, not after an epoch
         check_writable(Path(config.checkpoint_dir), "checkpoint folder", "--checkpoint-dir")
         ensure_dataset(config.data, progress)
-        check_folds_fit(Path(config.data), config.variant, config)  # before the run opens
+        check_parts_fit(Path(config.data), config.variant, config)  # before the run opens
     if cluster.workers > 1:
         owns = "logs the MLflow run and writes the checkpoints" if cluster.is_chief else "worker 0 logs the run"
         print(
