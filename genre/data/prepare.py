@@ -15,6 +15,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import threading
@@ -50,6 +51,7 @@ DIGIT_SIZE = 32  # 4x the 8x8 digits: enough for conv nets, small enough for CPU
 MIN_SIZE, MAX_SIZE = 8, 1024  # packed image sides
 MANIFEST_DATASET_NAME = "covers"
 DEFAULT_DATASET = f"data/prepared/digits-{DIGIT_SIZE}"  # where `genre prepare` with no flags puts the bundled digits
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a name, never a path: it names a folder under data/
 PARTIAL_FOLDER = ".partial"  # packs being written; moved into place only when complete
 NEAR_COPIES_FILE = "near_copies.csv"
 
@@ -100,6 +102,11 @@ class PrepareConfig:
             raise ConfigError(
                 "'train_fraction', 'val_fraction' and 'test_fraction' must sum to 1, got "
                 f"{' + '.join(f'{share:g}' for share in shares)} = {sum(shares):g}"
+            )
+        if self.name is not None and not DATASET_NAME.fullmatch(self.name):
+            raise ConfigError(
+                f"'name' is a dataset's name, not a path: letters, digits, '.', '-' and '_', starting with a letter or "
+                f"digit, got {self.name!r}; --out chooses where the packs go"
             )
         check_range(self, "workers", 0, note=" (0 = every usable core)")
         check_range(self, "connections", 1)
@@ -557,10 +564,20 @@ def write_split_file(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
 
 
 def check_output_folders(config: PrepareConfig) -> None:
-    """A folder `prepare` could not write is named before any download or decoding starts, and so is a source folder
-    whose own name a named dataset takes (unless `--name` names the dataset)."""
-    if config.source_kind == "folder" and not config.name:
-        check_folder_name(Path(config.folder or "."))
+    """A folder `prepare` could not write is named before any download or decoding starts (and before a run or a
+    folder is made), and so is a source that is not there and a source folder whose own name a named dataset takes
+    (unless `--name` names the dataset)."""
+    layout = "pass --folder ROOT laid out ROOT/<genre>/<file>"
+    if config.source_kind == "folder":
+        folder = Path(config.folder or ".")
+        if not folder.exists():
+            raise DataError(f"image folder {folder} does not exist; {layout}")
+        if not folder.is_dir():
+            raise DataError(f"--folder {folder} is a file, not a folder; {layout}")
+        if not config.name:
+            check_folder_name(folder)
+    if config.source_kind == "manifest" and not Path(config.manifest or "").is_file():
+        raise DataError(f"manifest {config.manifest} is not a file; pass --manifest FILE (lines 'URL<TAB>genre/file')")
     check_writable(config.out_dir, "output folder", "--out")
     if config.source_kind == "manifest":
         check_writable(config.download_folder, "download folder", "--download-dir")

@@ -92,6 +92,7 @@ def run(
         check_writable(Path(config.checkpoint_dir), "checkpoint folder", "--checkpoint-dir")
         ensure_dataset(config.data, progress)
         check_parts_fit(Path(config.data), config.variant, config)  # before the run opens
+        check_crop_fits(config, DatasetInfo.read(Path(config.data)))
     if cluster.workers > 1:
         owns = "logs the MLflow run and writes the checkpoints" if cluster.is_chief else "worker 0 logs the run"
         print(
@@ -260,6 +261,16 @@ def resume_config(config: TrainConfig, given: set[str] | None = None) -> tuple[T
     applied = [*RESUME_SETTINGS, *(name for name in RESUME_DEVICES if name in given)]
     settings = saved.config | {name: getattr(config, name) for name in applied}
     return build(TrainConfig, ("checkpoint of run " + config.resume, settings)), saved.epoch
+
+
+def check_crop_fits(config: TrainConfig, info: DatasetInfo) -> None:
+    """A `ConfigError` naming `crop_size` when it asks for more than the packed images hold (it used to open a run,
+    then fail blaming the model)."""
+    if config.crop_size > info.image_size:
+        raise ConfigError(
+            f"'crop_size' {config.crop_size} is larger than the {info.image_size}-px images of {config.data}; use at "
+            f"most {info.image_size} (0: the network's own side where the images allow)"
+        )
 
 
 def check_same_data(run_id: str, digest: str, info: DatasetInfo, data: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from genre.errors import TrackingError
@@ -13,14 +14,30 @@ def register_model(model_uri: str, name: str, alias: str, refused: str | None = 
     """Register `model_uri` as a new version of `name`, move `alias` to it, and return the version. When MLflow
     refuses (no such run or model), a `TrackingError` says so, after `refused` (default: what was asked)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     store = client()  # fails in one line when the store does not answer
     mlflow.set_tracking_uri(tracking_uri())
+    refused = refused or f"cannot register {model_uri} as {name}"
+    if found := RUN_URI.fullmatch(model_uri):  # before MLflow prints "Successfully registered model"
+        try:
+            store.get_run(found.group(1))
+        except MlflowException:
+            raise TrackingError(
+                f"{refused}: the tracking store has no run {found.group(1)} (`genre runs` lists them)"
+            ) from None
+    try:
+        existed = bool(store.get_registered_model(name))
+    except MlflowException:
+        existed = False
     try:
         version = mlflow.register_model(model_uri, name)
         store.set_registered_model_alias(name, alias, version.version)
-    except mlflow.exceptions.MlflowException as error:
-        raise TrackingError(f"{refused or f'cannot register {model_uri} as {name}'}: {error.message}") from None
+    except MlflowException as error:
+        if not existed:  # MLflow made the name before it failed on the version: leave no empty model behind
+            with contextlib.suppress(MlflowException):
+                store.delete_registered_model(name)
+        raise TrackingError(f"{refused}: {error.message}") from None
     return str(version.version)
 
 

@@ -15,9 +15,16 @@ from genre.data.transforms import AugmentSpec
 from genre.errors import ConfigError
 from genre.models.baselines import PROBE_C
 from genre.models.spec import NetworkSpec, require_loaded_weights
+from genre.runtime import usable_cores
 from genre.training.checkpoint import DEFAULT_CHECKPOINT_DIR
 
 log = logging.getLogger(__name__)
+
+# Bounds past any sensible run, so a typo is one line, not hours of a hopeless run or an MXNet traceback.
+MAX_LEARNING_RATE = 10.0
+MAX_BATCH_SIZE = 65536
+MAX_EPOCHS = 10000
+MAX_CROP_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -85,11 +92,11 @@ class TrainConfig(NetworkSpec, AugmentSpec, FoldChoice, DatasetChoice):
         NetworkSpec.__post_init__(self)
         AugmentSpec.__post_init__(self)
         FoldChoice.__post_init__(self)
-        check_range(self, "learning_rate", 0.0, low_open=True)
+        check_range(self, "learning_rate", 0.0, MAX_LEARNING_RATE, low_open=True, note=" (more diverges at once)")
         check_range(self, "momentum", 0.0, 1.0, high_open=True)
-        check_range(self, "weight_decay", 0.0)
-        check_range(self, "batch_size", 1)
-        check_range(self, "epochs", 1)
+        check_range(self, "weight_decay", 0.0, 1.0)
+        check_range(self, "batch_size", 1, MAX_BATCH_SIZE)
+        check_range(self, "epochs", 1, MAX_EPOCHS)
         check_range(self, "lr_factor", 0.0, low_open=True)
         parse_steps(self.lr_steps)
         check_range(self, "warmup_epochs", 0, note=" (0 = none)")
@@ -98,11 +105,15 @@ class TrainConfig(NetworkSpec, AugmentSpec, FoldChoice, DatasetChoice):
         require_loaded_weights(self, "probe_head", "fits the output layer on pretrained features")
         check_range(self, "probe_c", 0.0, low_open=True)
         check_range(self, "label_smoothing", 0.0, 1.0, high_open=True)
-        if self.crop_size < 0 or 0 < self.crop_size < 8:
-            raise ConfigError(f"'crop_size' must be 0 (automatic) or at least 8 pixels, got {self.crop_size}")
+        if self.crop_size < 0 or 0 < self.crop_size < 8 or self.crop_size > MAX_CROP_SIZE:
+            raise ConfigError(
+                f"'crop_size' must be 0 (automatic) or 8..{MAX_CROP_SIZE} pixels (at most the packed images' side), "
+                f"got {self.crop_size}"
+            )
         check_range(self, "patience", 0, note=" (0 = never stop early)")
         check_range(self, "seed", *SEEDS)
-        check_range(self, "cpu_contexts", 1)
+        cores = usable_cores()
+        check_range(self, "cpu_contexts", 1, max(cores, 2), note=f" (a context per core; this machine has {cores})")
         check_range(self, "chunk_size", 1)
         if self.warmup_epochs >= self.epochs:
             shortened = self.epochs - 1

@@ -508,6 +508,6 @@ def test_a_named_datasets_own_folder_is_pointed_to_that_dataset_and_other_folder
 
     assert main(["prepare", "-q", "--folder", str(own)]) == 2
     assert "`genre prepare --dataset covers-dev` packs this folder as that dataset" in capsys.readouterr().err
-    mine = PrepareConfig(folder=str(tmp_path / "my-covers-dev"))
+    mine = PrepareConfig(folder=str(write_cover_folder(tmp_path / "my-covers-dev", genres=2, per_genre=2, size=16)))
     check_output_folders(mine)  # a name no named dataset takes: the folder's own
     assert mine.dataset_name == "my-covers-dev" and mine.out_dir == Path("data/prepared/my-covers-dev-350")

@@ -37,6 +37,11 @@ from tests.conftest import refused
         ({"seed": -1}, "seed"),
         ({"seed": 2**32}, "seed"),
         ({"cpu_contexts": 0}, "cpu_contexts"),
+        ({"cpu_contexts": 1000}, "cpu_contexts"),  # issue 25: ran at 75 s an epoch instead of 8, load 83
+        ({"epochs": 10**20}, "epochs"),  # ran until killed
+        ({"batch_size": 100_000_000}, "batch_size"),
+        ({"learning_rate": 1e39}, "learning_rate"),  # beyond float32: an MXNet traceback
+        ({"crop_size": 100_000}, "crop_size"),
         ({"chunk_size": 0}, "chunk_size"),
         ({"hidden_units": 0}, "hidden_units"),  # the network's settings are checked too ...
         ({"random_crop_area": 0.0}, "random_crop_area"),  # ... and the augmentation's
@@ -47,10 +52,10 @@ def test_a_setting_out_of_range_is_a_one_line_error_naming_it(settings: dict, na
 
 
 def test_the_error_says_the_allowed_range() -> None:
-    assert refused(TrainConfig, {"batch_size": 0}, "batch_size") == "'batch_size' must be at least 1, got 0"
+    assert refused(TrainConfig, {"batch_size": 0}, "batch_size") == "'batch_size' must be in 1..65536, got 0"
     assert refused(TrainConfig, {"momentum": 1.5}, "momentum") == "'momentum' must be in [0, 1), got 1.5"
     message = refused(TrainConfig, {"learning_rate": 0.0}, "learning_rate")
-    assert message == "'learning_rate' must be a finite number > 0, got 0.0"
+    assert message == "'learning_rate' must be in (0, 10] (more diverges at once), got 0.0"
 
 
 @pytest.mark.parametrize(("epochs", "warmup", "kept"), [(1, 1, 0), (3, 5, 2), (3, 3, 2), (3, 2, 2), (3, 0, 0)])

@@ -104,11 +104,11 @@ def test_asking_for_an_absent_gpu_fails_at_once_and_says_how_to_get_one(tracking
 @pytest.mark.parametrize(
     ("flags", "error"),
     [
-        (["--batch-size", "0"], "'batch_size' must be at least 1, got 0"),
-        (["--batch-size", "-5"], "'batch_size' must be at least 1, got -5"),
+        (["--batch-size", "0"], "'batch_size' must be in 1..65536, got 0"),
+        (["--batch-size", "-5"], "'batch_size' must be in 1..65536, got -5"),
         (["--chunk-size", "0"], "'chunk_size' must be at least 1, got 0"),
-        (["--epochs", "0"], "'epochs' must be at least 1, got 0"),
-        (["--learning-rate", "nan"], "'learning_rate' must be a finite number > 0, got nan"),
+        (["--epochs", "0"], "'epochs' must be in 1..10000, got 0"),
+        (["--learning-rate", "nan"], "'learning_rate' must be in (0, 10] (more diverges at once), got nan"),
     ],
 )
 def test_a_number_out_of_range_is_one_line_before_any_run_opens(tracking_store: str, capsys, flags, error) -> None:
