@@ -63,6 +63,14 @@ def check_writable(folder: Path, what: str, flag: str, min_free: int = MIN_FREE_
         )
 
 
+def check_output_file(path: Path, what: str, flag: str) -> None:
+    """Before the work whose result goes to the file `path`: a one-line `DiskError` when `path` is a folder, or its
+    folder cannot be written (`check_writable`)."""
+    if path.is_dir():
+        raise DiskError(f"{flag} {path} is a folder; give the {what} a file name (a new file in it, say)")
+    check_writable(path.parent, f"the {what}'s folder", flag)
+
+
 def local_folder(uri: str) -> Path | None:
     """The folder a `file:` URI or a plain path names; None for a remote one (`s3://`, `mlflow-artifacts:/`)."""
     parsed = urlparse(uri)

@@ -159,12 +159,12 @@ def check_and_load(config: PredictConfig, inputs: Sequence[Path]) -> tuple[Any, 
     """Everything that can stop a prediction before it starts (no inputs, no covers in them, an output folder that
     cannot be written, a model that is not a cover model), checked before any run opens; the model, loaded."""
     from genre.data.cover_files import find_cover_files
-    from genre.disk import check_writable
+    from genre.disk import check_output_file, check_writable
 
     if not inputs:
         raise ConfigError("which covers? give image files or folders of them")
     if config.output:
-        check_writable(Path(config.output).parent, "the predictions' folder", "--output")
+        check_output_file(Path(config.output), "predictions", "--output")
     if config.explain:
         check_writable(Path(config.explain_dir), "the heatmaps' folder", "--explain-dir")
     files = find_cover_files(inputs)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genre.config import setting
+from genre.disk import check_output_file
 from genre.errors import ConfigError, DataError, TrackingError
 from genre.intervals import BOOTSTRAP, Bootstrap, accuracy_intervals
 from genre.predictions import CoverPredictions
@@ -325,6 +326,8 @@ def write_report(config: ReportConfig) -> Report:
     the file is kept byte for byte. Without it the whole page is rewritten, but the marked sections the file held
     are kept, after the page and unchanged, so regenerating the page does not drop another suite's section.
     """
+    if config.output:  # before the runs are read and the figures drawn
+        check_output_file(Path(config.output), "report", "--output")
     experiment = config.experiment or newest_suite_experiment()
     if not experiment:
         raise TrackingError(f"no suite runs at {runs.shown_store()}; run `genre suite` first, or name --experiment")

@@ -49,9 +49,23 @@ def serve_invocation(config: ServeConfig) -> tuple[list[str], dict[str, str]]:
     return command, environment
 
 
+def check_model_there(model_uri: str) -> None:
+    """Before the server starts (it would print a traceback of 48 lines): the store answers and holds the model, or
+    the usual one-line error (an unreachable store, `MLflow at ...: Run with id=... not found`)."""
+    import mlflow
+
+    from genre.tracking.store import check_reachable, tracking_uri
+
+    if model_uri.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
+        check_reachable()  # in seconds, not after MLflow's minutes of retries
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.models.get_model_info(model_uri)  # reads the model's MLmodel file only
+
+
 def serve_model(config: ServeConfig) -> NoReturn:
     """Become the model server (exec, so Ctrl-C and SIGTERM reach MLflow directly); returns only by failing."""
     command, environment = serve_invocation(config)
+    check_model_there(config.model_uri)
     warning = exposure_warning(config.host, "model server")
     if warning:
         print(warning, file=sys.stderr)

@@ -143,9 +143,15 @@ def tracking_failure(error: Exception) -> str | None:
             "command once the store answers again"
         )
     if type(error).__module__.startswith("mlflow."):
-        first = (getattr(error, "message", None) or str(error)).strip().splitlines()
-        return f"MLflow at {mask_password(tracking_uri())}: {first[0] if first else type(error).__name__}"
+        return f"MLflow at {mask_password(tracking_uri())}: {first_line(error)}"
     return None
+
+
+def first_line(error: BaseException) -> str:
+    """MLflow's message in one line: its first, without the response body a server pasted into it (a web page)."""
+    lines = (getattr(error, "message", None) or str(error)).strip().splitlines()
+    line = lines[0] if lines else type(error).__name__
+    return line.split(" Response body:", 1)[0]
 
 
 def check_reachable(uri: str | None = None) -> None:
@@ -158,6 +164,11 @@ def check_reachable(uri: str | None = None) -> None:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACHABILITY_TIMEOUT_SECONDS):
                 return
         except urllib.error.HTTPError as error:
+            if error.code == 404:  # an MLflow server answers /health; a plain web server has no such page
+                raise TrackingError(
+                    f"{shown} answered HTTP 404 for /health: it is not an MLflow tracking server; start one "
+                    "(`genre server`) or fix MLFLOW_TRACKING_URI"
+                ) from None
             if error.code < 500:
                 return  # it answered; authentication or routing is MLflow's business
             raise TrackingError(

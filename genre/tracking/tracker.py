@@ -19,6 +19,7 @@ from genre.disk import check_writable, disk_faults, local_folder
 from genre.errors import StoreUnreachable, TrackingError
 from genre.tracking.store import (
     check_reachable,
+    first_line,
     lost_store_stops,
     mask_password,
     single_try,
@@ -239,7 +240,7 @@ def tracked_run(
                 mlflow.set_experiment(experiment_id=_experiment_id(experiment))
             run = mlflow.start_run(run_name=run_name)
     except Exception as error:  # noqa: BLE001 - any store error is the same to the user
-        raise TrackingError(f"cannot open an MLflow run at {mask_password(uri)}: {error}") from error
+        raise TrackingError(f"cannot open an MLflow run at {mask_password(uri)}: {first_line(error)}") from error
     log.info("MLflow run %s in experiment %s at %s", run.info.run_id, run.info.experiment_id, mask_password(uri))
     page = ui_address(mask_password(uri), run.info.experiment_id, run.info.run_id) if serves_ui(uri) else None
     with _ending(run, finished_on, page):

@@ -56,3 +56,29 @@ def test_a_crop_larger_than_the_images_names_crop_size_before_a_run_opens(tracki
         "network's own side where the images allow)\n"
     )
     assert not Path("mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "what"),
+    [
+        (["predict", "--model-uri", "runs:/deadbeef/model", "--output", "taken", "cover.jpg"], "predictions"),
+        (["report", "--experiment", "genre-suite-digits", "--output", "taken"], "report"),
+    ],
+    ids=["predict", "report"],
+)
+def test_an_output_that_is_a_folder_is_refused_before_the_work(tracking_store: str, command: list[str], what: str,
+                                                               capsys) -> None:  # fmt: skip
+    """It used to fail with `IsADirectoryError` once all the work was done."""
+    Path("taken").mkdir()
+    assert main(command) == 2
+    assert capsys.readouterr().err == (
+        f"genre {command[0]}: error: --output taken is a folder; give the {what} a file name (a new file in it, say)\n"
+    )
+
+
+def test_serving_a_model_that_is_not_there_is_one_line_before_the_server_starts(tracking_store: str, capsys) -> None:
+    """It used to print "serving ..." and then MLflow's 48-line traceback."""
+    assert main(["serve", "--model-uri", "runs:/deadbeef/model", "--port", "5999"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.endswith(f"\ngenre serve: error: MLflow at {tracking_store}: Run with id=deadbeef not found\n")
+    assert "serving" not in captured.out

@@ -118,3 +118,43 @@ def test_only_a_database_tracking_store_gets_the_small_connection_pool(monkeypat
     monkeypatch.setenv("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "8")
     limit_database_connections("postgresql://genre@db.lab:5432/mlflow")
     assert os.environ["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"] == "8"
+
+
+def test_a_plain_web_server_as_the_tracking_uri_is_one_line_not_its_html_page(tmp_path, monkeypatch, capsys) -> None:
+    """Issue 25, case 8: the error used to paste the server's 14-line HTML 404 page."""
+    import functools
+    import http.server
+    import threading
+
+    from genre.cli import main
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # the test reads stderr: only genre's line goes there
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert main(["prepare", "-q", "--out", "digits16", "--image-size", "16"]) == 2
+    finally:
+        server.shutdown()
+    assert capsys.readouterr().err == (
+        f"genre prepare: error: {uri} answered HTTP 404 for /health: it is not an MLflow tracking server; start one "
+        "(`genre server`) or fix MLFLOW_TRACKING_URI\n"
+    )
+    assert not (tmp_path / "digits16").exists()
+
+
+def test_mlflow_s_message_loses_the_web_page_a_server_pasted_into_it() -> None:
+    from mlflow.exceptions import MlflowException
+
+    from genre.tracking.store import first_line
+
+    error = MlflowException(
+        "API request to /api/2.0/x failed with error code 404 != 200. Response body: '<html>\n</html>'"
+    )
+    assert first_line(error) == "API request to /api/2.0/x failed with error code 404 != 200."
