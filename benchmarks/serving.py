@@ -1,5 +1,5 @@
-"""Latency and throughput of a cover model served by the real `mlflow models serve --env-manager local` on loopback,
-beside the network's own forward rate, measured in the same run.
+"""Latency and throughput of a cover model served by `genre serve` on loopback (MLflow's scoring app under uvicorn,
+behind genre's request limits), beside the network's own forward rate, measured in the same run.
 
 Usage, from the project root with the package installed::
 
@@ -11,8 +11,8 @@ The script makes its covers and its model as benchmarks/predict.py does (random 
 - in this process, before the server starts: the network's forward rate on a pre-decoded batch of 32 covers
   (`CoverClassifier.probabilities`), and the model's whole `predict` on 32 encoded covers (a DataFrame of JPEG bytes,
   as the server hands it over) with its covers decoded in 1 thread and in one thread per usable core, round-robin;
-- starts `genre serve`'s command line (`mlflow models serve --env-manager local`, 1 worker) on 127.0.0.1 and
-  waits for /ping;
+- starts `genre serve`'s command line (uvicorn with MLflow's scoring app behind `RequestLimits`, 1 worker) on
+  127.0.0.1 and waits for /ping;
 - for each case (1 cover or 32 covers per request; 1 or 8 concurrent clients, each with its own keep-alive
   connection), sends requests for `--seconds` (after 2 unmeasured ones per client): the JSON bodies
   (`dataframe_split` of base64 JPEGs) are made beforehand, so the clients spend little CPU.
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     from genre.cover_model import load_cover_model
     from genre.data.images import decode_image
     from genre.runtime import usable_cores
-    from genre.tracking.serving import ServeConfig, serve_invocation
+    from genre.tracking.serving import ServeConfig, local_model, serve_invocation
 
     print("\n".join(machine_lines()))
     print(f"Load average (1, 5, 15 min) at start: {load_average()}")
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         print(markdown_table(["step", "ms", "covers/s", "vs forward"], rows))
 
         port = free_port()
-        command, environment = serve_invocation(ServeConfig(model_uri=uri, port=port))
+        command, environment = serve_invocation(ServeConfig(model_uri=uri, port=port), local_model(uri))
         log = scratch / "serve.log"
         with log.open("w") as output:
             server = subprocess.Popen(

@@ -1,8 +1,10 @@
-"""`genre serve`: MLflow's model server for a cover model, started the same way from any shell.
+"""`genre serve`: MLflow's model server for a cover model, with limits on a request, started the same way from any
+shell.
 
-`mlflow models serve` starts its web server by running `uvicorn` by name, so from a shell where the
-project's venv is not activated (`.venv/bin/mlflow models serve ...`) it stops with "uvicorn: not found".
-This runs it with the interpreter's scripts folder, where pip put `uvicorn` beside `mlflow`, first on PATH.
+`mlflow models serve` starts its web server by running `uvicorn` by name, so from a shell where the project's venv
+is not activated (`.venv/bin/mlflow models serve ...`) it stops with "uvicorn: not found"; and it reads a request of
+any size. This runs MLflow's scoring app behind `genre.tracking.serving_app.RequestLimits`, with this interpreter's
+uvicorn and its scripts folder first on PATH.
 """
 
 from __future__ import annotations
@@ -20,38 +22,55 @@ from genre.tracking.server import exposure_warning
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Which model to serve and where the server listens."""
+    """Which model to serve, where the server listens and the largest request it reads."""
 
     model_uri: str = setting("", "the model: runs:/<run id>/model, models:/<name>@<alias>, or a local path")
     host: str = setting("127.0.0.1", "address to bind; anything but loopback exposes the model (a warning says so)")
     port: int = setting(5001, "port to listen on (the tracking server's default is 5000)")
     workers: int = setting(1, "server worker processes")
+    max_request_mb: float = setting(
+        64.0, "largest request body read, in MiB (a batch of 64 covers of 500 KB is about 43); larger gets HTTP 413"
+    )
 
     def __post_init__(self) -> None:
         check_range(self, "port", 1, 65535)
-        check_range(self, "workers", 1)
+        check_range(self, "workers", 1, 64)
+        check_range(self, "max_request_mb", 0.0, 4096.0, low_open=True)
 
 
-def serve_invocation(config: ServeConfig) -> tuple[list[str], dict[str, str]]:
-    """The `mlflow models serve` command line, and the environment whose PATH finds this environment's `uvicorn`."""
-    if not config.model_uri:
-        raise ConfigError("which model? give --model-uri runs:/<run id>/model or models:/<name>@<alias>")
+def serve_invocation(config: ServeConfig, model_path: str) -> tuple[list[str], dict[str, str]]:
+    """The command line of MLflow's scoring app behind genre's request limits (`genre.tracking.serving_app`) for the
+    model downloaded to `model_path`, and its environment, whose PATH finds this environment's scripts first.
+
+    MLflow's own `mlflow models serve --env-manager local` runs the same app the same way (uvicorn, the model's
+    folder in `_SERVER_MODEL_PATH`), without the limits."""
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
+    from mlflow.pyfunc.scoring_server import _SERVER_MODEL_PATH
+
+    from genre.tracking.serving_app import MAX_REQUEST_VARIABLE
+
     command = [
-        sys.executable, "-m", "mlflow", "models", "serve",
-        "--model-uri", config.model_uri,
-        "--env-manager", "local",  # the environment the model was trained in; no conda or network needed
+        sys.executable, "-m", "uvicorn",
         "--host", config.host,
         "--port", str(config.port),
         "--workers", str(config.workers),
+        "genre.tracking.serving_app:app",
     ]  # fmt: skip
     scripts = sysconfig.get_path("scripts")
-    environment = {**os.environ, "PATH": os.pathsep.join([scripts, os.environ.get("PATH", os.defpath)])}
+    environment = {
+        **os.environ,
+        "PATH": os.pathsep.join([scripts, os.environ.get("PATH", os.defpath)]),
+        _SERVER_MODEL_PATH: model_path,
+        MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.name: str(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get()),
+        MAX_REQUEST_VARIABLE: str(int(config.max_request_mb * 2**20)),
+    }
     return command, environment
 
 
-def check_model_there(model_uri: str) -> None:
-    """Before the server starts (it would print a traceback of 48 lines): the store answers and holds the model, or
-    the usual one-line error (an unreachable store, `MLflow at ...: Run with id=... not found`)."""
+def local_model(model_uri: str) -> str:
+    """Before the server starts (it would print a traceback of 48 lines): the store answers and holds the model,
+    which is downloaded to a local folder (as `mlflow models serve` does); else the usual one-line error (an
+    unreachable store, `MLflow at ...: Run with id=... not found`)."""
     import mlflow
 
     from genre.tracking.store import check_reachable, tracking_uri
@@ -59,18 +78,22 @@ def check_model_there(model_uri: str) -> None:
     if model_uri.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
         check_reachable()  # in seconds, not after MLflow's minutes of retries
     mlflow.set_tracking_uri(tracking_uri())
-    mlflow.models.get_model_info(model_uri)  # reads the model's MLmodel file only
+    mlflow.models.get_model_info(model_uri)  # reads the model's MLmodel file only: a missing model fails here
+    return mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
 
 
 def serve_model(config: ServeConfig) -> NoReturn:
-    """Become the model server (exec, so Ctrl-C and SIGTERM reach MLflow directly); returns only by failing."""
-    command, environment = serve_invocation(config)
-    check_model_there(config.model_uri)
+    """Become the model server (exec, so Ctrl-C and SIGTERM reach uvicorn directly); returns only by failing."""
+    if not config.model_uri:
+        raise ConfigError("which model? give --model-uri runs:/<run id>/model or models:/<name>@<alias>")
+    command, environment = serve_invocation(config, local_model(config.model_uri))
     warning = exposure_warning(config.host, "model server")
     if warning:
         print(warning, file=sys.stderr)
     print(
-        f"serving {config.model_uri} on http://{config.host}:{config.port} (POST /invocations, GET /ping)", flush=True
+        f"serving {config.model_uri} on http://{config.host}:{config.port} (POST /invocations, GET /ping; requests "
+        f"up to {config.max_request_mb:g} MiB)",
+        flush=True,
     )
     sys.stderr.flush()
     os.execve(command[0], command, environment)

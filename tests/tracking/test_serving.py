@@ -119,6 +119,37 @@ def test_a_served_model_opens_no_file_a_request_names(served_model, tmp_path: Pa
     assert "a served model reads no files named in a request" in body["message"]
 
 
+@pytest.mark.slow
+def test_an_oversized_or_absurdly_nested_request_is_refused_and_the_server_keeps_answering(served_model) -> None:
+    """Issue 25, case 9: no request-size limit (a 200 MB body was read whole) and HTTP 500 for deep nesting."""
+    import socket
+
+    url, test = served_model
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as connection:  # declares 200 MB, sends 10 bytes
+        connection.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 200000000\r\n\r\n0123456789")  # fmt: skip
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < 100:  # its JSON message
+            part = connection.recv(65536)
+            if not part:
+                break
+            answer += part
+        answer = answer.decode("latin-1")
+    assert answer.startswith("HTTP/1.1 413 "), answer
+    assert "larger than this server takes, 67,108,864 bytes" in answer
+
+    nested = b"[" * 200_000 + b"]" * 200_000
+    request = urllib.request.Request(f"{url}/invocations", nested, {"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=180)
+    assert refused.value.code == 400 and "nested deeper" in json.loads(refused.value.read())["message"]
+
+    cover = jpeg_base64(test.images[0])  # and a good request still gets its answer
+    status, body = post(f"{url}/invocations", {"dataframe_split": {"columns": ["image"], "data": [[cover]]}})
+    assert status == 200 and len(body["predictions"]) == 1
+
+
 def test_the_docs_serve_a_model_with_the_readmes_command() -> None:
     assert shlex.join(readme_serve_command()) in (PROJECT_ROOT / "docs" / "serving.md").read_text()
 
