@@ -15,7 +15,7 @@ from genre.data.prepare import PrepareConfig
 from genre.disk import disk_fault
 from genre.errors import GenreError, StoreUnreachable
 from genre.stages.baseline import BaselineConfig
-from genre.tracking.store import limit_http_retries, quiet_mlflow, tracking_failure
+from genre.tracking.store import limit_http_retries, quiet_full_database, quiet_mlflow, tracking_failure
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 
@@ -467,6 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Ctrl-C or SIGTERM inside a query makes SQLAlchemy's pool log the cursor it then cannot close, with a traceback;
     # the interruption itself is reported in one line below, and any real database error reaches us as an exception
     logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
+    quiet_full_database()  # a full SQLite store is one line of ours, not MLflow's two tracebacks
     try:
         return args.handler(args)
     except GenreError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -63,6 +64,20 @@ def quiet_mlflow(environ: MutableMapping[str, str] = os.environ) -> dict[str, st
     for name, value in QUIET_MLFLOW.items():
         environ.setdefault(name, value)
     return {name: environ[name] for name in QUIET_MLFLOW}
+
+
+class FullDatabaseFilter(logging.Filter):
+    """Drops MLflow's ERROR records (each with a traceback) of a SQLite store whose disk is full: genre says so in one
+    line naming the database and what was kept (`genre.disk.disk_faults`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return "database or disk is full" not in f"{record.getMessage()} {error or ''}"
+
+
+def quiet_full_database() -> None:
+    """Install `FullDatabaseFilter` on the MLflow logger that reports SQLAlchemy errors."""
+    logging.getLogger("mlflow.store.db.utils").addFilter(FullDatabaseFilter())
 
 
 @contextlib.contextmanager

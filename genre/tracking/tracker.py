@@ -287,7 +287,13 @@ def _end_quietly(run: Any, status: str, last_try: bool, page: str | None) -> Non
             mlflow.end_run(status)
     except Exception as error:  # noqa: BLE001 - the body's own error is the one to report
         reason = unreachable_reason(error)
-        if reason is None:
+        if "database or disk is full" in str(error):  # the end cannot be written either: say what to do later
+            log.warning(
+                "MLflow run %s stays RUNNING: its store's disk is full, so its end could not be written either; once "
+                "space is freed, `genre train --resume %s` continues a training run, `genre runs --stale --end` "
+                "ends any run", run.info.run_id, run.info.run_id,
+            )  # fmt: skip
+        elif reason is None:
             log.warning("could not end MLflow run %s %s: %s", run.info.run_id, status, str(error).splitlines()[0])
         else:  # the error the command reports already says the store is gone
             log.info("MLflow run %s stays RUNNING: the store did not answer (%s)", run.info.run_id, reason)

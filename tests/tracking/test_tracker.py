@@ -64,3 +64,44 @@ def test_a_run_mlflow_run_made_takes_the_name_the_command_gives_its_own_run(trac
     (direct,) = client.search_runs([client.get_experiment_by_name("direct").experiment_id])
     assert direct.info.run_name == "prepare"
     assert project_run.info.run_name == direct.info.run_name == project_run.data.tags["mlflow.runName"]
+
+
+@pytest.mark.slow
+def test_a_sqlite_store_filling_mid_run_is_two_lines_and_says_the_run_stays_running(tmp_path: Path, small_disk):
+    """Issue 25, case 8: 226 lines with two MLflow tracebacks, and a run left RUNNING that the docs called FAILED."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from genre.data.prepare import PrepareConfig, prepare
+    from tests.conftest import PROJECT_ROOT
+
+    data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
+    disk = small_disk(3000)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{disk / 'mlflow.db'}", "PYTHONPATH": str(PROJECT_ROOT)}
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "genre.cli", "train", "-q", "--data", str(data), "--epochs", "200",
+               "--conv-filters", "8", "--dense-units", ""]  # fmt: skip
+    training = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not any(json.loads(p.read_text())["epoch"] >= 1 for p in (tmp_path / "checkpoints").glob("*/state.json")):
+        assert training.poll() is None and time.monotonic() < deadline, training.stdout.read()
+        time.sleep(0.05)
+    free = shutil.disk_usage(disk).free
+    with (disk / "filler").open("wb") as filler:  # leave the store a few pages: the next epoch's metrics fill it
+        os.posix_fallocate(filler.fileno(), 0, free - 8 * 1024)
+
+    output = training.communicate(timeout=600)[0]
+
+    assert training.returncode == 2, output
+    assert "Traceback" not in output and len(output.splitlines()) <= 3, output
+    (run_id,) = [p.name for p in (tmp_path / "checkpoints").iterdir()]
+    assert f"genre train: error: no space left on device writing the SQLite database sqlite:///{disk}" in output
+    assert f"MLflow run {run_id} stays RUNNING: its store's disk is full" in output
+    (disk / "filler").unlink()
+    assert MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(run_id).info.status == "RUNNING"
