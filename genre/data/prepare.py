@@ -51,7 +51,7 @@ DIGIT_SIZE = 32  # 4x the 8x8 digits: enough for conv nets, small enough for CPU
 MIN_SIZE, MAX_SIZE = 8, 1024  # packed image sides
 MANIFEST_DATASET_NAME = "covers"
 DEFAULT_DATASET = f"data/prepared/digits-{DIGIT_SIZE}"  # where `genre prepare` with no flags puts the bundled digits
-DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a name, never a path: it names a folder under data/
+DATASET_NAME = re.compile(r"[^/\\\x00.][^/\\\x00]*")  # a name, never a path: no separator, no leading dot
 PARTIAL_FOLDER = ".partial"  # packs being written; moved into place only when complete
 NEAR_COPIES_FILE = "near_copies.csv"
 
@@ -105,8 +105,8 @@ class PrepareConfig:
             )
         if self.name is not None and not DATASET_NAME.fullmatch(self.name):
             raise ConfigError(
-                f"'name' is a dataset's name, not a path: letters, digits, '.', '-' and '_', starting with a letter or "
-                f"digit, got {self.name!r}; --out chooses where the packs go"
+                f"'name' is a dataset's name, not a path: no '/' or '\\', not starting with '.', got {self.name!r}; "
+                "--out chooses where the packs go"
             )
         check_range(self, "workers", 0, note=" (0 = every usable core)")
         check_range(self, "connections", 1)
