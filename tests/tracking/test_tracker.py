@@ -67,8 +67,13 @@ def test_a_run_mlflow_run_made_takes_the_name_the_command_gives_its_own_run(trac
 
 
 @pytest.mark.slow
-def test_a_sqlite_store_filling_mid_run_is_two_lines_and_says_the_run_stays_running(tmp_path: Path, small_disk):
-    """Issue 25, case 8: 226 lines with two MLflow tracebacks, and a run left RUNNING that the docs called FAILED."""
+def test_a_sqlite_store_filling_mid_run_is_one_or_two_lines_and_says_when_the_run_stays_running(
+    tmp_path: Path, small_disk
+) -> None:
+    """Issue 25, case 8: 226 lines with two MLflow tracebacks, and a run left RUNNING that the docs called FAILED. The
+    run ends FAILED when that last write still fits (SQLite gave back the failed insert's pages), else it stays
+    RUNNING and a warning says so."""
+    import errno
     import json
     import os
     import shutil
@@ -92,9 +97,13 @@ def test_a_sqlite_store_filling_mid_run_is_two_lines_and_says_the_run_stays_runn
     while not any(json.loads(p.read_text())["epoch"] >= 1 for p in (tmp_path / "checkpoints").glob("*/state.json")):
         assert training.poll() is None and time.monotonic() < deadline, training.stdout.read()
         time.sleep(0.05)
-    free = shutil.disk_usage(disk).free
     with (disk / "filler").open("wb") as filler:  # leave the store a few pages: the next epoch's metrics fill it
-        os.posix_fallocate(filler.fileno(), 0, free - 8 * 1024)
+        for _ in range(100):  # the store grows while we measure: measure again until the filler fits
+            try:
+                os.posix_fallocate(filler.fileno(), 0, shutil.disk_usage(disk).free - 8 * 1024)
+                break
+            except OSError as error:
+                assert error.errno == errno.ENOSPC, error
 
     output = training.communicate(timeout=600)[0]
 
@@ -102,6 +111,7 @@ def test_a_sqlite_store_filling_mid_run_is_two_lines_and_says_the_run_stays_runn
     assert "Traceback" not in output and len(output.splitlines()) <= 3, output
     (run_id,) = [p.name for p in (tmp_path / "checkpoints").iterdir()]
     assert f"genre train: error: no space left on device writing the SQLite database sqlite:///{disk}" in output
-    assert f"MLflow run {run_id} stays RUNNING: its store's disk is full" in output
     (disk / "filler").unlink()
-    assert MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(run_id).info.status == "RUNNING"
+    status = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(run_id).info.status
+    stays = f"MLflow run {run_id} stays RUNNING: its store's disk is full" in output
+    assert (status, stays) in {("RUNNING", True), ("FAILED", False)}, (status, output)  # FAILED when the end fitted
