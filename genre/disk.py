@@ -118,16 +118,30 @@ def describe(error: OSError, path: Path | str | None = None) -> str | None:
 def disk_fault(error: BaseException, path: Path | str | None = None, database: str = "") -> str | None:
     """`describe` for `error` or whatever caused it, SQLite's "database or disk is full" included (what MLflow's
     and Optuna's SQLite stores raise on a full disk; `database` names it); None when no disk fault is behind it."""
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
+    for cause in causes(error):
         if isinstance(cause, OSError) and (message := describe(cause, path)):
             return message
-        if isinstance(cause, sqlite3.OperationalError) and "disk is full" in str(cause):
+        if _full_database(cause):
             return f"no space left on device writing the SQLite database {database}".rstrip()
-        cause = cause.__cause__ or cause.__context__
     return None
+
+
+def causes(error: BaseException | None) -> Iterator[BaseException]:
+    """`error`, then what caused it (`__cause__`, else `__context__`), each once."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _full_database(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and "disk is full" in str(error)
+
+
+def full_database(error: BaseException | None) -> bool:
+    """Whether `error`, or what caused it, is SQLite's "database or disk is full"."""
+    return any(_full_database(cause) for cause in causes(error))
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ from genre.data.images import decode_outcome
 from genre.data.manifest import read_manifest
 from genre.data.near_copies import DEFAULT_MAX_BITS, HASH_SIDE, average_hash, near_copy_groups
 from genre.data.problems import Problem, write_report
-from genre.data.sources import DIGITS_SOURCE, SourceImage, render_digits, scan_folder
+from genre.data.sources import DIGITS_SOURCE, SourceImage, check_image_folder, render_digits, scan_folder
 from genre.data.split import SPLITS, SplitFractions, development_subset, stratified_split
 from genre.data.writer_lock import writer_lock
 from genre.disk import check_writable, disk_faults
@@ -567,13 +567,9 @@ def check_output_folders(config: PrepareConfig) -> None:
     """A folder `prepare` could not write is named before any download or decoding starts (and before a run or a
     folder is made), and so is a source that is not there and a source folder whose own name a named dataset takes
     (unless `--name` names the dataset)."""
-    layout = "pass --folder ROOT laid out ROOT/<genre>/<file>"
     if config.source_kind == "folder":
         folder = Path(config.folder or ".")
-        if not folder.exists():
-            raise DataError(f"image folder {folder} does not exist; {layout}")
-        if not folder.is_dir():
-            raise DataError(f"--folder {folder} is a file, not a folder; {layout}")
+        check_image_folder(folder)
         if not config.name:
             check_folder_name(folder)
     if config.source_kind == "manifest" and not Path(config.manifest or "").is_file():

@@ -38,6 +38,15 @@ def _visible(name: str) -> bool:
     return not name.startswith(".") and not name.endswith(TEMPORARY_SUFFIXES)
 
 
+def check_image_folder(root: Path) -> None:
+    """A one-line `DataError` unless `root` is a folder: one that is not there, or a file, is named as such."""
+    layout = "pass --folder ROOT laid out ROOT/<genre>/<file>"
+    if not root.exists():
+        raise DataError(f"image folder {root} does not exist; {layout}")
+    if not root.is_dir():
+        raise DataError(f"--folder {root} is a file, not a folder; {layout}")
+
+
 def scan_folder(root: Path) -> tuple[list[SourceImage], list[Problem]]:
     """List every file under `root/<genre>/`, sorted by relpath.
 
@@ -45,8 +54,7 @@ def scan_folder(root: Path) -> tuple[list[SourceImage], list[Problem]]:
     named `.jpg` (or a JPEG named `.txt`) is reported or used for what it is. Hidden files and
     temporaries are ignored; loose files at the top level are reported.
     """
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; pass --folder ROOT laid out ROOT/<genre>/<file>")
+    check_image_folder(root)
     images: list[SourceImage] = []
     problems: list[Problem] = []
     for entry in sorted(root.iterdir()):

@@ -92,7 +92,6 @@ def run(
         check_writable(Path(config.checkpoint_dir), "checkpoint folder", "--checkpoint-dir")
         ensure_dataset(config.data, progress)
         check_parts_fit(Path(config.data), config.variant, config)  # before the run opens
-        check_crop_fits(config, DatasetInfo.read(Path(config.data)))
     if cluster.workers > 1:
         owns = "logs the MLflow run and writes the checkpoints" if cluster.is_chief else "worker 0 logs the run"
         print(
@@ -106,6 +105,7 @@ def run(
         print(f"worker {cluster.rank} of {cluster.workers}: done")
         return None
     info = DatasetInfo.read(Path(config.data))
+    check_crop_fits(config, info)  # before the run opens
     if resume:  # before the run opens again
         saved = CheckpointStore(Path(config.checkpoint_dir) / resume).read_state()
         check_same_data(resume, saved.dataset_digest, info, config.data)

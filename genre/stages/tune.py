@@ -101,8 +101,7 @@ class Objective:
             finished_on=(optuna.TrialPruned,),
         )  # fmt: skip
         assert staged is not None  # a trial is never a distributed worker
-        validation = staged.result.validation
-        return validation.balanced_accuracy if self.space.objective == "val_balanced_accuracy" else validation.accuracy
+        return self._validation_value(staged.result.validation)
 
     def _baseline(
         self, trial: optuna.trial.Trial, config: baseline.BaselineConfig, tags: dict[str, str], started
@@ -115,7 +114,10 @@ class Objective:
         result = staged.result
         if inner:
             return float(np.mean(result.inner))
-        validation = result.scores["val"]
+        return self._validation_value(result.scores["val"])
+
+    def _validation_value(self, validation) -> float:
+        """The validation split's accuracy, or its balanced accuracy for a `val_balanced_accuracy` objective."""
         return validation.balanced_accuracy if self.space.objective == "val_balanced_accuracy" else validation.accuracy
 
     @staticmethod

@@ -11,6 +11,7 @@ from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
 from genre.credentials import mask_password
+from genre.disk import full_database
 from genre.errors import StoreUnreachable, TrackingError
 from genre.runtime import POOL_LIMITS
 
@@ -71,8 +72,7 @@ class FullDatabaseFilter(logging.Filter):
     line naming the database and what was kept (`genre.disk.disk_faults`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        return "database or disk is full" not in f"{record.getMessage()} {error or ''}"
+        return not full_database(record.exc_info[1] if record.exc_info else None)
 
 
 def quiet_full_database() -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from genre.disk import check_writable, disk_faults, local_folder
+from genre.disk import check_writable, disk_faults, full_database, local_folder
 from genre.errors import StoreUnreachable, TrackingError
 from genre.tracking.store import (
     check_reachable,
@@ -287,7 +287,7 @@ def _end_quietly(run: Any, status: str, last_try: bool, page: str | None) -> Non
             mlflow.end_run(status)
     except Exception as error:  # noqa: BLE001 - the body's own error is the one to report
         reason = unreachable_reason(error)
-        if "database or disk is full" in str(error):  # the end cannot be written either: say what to do later
+        if full_database(error):  # the end cannot be written either: say what to do later
             log.warning(
                 "MLflow run %s stays RUNNING: its store's disk is full, so its end could not be written either; once "
                 "space is freed, `genre train --resume %s` continues a training run, `genre runs --stale --end` "
