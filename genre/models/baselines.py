@@ -14,7 +14,7 @@ from genre.config import SEEDS, check_range, setting
 from genre.errors import ConfigError
 from genre.metrics import balanced_accuracy_from_confusion, macro_f1_from_confusion, recall_from_confusion
 from genre.models.spec import NetworkSpec
-from genre.models.style import parse_style_blocks
+from genre.models.style import GRAM_MIXTURES, gram_pairs, parse_style_blocks
 
 FEATURE_CHUNK = 512
 PROBE_C = 0.03  # the linear probe's inverse L2 strength on standardised features: best on covers-dev's validation
@@ -24,27 +24,35 @@ FEATURE_FORMAT = 2  # bump when FeatureExtractor changes what it returns, so cac
 @dataclass(frozen=True)
 class FeatureLayout:
     """Columns of a full description: the pooled vector, then per block (first to last) its channels' means and
-    standard deviations (`2 * channels` columns)."""
+    standard deviations (`2 * channels` columns), then per block the correlations of `mixtures` mixtures of its
+    channels (`gram_pairs(mixtures)` columns; none when 0)."""
 
     pooled: int
     blocks: tuple[int, ...]  # channels of each block's map
+    mixtures: int = 0
 
     @property
     def width(self) -> int:
-        return self.pooled + 2 * sum(self.blocks)
+        return self.pooled + 2 * sum(self.blocks) + len(self.blocks) * gram_pairs(self.mixtures)
 
     def columns(self, last_blocks: int) -> np.ndarray:
-        """Column indices of the pooled vector and the statistics of the last `last_blocks` blocks."""
+        """Column indices of the pooled vector and the statistics (and correlations) of the last `last_blocks`
+        blocks."""
         kept = min(last_blocks, len(self.blocks))
+        statistics_end = self.pooled + 2 * sum(self.blocks)
         start = self.pooled + 2 * sum(self.blocks[: len(self.blocks) - kept])
-        return np.concatenate([np.arange(self.pooled), np.arange(start, self.width)])
+        pairs = gram_pairs(self.mixtures)
+        correlations = statistics_end + (len(self.blocks) - kept) * pairs
+        return np.concatenate(
+            [np.arange(self.pooled), np.arange(start, statistics_end), np.arange(correlations, self.width)]
+        )
 
     def to_json(self) -> dict[str, object]:
-        return {"pooled": self.pooled, "blocks": list(self.blocks)}
+        return {"pooled": self.pooled, "blocks": list(self.blocks), "mixtures": self.mixtures}
 
     @classmethod
     def from_json(cls, data: dict) -> FeatureLayout:
-        return cls(int(data["pooled"]), tuple(int(c) for c in data["blocks"]))
+        return cls(int(data["pooled"]), tuple(int(c) for c in data["blocks"]), int(data.get("mixtures", 0)))
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,11 @@ class BaselineSpec:
         "features=network: add the channel mean and standard deviation of the maps of the network's last N blocks "
         "(style statistics) to its pooled features: none, all or N",
     )
+    style_gram: int = setting(
+        0,
+        "features=network: with style_blocks, also the correlations over each of those blocks' maps between this many "
+        "fixed random mixtures of its channels (a reduced Gram matrix, n(n-1)/2 numbers a block); 0 = none",
+    )
     views: str = setting(
         "centre",
         "features=network: describe the centre crop, or average it with its mirror image",
@@ -114,6 +127,14 @@ class BaselineSpec:
             raise ConfigError(f"'pca' above 1 is a number of components and must be whole, got {self.pca}")
         check_range(self, "inner_folds", 2, 20)
         self.last_blocks()
+        check_range(self, "style_gram", *GRAM_MIXTURES, note=" (0 = none)")
+        if self.style_gram == 1:
+            raise ConfigError("'style_gram' needs at least 2 channel mixtures to correlate (0 = none), got 1")
+        if self.style_gram and self.last_blocks() == 0:
+            raise ConfigError(
+                f"'style_gram' summarises the blocks that style_blocks names, got {self.style_gram} with style_blocks "
+                "none: set style_blocks too"
+            )
         if (
             self.style_blocks != "none" or self.views != "centre" or "," in self.network
         ) and self.features != "network":
@@ -174,14 +195,15 @@ def pixel_features(images: np.ndarray, side: int, grayscale: bool) -> np.ndarray
 
 def network_describer(config: BaselineSpec, network: str, image_size: int, style: bool = False, mirror: bool = False):
     """The features of `network` (one of `config.networks`) for `(N, S, S, 3)` uint8 images: pooled, and with
-    `style` every block's style statistics after them; of the mirror images with `mirror` (imports MXNet only when
-    asked for)."""
+    `style` every block's style statistics (and `style_gram`'s correlations) after them; of the mirror images with
+    `mirror` (imports MXNet only when asked for)."""
     import mxnet as mx
 
     from genre.models.features import FeatureExtractor
 
     mx.random.seed(config.seed)
-    return FeatureExtractor(config.network_spec(network), image_size, mx.cpu(), style=style, mirror=mirror)
+    mixtures = config.style_gram if style else 0
+    return FeatureExtractor(config.network_spec(network), image_size, mx.cpu(), style, mirror, mixtures)
 
 
 def make_classifier(config: BaselineSpec, workers: int, inner_splits: list | None = None):

@@ -57,14 +57,21 @@ class FeatureNetwork(gluon.HybridBlock):
 
 
 def feature_network(
-    specs: list[NetworkSpec], image_size: int, last_blocks: int | None, mirror: bool, classifier, classes: int
+    specs: list[NetworkSpec],
+    image_size: int,
+    last_blocks: int | None,
+    mirror: bool,
+    classifier,
+    classes: int,
+    mixtures: int = 0,
 ) -> FeatureNetwork:
-    """The describers of `specs` (the statistics of their last `last_blocks` blocks: 0 none, None all; averaged
-    with the mirror image when `mirror`) for covers packed at `image_size`, followed by `classifier` (a fitted linear
+    """The describers of `specs` (the statistics of their last `last_blocks` blocks: 0 none, None all, with the
+    correlations of `mixtures` channel mixtures; averaged with the mirror image when `mirror`) for covers packed at
+    `image_size`, followed by `classifier` (a fitted linear
     pipeline over exactly their features, in that order) as a Dense layer; with no `classifier`, the features
     themselves. Hybridized, on the CPU."""
     ctx = mx.cpu()
-    built = [build_describer(spec, image_size, ctx, last_blocks, mirror) for spec in specs]
+    built = [build_describer(spec, image_size, ctx, last_blocks, mirror, mixtures) for spec in specs]
     describers = [describer for describer, _ in built]
     width = sum(layout.width for _, layout in built)
     if classifier is None:

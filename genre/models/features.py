@@ -21,7 +21,7 @@ from mxnet import gluon
 from genre.models.baselines import FeatureLayout
 from genre.models.inputs import NetworkInput, network_input, to_float_nchw
 from genre.models.networks import NetworkSpec, build_network, feature_block, input_for, output_prefixes
-from genre.models.style import last_positions, run_with_statistics
+from genre.models.style import gram_projection, last_positions, run_with_statistics, upper_pairs
 
 FEATURE_BATCH = 64
 
@@ -43,7 +43,8 @@ def block_positions(features: gluon.nn.HybridSequential) -> list[int]:
 class CoverDescriber(gluon.HybridBlock):
     """Covers as `(N, 3, S, S)` floats in [0, 1] -> `(N, D)`: the pooled vector of `features`, then the mean and
     standard deviation of each channel of the maps at `taps` (positions in `features`), averaged with the same of
-    the mirror image when `mirror`.
+    the mirror image when `mirror`; with `mixtures`, after them the correlations of that many mixtures of the
+    channels of each map at `taps` (`tap_channels`: how many channels each has).
 
     The centre crop at the network's side and its normalisation happen inside the graph, so several describers
     (backbones of different sides and normalisations) can read one input, and an exported describer needs nothing
@@ -58,35 +59,50 @@ class CoverDescriber(gluon.HybridBlock):
         taps: tuple[int, ...] = (),
         mirror: bool = False,
         prefix: str | None = None,
+        mixtures: int = 0,
+        tap_channels: tuple[int, ...] = (),
     ) -> None:
         super().__init__(prefix=prefix)
         self.features = features
         self.taps = frozenset(taps)
         self.mirror = mirror
+        self.mixtures = mixtures
         self.side = min(network.size, image_size)
         self.top = (image_size - self.side) // 2
         with self.name_scope():
             self.mean = self.params.get_constant("mean", np.array(network.mean, dtype=np.float32).reshape(1, 3, 1, 1))
             self.std = self.params.get_constant("std", np.array(network.std, dtype=np.float32).reshape(1, 3, 1, 1))
+            if mixtures:
+                self.pairs = self.params.get_constant("pairs", upper_pairs(mixtures))
+                for index, channels in enumerate(tap_channels):  # attributes, so hybrid_forward is given them
+                    projection = self.params.get_constant(f"mixing{index}", gram_projection(channels, mixtures))
+                    setattr(self, f"mixing{index}", projection)
 
-    def hybrid_forward(self, F, x, mean, std):
+    def hybrid_forward(self, F, x, mean, std, pairs=None, **mixing):
         if self.top:
             end = self.top + self.side
             x = F.slice(x, begin=(None, None, self.top, self.top), end=(None, None, end, end))
         x = F.broadcast_div(F.broadcast_sub(x, mean), std)
         if self.mirror:
             x = F.concat(x, F.flip(x, axis=3), dim=0)
-        described = run_with_statistics(F, self.features, x, self.taps)
+        projections = tuple(mixing[f"mixing{index}"] for index in range(len(mixing)))
+        described = run_with_statistics(F, self.features, x, self.taps, projections, pairs, self.mixtures)
         if self.mirror:  # rows [covers; mirrors] -> their average
             described = F.mean(F.reshape(described, shape=(-4, 2, -1, -2)), axis=0)
         return described
 
 
 def build_describer(
-    spec: NetworkSpec, image_size: int, ctx: mx.Context, last_blocks: int | None, mirror: bool = False
+    spec: NetworkSpec,
+    image_size: int,
+    ctx: mx.Context,
+    last_blocks: int | None,
+    mirror: bool = False,
+    mixtures: int = 0,
 ) -> tuple[CoverDescriber, FeatureLayout]:
     """A hybridized describer of `spec`'s network (weights loaded) for covers packed at `image_size`, with the
-    statistics of its last `last_blocks` blocks (None: every block), and the layout of what it returns."""
+    statistics of its last `last_blocks` blocks (None: every block) and, with `mixtures`, their channel
+    correlations; and the layout of what it returns."""
     from genre.errors import ConfigError
 
     network = input_for(spec.model, 0, image_size)
@@ -98,25 +114,25 @@ def build_describer(
             f"'{spec.model}' is not laid out as `features` then a Dense output layer, so no style statistics can "
             "be read from it; use style_blocks 0 (the pooled features) or efficientnet_lite*"
         )
-    blocks = block_positions(features)
-    taps = last_positions(blocks, last_blocks)
-    describer = CoverDescriber(features, network, image_size, taps, mirror)
-    describer.params.initialize(ctx=ctx)  # its own: the constants (the network's parameters are set already)
-    describer.hybridize(static_alloc=True)
-    probe = describer(mx.nd.zeros((1, 3, image_size, image_size), ctx=ctx))
+    taps = last_positions(block_positions(features), last_blocks)
     widths = []
-    x = mx.nd.zeros((1, 3, describer.side, describer.side), ctx=ctx)
+    x = mx.nd.zeros((1, 3, min(network.size, image_size), min(network.size, image_size)), ctx=ctx)
     for index in range(len(features)):
         x = features[index](x)
         if index in taps:
             widths.append(int(x.shape[1]))
-    pooled = int(probe.shape[1]) - 2 * sum(widths)
-    return describer, FeatureLayout(pooled, tuple(widths))
+    describer = CoverDescriber(
+        features, network, image_size, taps, mirror, mixtures=mixtures, tap_channels=tuple(widths)
+    )
+    describer.params.initialize(ctx=ctx)  # its own: the constants (the network's parameters are set already)
+    describer.hybridize(static_alloc=True)
+    return describer, FeatureLayout(int(x.reshape((1, -1)).shape[1]), tuple(widths), mixtures)
 
 
 class FeatureExtractor:
     """A network whose output layer is watched: `__call__` returns what that layer was given, flattened, and with
-    `style=True` every block's style statistics after it (`layout` says which columns are what).
+    `style=True` every block's style statistics after it, and with `mixtures` their channel correlations (`layout`
+    says which columns are what).
 
     Images packed at `image_size` reach the network as training's evaluation feeds them: the centre crop at the
     network's own resolution where the pack is large enough (224 of 256 for efficientnet_lite0), normalised as its
@@ -124,7 +140,13 @@ class FeatureExtractor:
     """
 
     def __init__(
-        self, spec: NetworkSpec, image_size: int, ctx: mx.Context, style: bool = False, mirror: bool = False
+        self,
+        spec: NetworkSpec,
+        image_size: int,
+        ctx: mx.Context,
+        style: bool = False,
+        mirror: bool = False,
+        mixtures: int = 0,
     ) -> None:
         classes = 2  # the class scores are never used; the output layer starts fresh in any case
         self.ctx = ctx
@@ -133,7 +155,7 @@ class FeatureExtractor:
         self._seen: list[mx.nd.NDArray] = []
         self.describer: CoverDescriber | None = None
         if style:
-            self.describer, self.layout = build_describer(spec, image_size, ctx, None)
+            self.describer, self.layout = build_describer(spec, image_size, ctx, None, mixtures=mixtures)
             self.net = None
             return
         self.input = input_for(spec.model, 0, image_size)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from genre.errors import ConfigError
 
 STATS_EPSILON = 1e-6  # inside the square root of a channel's variance: a flat channel has a finite gradient
+GRAM_MIXTURES = (0, 64)  # bounds of style_gram: 0 none; a 320-channel map gives at most 64 mixtures' 2,016 pairs
 
 
 def parse_style_blocks(value: object) -> int | None:
@@ -38,11 +41,53 @@ def channel_statistics(F: Any, x: Any) -> list[Any]:
     return [F.mean(x, axis=(2, 3)), F.sqrt(F.mean(F.square(centred), axis=(2, 3)) + STATS_EPSILON)]
 
 
-def run_with_statistics(F: Any, layers: Any, x: Any, taps: frozenset[int]) -> Any:
-    """Run `x` through the sequential `layers`; the flattened output, then the statistics of the maps at `taps`."""
-    statistics = []
+def gram_pairs(mixtures: int) -> int:
+    """How many numbers the correlation summary of `mixtures` channel mixtures gives: its matrix above the diagonal."""
+    return mixtures * (mixtures - 1) // 2
+
+
+def gram_projection(channels: int, mixtures: int) -> np.ndarray:
+    """`(mixtures, channels, 1, 1)`: fixed random mixtures of a map's channels, the same for every map of that many
+    channels (seeded by it), so that a summary computed today matches one computed by a logged model tomorrow."""
+    rng = np.random.default_rng(channels)
+    return (rng.standard_normal((mixtures, channels)) / np.sqrt(channels)).astype(np.float32)[:, :, None, None]
+
+
+def upper_pairs(mixtures: int) -> np.ndarray:
+    """Positions in a flattened `mixtures x mixtures` matrix of its entries above the diagonal, row by row."""
+    rows, columns = np.triu_indices(mixtures, k=1)
+    return (rows * mixtures + columns).astype(np.float32)
+
+
+def channel_correlations(F: Any, x: Any, projection: Any, pairs: Any, mixtures: int) -> Any:
+    """`(N, C, H, W)` -> `(N, k(k-1)/2)`: the correlations over the map between `k = mixtures` mixtures of its
+    channels (`projection`, `(k, C, 1, 1)`), above the diagonal (`pairs`, from `upper_pairs`): a reduced Gram
+    matrix. Gatys et al. describe style by the full `C x C` one; 320 channels would give 51,040 numbers a block."""
+    mixed = F.reshape(F.Convolution(x, projection, kernel=(1, 1), num_filter=mixtures, no_bias=True), shape=(0, 0, -1))
+    centred = F.broadcast_sub(mixed, F.mean(mixed, axis=2, keepdims=True))
+    unit = F.broadcast_div(centred, F.sqrt(F.sum(F.square(centred), axis=2, keepdims=True) + STATS_EPSILON))
+    correlations = F.batch_dot(unit, unit, transpose_b=True)  # (N, k, k), ones on the diagonal
+    return F.take(F.reshape(correlations, shape=(0, -1)), pairs, axis=1)
+
+
+def run_with_statistics(
+    F: Any,
+    layers: Any,
+    x: Any,
+    taps: frozenset[int],
+    mixing: tuple[Any, ...] = (),
+    pairs: Any = None,
+    mixtures: int = 0,
+) -> Any:
+    """Run `x` through the sequential `layers`; the flattened output, then the statistics of the maps at `taps`,
+    then (with `mixing`, one `(mixtures, C, 1, 1)` projection per tap in order, and `pairs`) their channel
+    correlations."""
+    statistics, correlations = [], []
     for index in range(len(layers)):
         x = layers[index](x)
         if index in taps:
             statistics += channel_statistics(F, x)
-    return F.concat(F.flatten(x), *statistics, dim=1) if statistics else F.flatten(x)
+            if mixing:
+                correlations.append(channel_correlations(F, x, mixing[len(correlations)], pairs, mixtures))
+    parts = statistics + correlations
+    return F.concat(F.flatten(x), *parts, dim=1) if parts else F.flatten(x)

@@ -97,7 +97,8 @@ def feature_description(
                    "modified": stat.st_mtime_ns if stat else None}  # fmt: skip
     packs = {key: value for key, value in info.pack_digests.items() if key.startswith(f"{config.variant}/")}
     described = {"packs": packs, "network": network, "weights": weights, "format": FEATURE_FORMAT}
-    return described | ({"style": True} if style else {}) | ({"mirror": True} if mirror else {})
+    gram = {"gram": config.style_gram} if style and config.style_gram else {}
+    return described | ({"style": True} if style else {}) | gram | ({"mirror": True} if mirror else {})
 
 
 def backbone_features(
@@ -172,8 +173,9 @@ def describe_network_features(config: BaselineConfig, width: int) -> str:
         if last is None
         else f" + style statistics of the last {last} blocks"
     )
+    gram = f" and correlations of {config.style_gram} channel mixtures" if last != 0 and config.style_gram else ""
     views = ", centre and mirror" if config.views == "mirror" else ""
-    return f"{' + '.join(config.networks)}{style}{views} features ({width})"
+    return f"{' + '.join(config.networks)}{style}{gram}{views} features ({width})"
 
 
 def split_features(
@@ -303,7 +305,8 @@ def log_feature_model(tracker: Tracker, config: BaselineConfig, result: Baseline
     linear = None if forest is not None else result.classifier
     try:
         net = feature_network(
-            specs, info.image_size, config.last_blocks(), config.views == "mirror", linear, len(result.genres)
+            specs, info.image_size, config.last_blocks(), config.views == "mirror", linear, len(result.genres),
+            config.style_gram,
         )
     except ConfigError as error:
         log.warning("no model logged: %s", error)

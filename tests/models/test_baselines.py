@@ -75,6 +75,9 @@ def test_the_inner_cross_validation_chooses_c_on_the_training_covers_and_keeps_n
         ({"pca": 2.5}, "pca"),
         ({"pca": -1.0}, "pca"),
         ({"inner_folds": 1}, "inner_folds"),
+        ({"features": "network", "pretrained": True, "style_blocks": "all", "style_gram": 65}, "style_gram"),
+        ({"features": "network", "pretrained": True, "style_blocks": "all", "style_gram": 1}, "style_gram"),
+        ({"features": "network", "pretrained": True, "style_gram": 8}, "style_gram"),
     ],
 )
 def test_absurd_feature_settings_are_refused_naming_the_setting(settings: dict, named: str) -> None:

@@ -46,16 +46,17 @@ def test_the_affine_map_of_a_linear_pipeline_gives_its_scores(pipeline, classes:
         np.testing.assert_allclose(scores, pipeline.decision_function(x), rtol=1e-6, atol=1e-8)
 
 
-def test_the_folded_network_gives_the_classifier_s_probabilities_on_pixels() -> None:
+@pytest.mark.parametrize("mixtures", [0, 3], ids=["statistics", "and correlations"])
+def test_the_folded_network_gives_the_classifier_s_probabilities_on_pixels(mixtures: int) -> None:
     spec = NetworkSpec(model="efficientnet_lite0", pretrained=True)
     pixels = np.random.default_rng(5).integers(0, 256, size=(12, 64, 64, 3), dtype=np.uint8)
     inputs = mx.nd.array(pixels.transpose(0, 3, 1, 2) / 255.0)
-    describer, _ = build_describer(spec, 64, mx.cpu(), last_blocks=2, mirror=True)
+    describer, _ = build_describer(spec, 64, mx.cpu(), last_blocks=2, mirror=True, mixtures=mixtures)
     features = describer(inputs).asnumpy()
     labels = np.arange(12) % 3
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=3000)).fit(features, labels)
 
-    net = feature_network([spec], 64, 2, True, classifier, 3)
+    net = feature_network([spec], 64, 2, True, classifier, 3, mixtures)
 
     probabilities = mx.nd.softmax(net(inputs)).asnumpy()
     np.testing.assert_allclose(probabilities, classifier.predict_proba(features), atol=1e-4)

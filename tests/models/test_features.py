@@ -210,3 +210,44 @@ def test_a_layout_keeps_the_pooled_vector_and_the_last_blocks_statistics() -> No
     assert list(layout.columns(1)) == [0, 1, 2, 3, 8, 9, 10, 11, 12, 13]
     assert list(layout.columns(5)) == list(range(14))
     assert FeatureLayout.from_json(layout.to_json()) == layout
+
+
+def test_a_layout_with_correlations_keeps_those_of_the_last_blocks_after_all_statistics() -> None:
+    from genre.models.baselines import FeatureLayout
+
+    layout = FeatureLayout(pooled=2, blocks=(2, 3), mixtures=3)  # 2 pooled, 4 + 6 statistics, then 3 + 3 correlations
+
+    assert layout.width == 18
+    assert list(layout.columns(1)) == [0, 1, 6, 7, 8, 9, 10, 11, 15, 16, 17]
+    assert list(layout.columns(2)) == list(range(18))
+    assert FeatureLayout.from_json(layout.to_json()) == layout
+    assert FeatureLayout.from_json({"pooled": 2, "blocks": [2, 3]}).mixtures == 0  # a cache noted before
+
+
+def test_the_gram_summary_is_the_correlation_of_fixed_channel_mixtures_over_each_block_map() -> None:
+    from genre.models.features import build_describer
+    from genre.models.inputs import NetworkInput, network_input
+    from genre.models.style import gram_projection
+
+    pixels = np.random.default_rng(4).integers(0, 256, size=(3, 72, 72, 3), dtype=np.uint8)
+    plain, _ = build_describer(LITE0, 72, mx.cpu(), last_blocks=2)
+    describer, layout = build_describer(LITE0, 72, mx.cpu(), last_blocks=2, mixtures=4)
+
+    inputs = mx.nd.array(pixels.transpose(0, 3, 1, 2) / 255.0)
+    described = describer(inputs).asnumpy()
+
+    lite = NetworkInput(72, describer.mean.data().asnumpy().ravel(), describer.std.data().asnumpy().ravel())
+    x = network_input(mx.nd.array(pixels, dtype="uint8"), lite)
+    expected = []
+    for index in range(len(describer.features)):
+        x = describer.features[index](x)
+        if index in (17, 18):
+            block = x.asnumpy()
+            mixed = np.einsum("kc,nchw->nkhw", gram_projection(block.shape[1], 4)[:, :, 0, 0], block)
+            for cover in mixed.reshape(len(block), 4, -1):
+                correlations = np.corrcoef(cover)
+                expected.append(correlations[np.triu_indices(4, k=1)])
+    expected = np.stack(expected).reshape(2, 3, 6).transpose(1, 0, 2).reshape(3, 12)  # per cover, block by block
+    assert layout.mixtures == 4 and described.shape == (3, layout.width) == (3, 1280 + 2 * (192 + 320) + 12)
+    np.testing.assert_allclose(described[:, : plain(inputs).shape[1]], plain(inputs).asnumpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(described[:, -12:], expected, rtol=1e-3, atol=2e-3)
