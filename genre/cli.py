@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser(
         "compare",
-        help="is model B better than model A? paired on the test covers both scored, with 95% intervals",
+        help="is model B better than model A? paired on the test covers both scored, with 95%% intervals",
         description="Compare two models on the test covers both scored: each a run id or an experiment name (a "
         "suite's), whose runs (seeds; folds and repeats of a cross-validated suite) are pooled. Prints B minus A in "
         "accuracy and balanced accuracy with a paired stratified bootstrap interval and McNemar's exact p, as "
