@@ -38,9 +38,9 @@ from machine import cpu_model, load_average, machine_busy_seconds, markdown_tabl
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
+from genre.command_config import BaselineConfig  # noqa: E402
 from genre.config import build, read_config_file  # noqa: E402
 from genre.stages import baseline  # noqa: E402
-from genre.stages.baseline import BaselineConfig  # noqa: E402
 
 
 def linked_pack(source: Path, into: Path) -> Path:

@@ -41,7 +41,7 @@ import genre  # noqa: F401  (first: sets OMP_NUM_THREADS before any OpenMP runti
 from machine import cpu_model, markdown_table, ram_gib  # benchmarks/machine.py
 from mlflow.tracking import MlflowClient
 
-from genre.data.prepare import DEFAULT_DATASET
+from genre.data.config import DEFAULT_DATASET
 from genre.runtime import usable_cores
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -58,7 +58,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 COVERS = PROJECT.parent / "shared" / "data" / "covers-dev"
 RECIPE = PROJECT / "experiments" / "finetune-lite0-covers-dev.yaml"
 COVERS_DATASET = PROJECT / "experiments" / "datasets" / "covers-dev.yaml"
-DIGITS = "data/prepared/digits-32"  # genre.data.prepare.DEFAULT_DATASET, relative to the working folder
+DIGITS = "data/prepared/digits-32"  # genre.data.config.DEFAULT_DATASET, relative to the working folder
 BOUND_SECONDS = 120.0
 FIGURES = (
     "heatmaps_right_test.png",

@@ -98,8 +98,9 @@ def decode_each(paths: list[Path], size: int) -> float:
 
 def predict_folder(model, classifier, folder: Path, scratch: Path, batch_size: int, workers: int, count: int) -> float:
     """Seconds of the whole `genre predict --output CSV` work on `folder` (the model loaded beforehand)."""
+    from genre.command_config import PredictConfig
     from genre.data.cover_files import find_cover_files
-    from genre.stages.predict import PredictConfig, predict_files
+    from genre.stages.predict import predict_files
 
     output = scratch / f"predictions-{workers}.csv"
     config = PredictConfig(output=str(output), batch_size=batch_size, workers=workers)

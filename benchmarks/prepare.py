@@ -52,8 +52,9 @@ from machine import (  # benchmarks/machine.py
 )
 from PIL import Image, features
 
+from genre.data.config import PrepareConfig
 from genre.data.images import decode_image
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.prepare import prepare
 from genre.errors import ConfigError
 from genre.runtime import usable_cores
 

@@ -53,7 +53,7 @@ import optuna
 import yaml
 from machine import cpu_model, machine_busy_seconds, markdown_table, ram_gib  # benchmarks/machine.py
 
-from genre.data.prepare import DEFAULT_DATASET
+from genre.data.config import DEFAULT_DATASET
 from genre.runtime import usable_cores
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     from genre.cover_model import load_cover_model
     from genre.data.images import decode_image
     from genre.runtime import usable_cores
-    from genre.tracking.serving import ServeConfig, local_model, serve_invocation
+    from genre.tracking.config import ServeConfig
+    from genre.tracking.model_server import local_model, serve_invocation
 
     print("\n".join(machine_lines()))
     print(f"Load average (1, 5, 15 min) at start: {load_average()}")

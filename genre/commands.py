@@ -1,40 +1,165 @@
-"""The commands that are not stages (no run of their own): register a logged model, list and end stale runs,
-launch a distributed job, remove the checkpoints of finished runs, say how to look at the demo's results. The
-stages' commands are in `genre.stages`."""
+"""What each `genre` command runs once `genre.cli` has parsed its settings: a handler per command, named in the CLI's
+table, that hands the settings to the stage (`genre.stages`), or does the work itself for the commands that own no
+run: register a logged model, list and end stale runs, launch a distributed job, remove the checkpoints of finished
+runs, say how to look at the demo's results.
+
+Each handler imports its own stage when it runs, so that a quick command (`genre runs`) never loads MXNet.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
-from genre.stages.common import EXIT_OK
-from genre.tracking import runs
-from genre.tracking.store import missing_sqlite_store
+from genre.command_config import (
+    DEFAULT_SUITE,
+    BaselineConfig,
+    CompareConfig,
+    DemoEndConfig,
+    EvaluateConfig,
+    InterpretConfig,
+    PredictConfig,
+    ReportConfig,
+    SuiteConfig,
+)
+from genre.config import resolve
+from genre.data.config import PrepareConfig
+from genre.data.images import png_bytes
+from genre.data.pack import DatasetInfo, open_pack
+from genre.data.sources import DIGITS_SOURCE
+from genre.errors import EXIT_OK, TrackingError
+from genre.launch.config import LaunchConfig
+from genre.launch.roles import LOCALHOST, address_towards, free_port, plan_roles, read_hosts
+from genre.launch.supervisor import EXIT_OK as JOB_OK
+from genre.launch.supervisor import Job
+from genre.tracking import runs, stale
+from genre.tracking.config import RegisterConfig, RunsConfig, ServeConfig, ServerConfig
+from genre.tracking.jobs import fail_unfinished_runs
+from genre.tracking.registry import register_model
+from genre.tracking.store import missing_sqlite_store, tracking_uri
+from genre.tracking.ui import serves_ui, ui_address
+from genre.training.checkpoint import folder_bytes, run_folders
+from genre.training.config import CleanConfig, TrainConfig
+from genre.tuning.config import TuneConfig
 
 MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves, by default
 
-if TYPE_CHECKING:
-    from genre.data.pack import DatasetInfo
-    from genre.launch.roles import LaunchConfig
-    from genre.tracking.stale import RunsConfig
+
+@dataclass(frozen=True)
+class CommandLine:
+    """What the command line said besides the settings: the MLflow experiment (`--mlflow-experiment`), the named
+    config file, whether to show progress (not `-q`), the settings given as flags, and the positional arguments that
+    are not settings."""
+
+    experiment: str | None = None
+    config_file: Path | None = None
+    progress: bool = True
+    given: dict[str, Any] = field(default_factory=dict)
+    arguments: dict[str, Any] = field(default_factory=dict)
 
 
-def register_command(run_id: str, name: str, alias: str) -> int:
+def prepare(config: PrepareConfig, line: CommandLine) -> int:
+    from genre.stages import prepare
+
+    return prepare.command(config, line.experiment, line.config_file, progress=line.progress)
+
+
+def baseline(config: BaselineConfig, line: CommandLine) -> int:
+    from genre.stages import baseline
+
+    return baseline.command(config, line.experiment, line.config_file, progress=line.progress)
+
+
+def train(config: TrainConfig, line: CommandLine) -> int:
+    """No experiment named: covers take the cover recipe; `--resume` refuses (or applies) what the flags gave."""
+    from genre.stages import train
+    from genre.stages.recipes import with_cover_recipe
+
+    config, path = with_cover_recipe(config, line.given, line.config_file)
+    return train.command(config, line.experiment, path, progress=line.progress, given=set(line.given))
+
+
+def evaluate(config: EvaluateConfig, line: CommandLine) -> int:
+    from genre.stages import evaluate
+
+    return evaluate.command(config, line.experiment, progress=line.progress)
+
+
+def interpret(config: InterpretConfig, line: CommandLine) -> int:
+    from genre.stages import interpret
+
+    return interpret.command(config, line.experiment, progress=line.progress)
+
+
+def tune(config: TuneConfig, line: CommandLine) -> int:
+    from genre.stages import tune
+
+    return tune.command(config, line.experiment, progress=line.progress)
+
+
+def suite(config: SuiteConfig, line: CommandLine) -> int:
+    """No suite and no experiments named: the default suite. A suite's name is its file's, unless it says one."""
+    from genre.stages import suite
+
+    path = line.config_file
+    if path is None and "experiments" not in line.given:
+        config, path = resolve(SuiteConfig, DEFAULT_SUITE, "suites", line.given)
+    if path and not config.name:
+        config = dataclasses.replace(config, name=path.stem)
+    return suite.command(config, line.experiment, progress=line.progress)
+
+
+def report(config: ReportConfig, line: CommandLine) -> int:
+    from genre.stages import report
+
+    return report.command(config)
+
+
+def compare(config: CompareConfig, line: CommandLine) -> int:
+    from genre.stages import compare
+
+    return compare.command(config)
+
+
+def predict(config: PredictConfig, line: CommandLine) -> int:
+    from genre.stages import predict
+
+    inputs = [Path(name) for name in line.arguments.get("inputs") or [] if name]  # `mlflow run` passes "" for none
+    return predict.command(config, inputs, line.experiment, progress=line.progress)
+
+
+def server(config: ServerConfig, line: CommandLine) -> int:
+    from genre.tracking.tracking_server import run_server
+
+    return run_server(config)
+
+
+def serve(config: ServeConfig, line: CommandLine) -> int:
+    from genre.tracking.model_server import serve_model
+
+    serve_model(config)  # becomes the model server; returns only by raising
+
+
+def register(config: RegisterConfig, line: CommandLine) -> int:
     """`genre register`: a run's model becomes a new version of `name`, with `alias` pointing at it."""
-    from genre.tracking.registry import register_model
-
+    run_id, name, alias = config.run_id, config.name, config.alias
     version = register_model(f"runs:/{run_id}/model", name, alias, refused=f"cannot register the model of run {run_id}")
     print(f"registered runs:/{run_id}/model as {name} version {version}; models:/{name}@{alias} now points at it")
     return EXIT_OK
 
 
-def runs_command(config: RunsConfig) -> int:
+def list_runs(config: RunsConfig, line: CommandLine) -> int:
     """`genre runs`: the RUNNING runs and whether their process still runs; `--end` ends the stale ones KILLED."""
-    import time
-
-    from genre.tracking import stale
-
     missing = missing_sqlite_store()
     if missing:
         print(f"no runs: the tracking store {missing} does not exist yet")  # and opening it would create it
@@ -66,21 +191,16 @@ def runs_command(config: RunsConfig) -> int:
     return EXIT_OK
 
 
-def launch_command(config: LaunchConfig, command: list[str]) -> int:
+def launch(config: LaunchConfig, line: CommandLine) -> int:
     """`genre launch`: run a distributed job; when it fails, end its MLflow run FAILED if worker 0 could not."""
-    import sys
-    import uuid
-
-    from genre.launch.roles import LOCALHOST, address_towards, free_port, plan_roles, read_hosts
-    from genre.launch.supervisor import EXIT_OK, Job
-    from genre.tracking.jobs import fail_unfinished_runs
-
+    given = line.arguments.get("worker_command") or []
+    command = given[1:] if given[:1] == ["--"] else given
     hosts = read_hosts(Path(config.hosts)) if config.hosts else []
     scheduler_host = config.scheduler_host or (address_towards(hosts[0].name) if hosts else LOCALHOST)
     launch_id = uuid.uuid4().hex
     roles = plan_roles(config, command, hosts, launch_id, config.port or free_port(), scheduler_host)
     status = Job(roles, config.grace_seconds, config.workdir or os.getcwd()).run()
-    if status != EXIT_OK:
+    if status != JOB_OK:
         for run_id in fail_unfinished_runs(launch_id):
             print(
                 f"genre launch: MLflow run {run_id} ended FAILED (worker 0 was stopped before it could)",
@@ -89,14 +209,10 @@ def launch_command(config: LaunchConfig, command: list[str]) -> int:
     return status
 
 
-def clean_command(checkpoint_dir: Path, dry_run: bool = False) -> int:
+def clean(config: CleanConfig, line: CommandLine) -> int:
     """`genre clean`: remove the checkpoint folders of runs that ended FINISHED, as the tracking store says; keep
     those of RUNNING, KILLED and FAILED runs (`genre train --resume` continues them) and of runs it does not hold."""
-    import shutil
-    from collections import Counter
-
-    from genre.training.checkpoint import folder_bytes, run_folders
-
+    checkpoint_dir, dry_run = Path(config.checkpoint_dir), config.dry_run
     folders = run_folders(checkpoint_dir)
     missing = missing_sqlite_store()
     if not folders or missing:
@@ -122,16 +238,10 @@ def clean_command(checkpoint_dir: Path, dry_run: bool = False) -> int:
     return EXIT_OK
 
 
-def demo_end_command(experiment: str) -> int:
+def demo_end(config: DemoEndConfig, line: CommandLine) -> int:
     """What `make demo` prints last: where its runs are in the MLflow UI, and the `genre predict` command for the
     model of the experiment's newest finished train run, on a real image of that run's test split."""
-    import sys
-
-    from genre.data.pack import DatasetInfo
-    from genre.errors import TrackingError
-    from genre.tracking.store import tracking_uri
-    from genre.tracking.ui import serves_ui, ui_address
-
+    experiment = config.experiment
     experiment_id = runs.experiment_id(experiment)
     query = "attributes.status = 'FINISHED' and tags.`genre.stage` = 'train'"
     found = runs.search([experiment_id], query, newest_first=True, max_results=1)
@@ -140,7 +250,7 @@ def demo_end_command(experiment: str) -> int:
     run = found[0]
     data = Path(run.data.params["config.data"])
     variant = run.data.params.get("config.variant", "full")
-    image, genre_of = example_image(data, DatasetInfo.read(data), variant)
+    image, genre_of = example_cover_file(data, DatasetInfo.read(data), variant)
     bin_folder = Path(sys.executable).parent
     genre, mlflow = (_shown_path(bin_folder / name) for name in ("genre", "mlflow"))
     uri = tracking_uri()
@@ -155,15 +265,10 @@ def demo_end_command(experiment: str) -> int:
     return EXIT_OK
 
 
-def example_image(data: Path, info: DatasetInfo, variant: str) -> tuple[Path, str]:
+def example_cover_file(data: Path, info: DatasetInfo, variant: str) -> tuple[Path, str]:
     """The first image of the test split of prepared dataset `data` as a file, and its genre: the digits' rendering
     under `data/images/` or the source folder's file, else (a manifest's covers, or a moved folder) its packed
     pixels written to `data/examples/` as a PNG."""
-    from urllib.parse import urlparse
-    from urllib.request import url2pathname
-
-    from genre.data.sources import DIGITS_SOURCE
-
     relpath = info.files[f"{variant}/test"][0]
     genre_of = relpath.split("/", 1)[0]
     if info.source == DIGITS_SOURCE:
@@ -174,15 +279,10 @@ def example_image(data: Path, info: DatasetInfo, variant: str) -> tuple[Path, st
         source = None
     if source is not None and source.is_file():
         return source, genre_of
-    import numpy as np
-    from PIL import Image
-
-    from genre.data.pack import open_pack
-
     written = data / "examples" / relpath.replace("/", "-")
     written = written.with_suffix(".png")
     written.parent.mkdir(exist_ok=True)
-    Image.fromarray(np.asarray(open_pack(data, variant, "test").images[0])).save(written)
+    written.write_bytes(png_bytes(open_pack(data, variant, "test").images[0]))
     return written, genre_of
 
 

@@ -25,9 +25,21 @@ EXPERIMENTS_DIR = Path("experiments")
 COMMAND_LINE = "command line"  # where flag values come from, in error messages
 
 
-def setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:  # noqa: A002
-    """A config field with its help text (and allowed values), shown by `--help`."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+def setting(
+    default: Any,
+    help: str,  # noqa: A002
+    choices: tuple[str, ...] | None = None,
+    *,
+    metavar: str | None = None,
+    short: str | None = None,
+    required: bool = False,
+    switch: bool = False,
+) -> Any:
+    """A config field with its help text (and allowed values), shown by `--help`. How its flag looks, when that is not
+    the usual `--kebab-name TYPE`: `metavar` (`--top N`), a `short` alias (`-m`), `required` on the command line, or
+    a bool `switch` that takes no value (`--explain`, then never mistaken for a positional argument after it)."""
+    metadata = {"help": help, "choices": choices, "metavar": metavar, "short": short, "required": required}
+    return dataclasses.field(default=default, metadata=metadata | {"switch": switch})
 
 
 def check_range(
@@ -203,27 +215,34 @@ def add_arguments(
     for field in dataclasses.fields(cls):
         if field.name in skipped or field.name in positional:
             continue
-        kind = kinds[field.name]
-        flag = "--" + field.name.replace("_", "-")
-        default = field.default if field.default is not dataclasses.MISSING else None
-        help_text = field.metadata.get("help", "")
-        help_text += f" (default: {default})" if default not in (None, "") else ""
-        switch = {"nargs": "?", "const": "true"} if kind is bool else {}  # `--calibrate` alone means true
-        shown = [choice for choice in field.metadata.get("choices") or () if choice]  # '' (unset): its help says
-        if shown:  # `build` checks the value, so that an empty flag (an unset `mlflow run` parameter) passes here
-            metavar = "{" + ",".join(shown) + "}"
-        else:
-            metavar = kind.__name__.upper() if kind is not bool else "{true,false}"
-        group.add_argument(
-            flag,
-            dest=field.name,
-            type=_flag_type(kind),
-            default=argparse.SUPPRESS,
-            metavar=metavar,
-            choices=None,
-            help=help_text,
-            **switch,
-        )
+        group.add_argument(*_flags(field), dest=field.name, default=argparse.SUPPRESS, **_flag_options(field, kinds))
+
+
+def _flags(field: dataclasses.Field) -> list[str]:
+    short = field.metadata.get("short")
+    return [*([short] if short else []), "--" + field.name.replace("_", "-")]
+
+
+def _flag_options(field: dataclasses.Field, kinds: dict[str, type]) -> dict[str, Any]:
+    """How a setting's flag parses and shows: unset by default (the default stays in the dataclass, and its help says
+    it), a bool alone meaning true, the allowed values shown as `{a,b,c}`."""
+    kind = kinds[field.name]
+    default = field.default if field.default is not dataclasses.MISSING else None
+    help_text = field.metadata.get("help", "")
+    shown_default = default not in (None, "") and not (kind is bool and field.metadata.get("switch"))
+    help_text += f" (default: {default})" if shown_default else ""
+    if field.metadata.get("switch"):
+        return {"action": "store_const", "const": "true", "help": help_text}
+    switch = {"nargs": "?", "const": "true"} if kind is bool else {}  # `--calibrate` alone means true
+    shown = [choice for choice in field.metadata.get("choices") or () if choice]  # '' (unset): its help says
+    if field.metadata.get("metavar"):
+        metavar = field.metadata["metavar"]
+    elif shown:  # `build` checks the value, so that an empty flag (an unset `mlflow run` parameter) passes here
+        metavar = "{" + ",".join(shown) + "}"
+    else:
+        metavar = kind.__name__.upper() if kind is not bool else "{true,false}"
+    required = {"required": True} if field.metadata.get("required") else {}
+    return {"type": _flag_type(kind), "metavar": metavar, "choices": None, "help": help_text, **switch, **required}
 
 
 def flag_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
@@ -234,10 +253,16 @@ def flag_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 def load(cls: type[T], args: argparse.Namespace, folder: str) -> tuple[T, Path | None]:
     """Defaults < the named config file (`--dataset`/`--experiment`) < flags; returns the config and that file."""
+    return resolve(cls, getattr(args, "named_config", None), folder, flag_values(args, cls))
+
+
+def resolve(cls: type[T], named: str | None, folder: str, flags: Mapping[str, Any]) -> tuple[T, Path | None]:
+    """Defaults < the config file `named` (a name in experiments/<folder>/ or a path) < `flags`; returns the config
+    and that file."""
     layers: list[tuple[str, Mapping[str, Any]]] = []
     path = None
-    if getattr(args, "named_config", None):
-        path = find_config_file(args.named_config, folder)
+    if named:
+        path = find_config_file(named, folder)
         layers.append((str(path), read_config_file(path)))
-    layers.append((COMMAND_LINE, flag_values(args, cls)))
+    layers.append((COMMAND_LINE, flags))
     return build(cls, *layers), path

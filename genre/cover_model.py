@@ -42,6 +42,7 @@ from genre.metrics import apply_temperature
 from genre.models.explain import Explainer
 from genre.models.forest_arrays import FIELDS, forest_probabilities
 from genre.models.inputs import NetworkInput, network_input
+from genre.predictions import PROBABILITY_PREFIX
 from genre.runtime import usable_cores
 from genre.tracking.store import check_reachable, tracking_uri
 
@@ -58,7 +59,7 @@ WHAT_TO_SEND = "send encoded JPEG/PNG bytes (base64 text in JSON) or (H, W, 3) u
 
 
 def probability_column(genre_name: str) -> str:
-    return f"p_{genre_name}"
+    return f"{PROBABILITY_PREFIX}{genre_name}"
 
 
 class CoverClassifier(mlflow.pyfunc.PythonModel):

@@ -1,4 +1,9 @@
-"""The project's own exception types: every message says what was wrong and what to do."""
+"""The project's own exception types (every message says what was wrong and what to do), and the exit status a
+command ends with."""
+
+# What `genre <command>` returns: done; done, but some inputs were left out (predict's unreadable files); an error
+# of ours (one line); interrupted (Ctrl-C or SIGTERM; finished work is kept).
+EXIT_OK, EXIT_INCOMPLETE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class GenreError(Exception):
@@ -32,3 +37,8 @@ class StoreUnreachable(BaseException):  # noqa: N818 - named for what happened, 
     def __init__(self, message: str, run_id: str | None = None) -> None:
         super().__init__(message)
         self.run_id = run_id
+
+
+def some_of(names: list[str], limit: int) -> str:
+    """The first `limit` of `names` for a message, and how many more there are: `a, b (+3 more)`."""
+    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")

@@ -340,3 +340,8 @@ def neighbours_figure(rows: Sequence[tuple[np.ndarray, str, Sequence[NeighbourPa
         axes[0][0].text(0.5, 0.5, "no cover to show", ha="center", va="center", transform=axes[0][0].transAxes)
     figure.suptitle(title, fontsize=10)
     return figure
+
+
+def close_figure(figure: Figure) -> None:
+    """Free a figure once it is saved (pyplot keeps every figure it made until it is closed)."""
+    plt.close(figure)

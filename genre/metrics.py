@@ -10,7 +10,8 @@ Calibration asks whether a model's confidence can be taken at its word: of the c
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -257,3 +258,83 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
     lowest, highest = np.log(TEMPERATURES)
     found = minimize_scalar(loss, bounds=(lowest, highest), method="bounded", options={"xatol": 1e-5})
     return float(np.exp(found.x))
+
+
+RELIABILITY_BINS = 10  # bins of the top-1 confidence in a reliability diagram and its calibration error
+
+
+class Scored(Protocol):
+    """A model's predictions of a split (`genre.training.loop.Evaluation` is one): `probabilities` `(N, genres)`, the
+    true `labels` `(N,)`, the top-1 `predictions` `(N,)` and the share right."""
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def predictions(self) -> np.ndarray: ...
+
+    @property
+    def accuracy(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Interpretation:
+    """What one split says about a model: its confusion counts `(genres, genres)` (rows true genres), every confused
+    pair (most frequent first), its binned top-1 confidences and their calibration error."""
+
+    split: str
+    genres: list[str]
+    images: int
+    accuracy: float
+    matrix: np.ndarray
+    pairs: list[ConfusedPair]
+    bins: Reliability
+    ece: float
+    top1_confidence: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Temperature scaling fitted on the validation split: the temperature, and the ECE and negative log-likelihood
+    before and after on validation and on the interpreted split (`bins`: its reliability after)."""
+
+    temperature: float
+    val_ece: float
+    val_ece_calibrated: float
+    val_nll: float
+    val_nll_calibrated: float
+    split_ece_calibrated: float
+    bins: Reliability
+
+
+def interpret_split(evaluation: Scored, genres: list[str], split: str) -> Interpretation:
+    """The confusions and calibration of a split's predictions: pure, no tracking."""
+    matrix = confusion(evaluation.predictions, evaluation.labels, len(genres))
+    bins = reliability(evaluation.probabilities, evaluation.labels, RELIABILITY_BINS)
+    return Interpretation(
+        split=split,
+        genres=list(genres),
+        images=len(evaluation.labels),
+        accuracy=evaluation.accuracy,
+        matrix=matrix,
+        pairs=most_confused(matrix, genres),
+        bins=bins,
+        ece=calibration_error(bins),
+        top1_confidence=mean_top1_confidence(evaluation.probabilities),
+    )
+
+
+def calibrate(validation: Scored, split: Scored) -> Calibration:
+    """Temperature scaling (Guo et al. 2017) fitted on `validation`, measured there and on the interpreted split."""
+    temperature = fit_temperature(validation.probabilities, validation.labels)
+    val_calibrated = apply_temperature(validation.probabilities, temperature)
+    bins = reliability(apply_temperature(split.probabilities, temperature), split.labels, RELIABILITY_BINS)
+    return Calibration(
+        temperature=temperature,
+        val_ece=calibration_error(reliability(validation.probabilities, validation.labels, RELIABILITY_BINS)),
+        val_ece_calibrated=calibration_error(reliability(val_calibrated, validation.labels, RELIABILITY_BINS)),
+        val_nll=negative_log_likelihood(validation.probabilities, validation.labels),
+        val_nll_calibrated=negative_log_likelihood(val_calibrated, validation.labels),
+        split_ece_calibrated=calibration_error(bins),
+        bins=bins,
+    )

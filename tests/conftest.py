@@ -55,7 +55,8 @@ def refused(make: Callable[..., Any], settings: dict[str, Any], named: str) -> s
 def unbalanced_covers(tracking_store: str, tmp_path: Path) -> Path:
     """Three genres of 40, 16 and 4 covers packed at 16px and split 60/10/30, so genre2 is a tenth of genre0, has
     no validation cover and one test cover: the shape of a real, unbalanced cover set, in a second."""
-    from genre.data.prepare import PrepareConfig, prepare
+    from genre.data.config import PrepareConfig
+    from genre.data.prepare import prepare
 
     folder = write_cover_folder(tmp_path / "unbalanced", per_genre=(40, 16, 4), size=16)
     splits = {"train_fraction": 0.6, "val_fraction": 0.1, "test_fraction": 0.3}

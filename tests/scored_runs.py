@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from genre.predictions import CoverPredictions, predictions_artifact
-from genre.stages.common import DATA_DIGEST, NAME, SEED, SETTINGS_DIGEST, SUITE
+from genre.stages.run_facts import DATA_DIGEST, NAME, SEED, SETTINGS_DIGEST, SUITE
 
 GENRES = ["folk", "jazz", "rock"]
 COVERS = [f"{genre}/{n:03d}.jpg" for genre in GENRES for n in range(20)]  # 60 covers, 20 a genre

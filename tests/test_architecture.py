@@ -1,4 +1,6 @@
-"""The package keeps its layers: each part of genre/ imports only the parts it may (issue 14, docs/architecture.md).
+"""The package keeps its layers: each part of genre/ imports only the parts it may (issue 14, docs/architecture.md),
+no modules import each other in a circle, the command line imports no stage, and no module or function grows past
+what a reader takes in (issue 26).
 
 The modules are read with `ast`, never imported, so this takes a fraction of a second. Every import counts: at the
 top, inside a function, under `if TYPE_CHECKING:`, relative or absolute. When a module moves or a part is added,
@@ -37,6 +39,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "tuning": ("genre.tuning.*",),
     "tracking": ("genre.tracking.*",),
     "cover_model": ("genre.cover_model",),
+    "command_config": ("genre.command_config",),
     "stages": ("genre.stages.*",),
     "entry": ("genre.cli", "genre.commands"),
 }
@@ -51,9 +54,29 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "tuning": ("core", "data", "models", "training"),
     "tracking": ("core",),
     "cover_model": ("core", "data", "models", "tracking"),
-    "stages": ("core", "data", "models", "training", "tuning", "tracking", "launch", "cover_model"),
+    # the settings of the stages' commands: leaves the command line imports, beside each part's own `config` module
+    "command_config": ("core", "genre.data.config", "genre.models.spec", "genre.models.embedding"),
+    "stages": ("core", "data", "models", "training", "tuning", "tracking", "launch", "cover_model", "command_config"),
     "entry": tuple(PARTS),
 }
+
+# What `genre.cli` may import: the config modules (so `--help` lists every flag at once) and what `main` itself calls;
+# never a stage (`genre.commands` imports each stage when its command runs).
+CLI_MAY_IMPORT: tuple[str, ...] = (
+    "core",
+    "command_config",
+    "genre.commands",
+    "genre.data.config",
+    "genre.data.transforms",
+    "genre.models.spec",
+    "genre.training.config",
+    "genre.tuning.config",
+    "genre.tracking.config",
+    "genre.tracking.runs",
+    "genre.tracking.store",
+    "genre.launch.config",
+)
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 450, 80
 
 # Libraries only some parts may import (the library and any of its submodules).
 ONLY_IMPORTED_BY: dict[str, tuple[str, ...]] = {"mlflow": ("tracking", "cover_model")}
@@ -132,6 +155,12 @@ def violations(root: Path) -> list[str]:
             continue
         for line, module in imports(name, path, modules):
             where = f"{path.relative_to(root).as_posix()}:{line} imports {module}"
+            cli_allows = part_of(module) in CLI_MAY_IMPORT or any(matches(module, m) for m in CLI_MAY_IMPORT)
+            if name == "genre.cli" and module.startswith("genre") and not cli_allows:
+                found.append(
+                    f"{where}: the command line imports config modules only, never a stage (genre.commands does)"
+                )
+                continue
             library = module.split(".")[0]
             if library in ONLY_IMPORTED_BY and importer not in ONLY_IMPORTED_BY[library]:
                 found.append(f"{where}: only {' and '.join(ONLY_IMPORTED_BY[library])} import {library}")
@@ -139,6 +168,89 @@ def violations(root: Path) -> list[str]:
             if target is not None and not may_import(importer, module):
                 allowed = ", ".join(MAY_IMPORT[importer]) or "no other part"
                 found.append(f"{where}: {importer} must not import {target} ({importer} may import {allowed})")
+    return found
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Each module of `root/genre` and the modules of genre/ it imports (at any level); a name imported from a module
+    counts as that module, a package's own `__init__` as the package."""
+    modules = package_modules(root)
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for _, module in imports(name, path, modules):
+            while module and module not in modules:
+                module = module.rpartition(".")[0]
+            if module and module != name:
+                targets.add(module)
+        graph[name] = targets
+    return graph
+
+
+def circles(root: Path) -> list[str]:
+    """One line per group of modules that import each other in a circle (a strongly connected component of the import
+    graph), each with one circle through it: `a -> b -> a`."""
+    graph = import_graph(root)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[str] = []
+
+    def connect(module: str) -> None:  # Tarjan's algorithm
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in sorted(graph[module]):
+            if target not in index:
+                connect(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                found.append(_one_circle(graph, sorted(group)))
+
+    for module in sorted(graph):
+        if module not in index:
+            connect(module)
+    return found
+
+
+def _one_circle(graph: dict[str, set[str]], group: list[str]) -> str:
+    """A shortest circle from the group's first module back to itself, within the group."""
+    start, members = group[0], set(group)
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        module = queue.pop(0)
+        for target in sorted(graph[module] & members):
+            if target == start:
+                return " -> ".join([*paths[module], start])
+            if target not in paths:
+                paths[target] = [*paths[module], target]
+                queue.append(target)
+    return " -> ".join(group)
+
+
+def oversized(root: Path) -> list[str]:
+    """One line per module of `root/genre` over MAX_MODULE_LINES lines and per function (or method) over
+    MAX_FUNCTION_LINES, decorators and docstring included."""
+    found = []
+    for path in sorted((root / "genre").rglob("*.py")):
+        source = path.read_text()
+        where = path.relative_to(root).as_posix()
+        if (lines := len(source.splitlines())) > MAX_MODULE_LINES:
+            found.append(f"{where}: {lines} lines (at most {MAX_MODULE_LINES}): split it along a seam")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                if (length := (node.end_lineno or node.lineno) - first + 1) > MAX_FUNCTION_LINES:
+                    found.append(f"{where}:{node.lineno} {node.name}: {length} lines (at most {MAX_FUNCTION_LINES})")
     return found
 
 
@@ -163,6 +275,18 @@ def test_each_part_imports_only_what_it_may() -> None:
     assert not found, (
         f"{len(found)} forbidden imports (docs/architecture.md says where the code belongs):\n" + "\n".join(found)
     )
+
+
+def test_no_modules_import_each_other_in_a_circle() -> None:
+    found = circles(PROJECT_ROOT)
+    assert not found, "modules that import each other (move what both need below them, or pass it in):\n" + "\n".join(
+        found
+    )
+
+
+def test_no_module_or_function_is_too_long_to_take_in() -> None:
+    found = oversized(PROJECT_ROOT)
+    assert not found, "\n".join(found)
 
 
 def test_the_table_keeps_the_rules_issue_14_names() -> None:
@@ -211,7 +335,12 @@ CHECKER_CASES: list[tuple[str, str, str | None]] = [
     ("genre/tracking/x.py", "import mlflow\nfrom . import y\nfrom genre import config\n", None),
     ("genre/cover_model.py", "import mlflow.pyfunc\nfrom genre.data import pack\nfrom .tracking import y\n", None),
     ("genre/stages/x.py", "from genre.training import train\nfrom genre.tracking.tracker import Tracker\n", None),
-    ("genre/cli.py", "from genre.stages import x\nfrom genre import commands\n", None),
+    ("genre/cli.py", "from genre import commands\nfrom genre import config\n", None),
+    (
+        "genre/cli.py",
+        "def f():\n    from genre.stages import x\n",
+        "genre/cli.py:2 imports genre.stages.x: the command line",
+    ),
 ]
 
 
@@ -228,6 +357,37 @@ def test_the_checker_finds_each_kind_of_forbidden_import(
         assert found == []
     else:
         assert len(found) == 1 and expected in found[0], found
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"genre/models/networks.py": "from genre.models import inputs\n"}, []),
+        (
+            {"genre/models/inputs.py": "def f():\n    import genre.models.networks\n",
+             "genre/models/networks.py": "from genre.models.inputs import f\n"},
+            ["genre.models.inputs -> genre.models.networks -> genre.models.inputs"],
+        ),
+        (
+            {"genre/stages/x.py": "from genre.stages import y\n", "genre/stages/y.py": "from . import z\n",
+             "genre/stages/z.py": "import typing\nif typing.TYPE_CHECKING:\n    from genre.stages.x import a\n"},
+            ["genre.stages.x -> genre.stages.y -> genre.stages.z -> genre.stages.x"],
+        ),
+    ],
+    ids=["a line", "a function-level import closes a circle", "three modules, relative and TYPE_CHECKING"],
+)  # fmt: skip
+def test_the_checker_finds_each_circle(tmp_path: Path, files: dict[str, str], expected: list[str]) -> None:
+    assert circles(fake_package(tmp_path, files)) == expected
+
+
+def test_the_checker_names_a_long_function_and_a_long_module(tmp_path: Path) -> None:
+    body = "".join(f"    x{n} = {n}\n" for n in range(MAX_FUNCTION_LINES))  # with its `def` line, one too many
+    filler = "".join(f"y{n} = {n}\n" for n in range(MAX_MODULE_LINES))
+    root = fake_package(tmp_path, {"genre/data/pack.py": "def f():\n" + body, "genre/data/x.py": "\n" + filler})
+    assert oversized(root) == [
+        f"genre/data/pack.py:1 f: {MAX_FUNCTION_LINES + 1} lines (at most {MAX_FUNCTION_LINES})",
+        f"genre/data/x.py: {MAX_MODULE_LINES + 1} lines (at most {MAX_MODULE_LINES}): split it along a seam",
+    ]
 
 
 def test_a_new_module_outside_every_part_is_named(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("mxnet", "mlflow", "optuna", "gluoncv", "matplotlib", "sklearn", "scipy")
 
 
@@ -29,3 +31,16 @@ def test_help_builds_every_command_without_heavy_libraries():
     shown, imported = done.stdout.splitlines()
     assert shown == "True", "genre train --help did not print the training flags"
     assert imported == "none", f"genre train --help imported {imported}"
+
+
+def test_the_help_of_genre_and_of_every_command_prints(capsys) -> None:
+    """argparse formats every help text with `%`: one unescaped percent sign broke `genre --help` for every command."""
+    from genre.cli import COMMANDS, build_parser
+
+    for words in (["--help"], *([command.name, "--help"] for command in COMMANDS)):
+        with pytest.raises(SystemExit) as done:
+            build_parser().parse_args(words)
+        assert done.value.code == 0, words
+        shown = capsys.readouterr().out
+        assert shown.startswith(f"usage: genre {words[0] if len(words) > 1 else ''}".rstrip()), words
+    assert "with 95% intervals" in (build_parser().format_help())

@@ -8,8 +8,8 @@ import pytest
 
 from genre import config
 from genre.cli import build_parser, main
+from genre.command_config import EvaluateConfig
 from genre.models.embedding import METHODS
-from genre.training.evaluate import EvaluateConfig
 
 
 def help_text(command: str, capsys) -> str:
@@ -68,7 +68,7 @@ def test_a_value_outside_the_choices_is_one_line_naming_them(capsys, tmp_path, m
 
 
 def test_a_positional_setting_is_an_argument_in_its_place_with_the_fields_help(capsys) -> None:
-    from genre.stages.compare import CompareConfig
+    from genre.command_config import CompareConfig
 
     args = build_parser().parse_args(["compare", "cnn-covers", "rf-covers", "--log-run"])
     settings, _ = config.load(CompareConfig, args, "")

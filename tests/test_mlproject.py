@@ -80,7 +80,8 @@ def test_baseline_entry_point(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_train_and_evaluate_entry_points(tmp_path: Path) -> None:
-    from genre.data.prepare import PrepareConfig, prepare
+    from genre.data.config import PrepareConfig
+    from genre.data.prepare import prepare
 
     data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
     params = {"data": str(data), "epochs": "2", "conv_filters": "8,16", "dense_units": "32"}
@@ -116,7 +117,8 @@ def test_tune_entry_point_leaves_parent_and_child_runs(tmp_path: Path) -> None:
 
 def tiny_space(tmp_path: Path) -> Path:
     """Two-epoch conv nets on the digits at 16 px: a trial takes seconds."""
-    from genre.data.prepare import PrepareConfig, prepare
+    from genre.data.config import PrepareConfig
+    from genre.data.prepare import prepare
 
     data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
     space = tmp_path / "space.yaml"
@@ -210,7 +212,8 @@ def test_suite_and_report_entry_points(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_interpret_entry_point_logs_into_the_models_run(tracking_store: str, tmp_path: Path) -> None:
     from genre.cli import main
-    from genre.data.prepare import PrepareConfig, prepare
+    from genre.data.config import PrepareConfig
+    from genre.data.prepare import prepare
 
     data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
     small = ["--epochs", "1", "--conv-filters", "8", "--dense-units", "32", "--mlflow-experiment", "mlproject-test"]

@@ -10,13 +10,9 @@ import tomllib
 import pytest
 import yaml
 
-from genre.data.prepare import PrepareConfig
-from genre.stages.baseline import BaselineConfig
-from genre.stages.interpret import InterpretConfig
-from genre.stages.report import ReportConfig
-from genre.stages.suite import SuiteConfig
+from genre.command_config import BaselineConfig, EvaluateConfig, InterpretConfig, ReportConfig, SuiteConfig
+from genre.data.config import PrepareConfig
 from genre.training.config import TrainConfig
-from genre.training.evaluate import EvaluateConfig
 from genre.tuning.study import TuneConfig
 from tests.conftest import PROJECT_ROOT
 

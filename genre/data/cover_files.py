@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genre.data.decode_pool import watch_parent
 from genre.data.images import InvalidImage, decode_image
-from genre.data.prepare import watch_parent
 
 # What a folder's files must be named to be taken for covers (any case); a file named on the command line is tried
 # whatever its name, so `genre predict notes.txt` says why it is not an image.

@@ -20,35 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from genre.config import check_range, setting
+from genre.data.config import MAX_REPEATS, FoldChoice
 from genre.data.near_copies import group_ids
 from genre.data.pack import DatasetInfo, Pack, open_pack
 from genre.data.split import SPLITS, SplitFractions, stratified_split
 from genre.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-MAX_FOLDS, MAX_REPEATS = 50, 100
-
-
-@dataclass(frozen=True)
-class FoldChoice:
-    """Which part of the covers a run trains, validates and tests on: the static split (folds 0) or one fold of a
-    K-fold cross-validation."""
-
-    folds: int = setting(0, f"cross-validation: K folds over all covers, 2..{MAX_FOLDS} (0: the static split)")
-    fold: int = setting(0, "cross-validation: the fold whose covers are the test part, 0..folds-1")
-    repeat: int = setting(0, f"cross-validation: which repetition of the folds, 0..{MAX_REPEATS - 1} (each reshuffles)")
-
-    def __post_init__(self) -> None:
-        check_fold_count(self.folds)
-        check_range(self, "fold", 0, max(self.folds - 1, 0), note=" (one of the folds, counted from 0)")
-        check_range(self, "repeat", 0, MAX_REPEATS - 1)
-
-
-def check_fold_count(folds: int) -> None:
-    """A one-line `ConfigError` unless `folds` is 0 (the static split) or 2..MAX_FOLDS."""
-    if folds == 1 or not 0 <= folds <= MAX_FOLDS:
-        raise ConfigError(f"'folds' must be 0 (the static split) or 2..{MAX_FOLDS}, got {folds}")
 
 
 class CoverRows:

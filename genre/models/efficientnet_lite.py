@@ -38,7 +38,7 @@ import mxnet as mx
 from mxnet import gluon
 from mxnet.gluon import nn
 
-from genre.errors import ConfigError, DataError
+from genre.errors import ConfigError, DataError, some_of
 from genre.models.style import last_positions, run_with_statistics
 from genre.models.torch_pickle import read_state_dict
 
@@ -321,10 +321,6 @@ def _structural_name(torch_key: str, blocks: int) -> str | None:
     return f"features.{bn}.{_TORCH_BN[leaf]}" if bn is not None and leaf in _TORCH_BN else None
 
 
-def _some(names: list[str], limit: int = 4) -> str:
-    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
-
-
 def pretrained_lite_parameters(name: str) -> dict[str, mx.nd.NDArray]:
     """`name`'s ImageNet weights by our structural name (`features.0.weight`, ..., `output.bias` for the
     1000-class head), read offline from its pip package. Every tensor of the file is used and every parameter of
@@ -353,9 +349,9 @@ def pretrained_lite_parameters(name: str) -> dict[str, mx.nd.NDArray]:
     unset = [key for key in expected if key not in result]
     if unused or misshapen or unset:
         problems = [
-            f"{len(unused)} tensors unused ({_some(unused)})" if unused else "",
-            f"{len(misshapen)} differ in shape ({_some(misshapen)})" if misshapen else "",
-            f"{len(unset)} parameters not set ({_some(unset)})" if unset else "",
+            f"{len(unused)} tensors unused ({some_of(unused, 4)})" if unused else "",
+            f"{len(misshapen)} differ in shape ({some_of(misshapen, 4)})" if misshapen else "",
+            f"{len(unset)} parameters not set ({some_of(unset, 4)})" if unset else "",
         ]
         raise DataError(
             f"{path} does not fit {name}: {'; '.join(p for p in problems if p)}; reinstall it: {install_hint(name)}"

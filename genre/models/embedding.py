@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 METHODS = ("tsne", "pca")
+NEIGHBOURS_SHOWN = 5  # nearest neighbours `genre interpret` shows beside each chosen cover
 TSNE_PERPLEXITY = 30.0  # scikit-learn's default, lowered for small sets (see `project`)
 
 

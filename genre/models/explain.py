@@ -12,16 +12,22 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass
+from typing import Protocol
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
 from genre.errors import ConfigError
+from genre.figures import HeatmapPanel, NeighbourPanel
+from genre.metrics import Scored
+from genre.models.embedding import NEIGHBOURS_SHOWN, nearest_neighbours, project
 from genre.models.inputs import NetworkInput, fit_to_side, network_input, to_float_nchw
 
 INPUT_NAME = "data"  # what `HybridBlock.export` calls the network's input
 MAPS_NAME = "genre_explain_maps"  # the tail's input: the heatmap layer's output
+MAP_THUMBNAILS = 400  # a map of more covers draws points: thumbnails would hide each other
+HEATMAP_BATCH = 32  # covers per Grad-CAM pass (a backward pass holds the activations)
 WEIGHTED_OPS = ("FullyConnected", "Convolution")  # the last of these on the way to the output is the classifier
 
 
@@ -227,3 +233,127 @@ class Explainer:
         peaks = cams.reshape(len(images), -1).max(axis=1)
         scale = np.where(peaks > 0, peaks, 1.0)[:, None, None]
         return np.clip(cams / scale, 0.0, 1.0).astype(np.float32)
+
+
+class Covers(Protocol):
+    """A split's covers as `read_covers` reads them (`genre.data.pack.Pack` is one): `images` `(N, S, S, 3)` uint8 and
+    `labels` `(N,)`, indexable by row."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int: ...
+
+
+class Asked(Protocol):
+    """What to read (`genre.command_config.InterpretConfig` is one): covers per genre in each Grad-CAM grid, the 2-D
+    map's method ("none": no map), how many covers get their neighbours, and covers per forward pass."""
+
+    heatmaps: int
+    cover_map: str
+    neighbours: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Readings:
+    """What the network reads in the split's covers: Grad-CAM grids (rows of (genre, panels)) of the most confidently
+    right covers (heatmap of their genre) and of the worst mistakes (heatmap of the genre wrongly given), the covers'
+    2-D map (`points` `(N, 2)`, None when not drawn) and a few covers with their nearest neighbours."""
+
+    layer: str
+    genres: list[str]
+    labels: np.ndarray  # (N,) the split's true genres, the map's colours
+    right: list[tuple[str, list[HeatmapPanel]]]
+    mistakes: list[tuple[str, list[HeatmapPanel]]]
+    method: str
+    points: np.ndarray | None
+    thumbnails: np.ndarray | None
+    neighbours: list[tuple[np.ndarray, str, list[NeighbourPanel]]]
+
+
+def ranked(evaluation: Scored, genres: int, per_genre: int, right: bool) -> list[list[int]]:
+    """Per true genre, the indices of at most `per_genre` covers: the right ones by falling confidence (`right`), or
+    the wrong ones by falling loss (the least probability given to the true genre first)."""
+    predicted, labels = evaluation.predictions, evaluation.labels
+    truth = evaluation.probabilities[np.arange(len(labels)), labels] if len(labels) else np.zeros(0)
+    rows = []
+    for genre in range(genres):
+        chosen = np.flatnonzero((labels == genre) & ((predicted == labels) == right))
+        order = np.argsort(-truth[chosen] if right else truth[chosen], kind="stable")
+        rows.append([int(index) for index in chosen[order][:per_genre]])
+    return rows
+
+
+def heatmap_rows(
+    explainer: Explainer, pack: Covers, evaluation: Scored, genres: list[str], rows: list[list[int]]
+) -> list[tuple[str, list[HeatmapPanel]]]:
+    """The grid rows of the covers `rows[genre]`, each cover's heatmap for the genre the model gave it, captioned
+    "given p" for a right cover and "given p (true p)" for a mistake."""
+    flat = [index for row in rows for index in row]
+    given = evaluation.predictions[flat] if flat else np.zeros(0, dtype=np.int64)
+    maps, views = [], []
+    for start in range(0, len(flat), HEATMAP_BATCH):
+        images = np.ascontiguousarray(pack.images[flat[start : start + HEATMAP_BATCH]])
+        maps.append(explainer.heatmaps(images, given[start : start + HEATMAP_BATCH]))
+        views.append(explainer.view(images))
+    panels = dict(zip(flat, zip(np.concatenate(views), np.concatenate(maps), strict=True), strict=True)) if flat else {}
+    grid = []
+    for genre, row in enumerate(rows):
+        shown = []
+        for index in row:
+            top, truth = int(evaluation.predictions[index]), int(evaluation.labels[index])
+            caption = f"{genres[top]} {evaluation.probabilities[index, top]:.0%}"
+            if top != truth:
+                caption += f" ({genres[truth]} {evaluation.probabilities[index, truth]:.0%})"
+            shown.append((*panels[index], caption))
+        grid.append((genres[genre], shown))
+    return grid
+
+
+def read_covers(explainer: Explainer, pack: Covers, evaluation: Scored, genres: list[str], asked: Asked) -> Readings:
+    """The heatmap grids, the map and the neighbours of the split (pure but for the network's forward passes)."""
+    right = ranked(evaluation, len(genres), asked.heatmaps, right=True) if asked.heatmaps else []
+    mistakes = ranked(evaluation, len(genres), asked.heatmaps, right=False) if asked.heatmaps else []
+    drawn = asked.cover_map != "none" and len(pack) >= 3
+    points = thumbnails = None
+    neighbours: list[tuple[np.ndarray, str, list[NeighbourPanel]]] = []
+    if drawn or (asked.neighbours and len(pack) > 1):
+        features = np.concatenate(
+            [
+                explainer.embed(np.ascontiguousarray(pack.images[start : start + asked.batch_size]))[0]
+                for start in range(0, len(pack), asked.batch_size)
+            ]
+        )
+        if drawn:
+            points = project(features, asked.cover_map)
+            if len(pack) <= MAP_THUMBNAILS:
+                thumbnails = np.asarray(pack.images[:])
+        if asked.neighbours and len(pack) > 1:
+            queries = spread(ranked(evaluation, len(genres), len(pack), right=True), asked.neighbours)
+            found, similarity = nearest_neighbours(features, queries, NEIGHBOURS_SHOWN)
+            labels = pack.labels
+            for query, near, close in zip(queries, found, similarity, strict=True):
+                panels = [
+                    (pack.images[i], f"{genres[labels[i]]} {value:.2f}") for i, value in zip(near, close, strict=True)
+                ]
+                neighbours.append((pack.images[query], f"{genres[labels[query]]}", panels))
+    return Readings(
+        layer=explainer.layers.maps,
+        genres=list(genres),
+        labels=np.asarray(pack.labels),
+        right=heatmap_rows(explainer, pack, evaluation, genres, right) if right else [],
+        mistakes=heatmap_rows(explainer, pack, evaluation, genres, mistakes) if mistakes else [],
+        method=asked.cover_map,
+        points=points,
+        thumbnails=thumbnails,
+        neighbours=neighbours,
+    )
+
+
+def spread(rows: list[list[int]], count: int) -> list[int]:
+    """`count` indices taken from the rows in turn (one per genre, then the next of each), as far as they go."""
+    chosen: list[int] = []
+    for rank in range(max((len(row) for row in rows), default=0)):
+        chosen += [row[rank] for row in rows if rank < len(row)]
+    return chosen[:count]

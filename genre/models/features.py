@@ -21,6 +21,7 @@ from mxnet import gluon
 from genre.models.baselines import FeatureLayout
 from genre.models.inputs import NetworkInput, network_input, to_float_nchw
 from genre.models.networks import NetworkSpec, build_network, feature_block, input_for, output_prefixes
+from genre.models.spec import BaselineSpec
 from genre.models.style import gram_projection, last_positions, run_with_statistics, upper_pairs
 
 FEATURE_BATCH = 64
@@ -188,3 +189,12 @@ class FeatureExtractor:
             else:
                 self.net(network_input(batch, self.input))
         return self._seen[0].reshape((batch.shape[0], -1))
+
+
+def network_describer(config: BaselineSpec, network: str, image_size: int, style: bool = False, mirror: bool = False):
+    """The features of `network` (one of `config.networks`) for `(N, S, S, 3)` uint8 images: pooled, and with
+    `style` every block's style statistics (and `style_gram`'s correlations) after them; of the mirror images with
+    `mirror` (imports MXNet only when asked for)."""
+    mx.random.seed(config.seed)
+    mixtures = config.style_gram if style else 0
+    return FeatureExtractor(config.network_spec(network), image_size, mx.cpu(), style, mirror, mixtures)

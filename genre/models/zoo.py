@@ -22,9 +22,9 @@ from pathlib import Path
 from mxnet import gluon, nd
 from mxnet.base import MXNetError
 
-from genre.errors import ConfigError, GenreError
+from genre.errors import ConfigError, GenreError, some_of
+from genre.models import LIST_COMMAND
 from genre.models.efficientnet_lite import LITE_VARIANTS
-from genre.models.spec import LIST_COMMAND
 
 log = logging.getLogger(__name__)
 
@@ -301,11 +301,6 @@ def _by_structural_name(source: Mapping[str, nd.NDArray], net: gluon.Block) -> d
     return matched
 
 
-def _some(names: list[str], limit: int = 8) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
-
-
 def load_backbone(net: gluon.Block, source: Mapping[str, nd.NDArray], prefixes: tuple[str, ...], origin: str) -> int:
     """Copy into initialised `net` every backbone tensor of `source` whose name and shape match; returns the count.
 
@@ -342,11 +337,17 @@ def load_backbone(net: gluon.Block, source: Mapping[str, nd.NDArray], prefixes: 
     )
     if missing:
         log.warning(
-            "%s: %d backbone parameters not found keep their initial values: %s", origin, len(missing), _some(missing)
+            "%s: %d backbone parameters not found keep their initial values: %s",
+            origin,
+            len(missing),
+            some_of(missing, 8),
         )
     if mismatched:
         log.warning(
-            "%s: %d backbone parameters differ in shape, not loaded: %s", origin, len(mismatched), _some(mismatched)
+            "%s: %d backbone parameters differ in shape, not loaded: %s",
+            origin,
+            len(mismatched),
+            some_of(mismatched, 8),
         )
     return len(loaded)
 

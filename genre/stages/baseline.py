@@ -14,58 +14,36 @@ from pathlib import Path
 import numpy as np
 
 from genre import __version__
-from genre.config import setting
-from genre.data.choice import DatasetChoice
+from genre.command_config import BaselineConfig
+from genre.cover_model import log_cover_model
 from genre.data.feature_cache import CACHE_FOLDER, FeatureCache
-from genre.data.folds import FoldChoice, all_covers, check_parts_fit, fold_parts, split_digest
+from genre.data.folds import all_covers, check_parts_fit, fold_parts, split_digest
 from genre.data.pack import DatasetInfo, Pack, open_pack
-from genre.errors import ConfigError
+from genre.errors import EXIT_OK, ConfigError
+from genre.figures import confusion_matrix_figure
 from genre.models.baselines import (
     FEATURE_FORMAT,
     BaselineResult,
-    BaselineSpec,
     FeatureLayout,
     describe_pixels,
     fit_and_score,
-    network_describer,
     pixel_features,
     pixel_side,
 )
+from genre.models.feature_network import PIXELS, feature_network
+from genre.models.features import network_describer
+from genre.models.forest_arrays import forest_arrays
 from genre.models.inputs import NetworkInput
 from genre.predictions import CoverPredictions
 from genre.runtime import usable_cores
-from genre.stages.common import (
-    EXIT_OK,
-    Staged,
-    accuracies,
-    balanced_metrics,
-    config_params,
-    config_tags,
-    dataset_facts,
-    dataset_tags,
-    ensure_dataset,
-    log_fold_split,
-    log_packs,
-    log_predictions,
-)
+from genre.stages.run_facts import Staged, config_params, config_tags, dataset_facts, dataset_tags, log_packs
+from genre.stages.scores import accuracies, balanced_metrics, log_fold_split, log_predictions
+from genre.stages.startup import ensure_dataset
+from genre.stages.train import example_input
 from genre.tracking.tracker import Tracker, experiment_name, tracked_run
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class BaselineConfig(BaselineSpec, FoldChoice, DatasetChoice):
-    """A baseline: which dataset and which part of it (the static split or a fold), which classifier, and what it
-    sees (shrunk pixels or a network's features)."""
-
-    cache_features: bool = setting(
-        True, "features=network: keep the features in <data>/features/ so the next baseline reuses them"
-    )
-
-    def __post_init__(self) -> None:
-        BaselineSpec.__post_init__(self)
-        FoldChoice.__post_init__(self)
 
 
 @dataclass
@@ -228,7 +206,7 @@ def run(
     progress: bool = False,
     on_started: Callable[[Tracker], None] | None = None,
     inner: bool = False,
-) -> Staged:
+) -> Staged[BaselineConfig, BaselineResult]:
     """Fit and score a scikit-learn baseline in its own run; `on_started(tracker)` runs once the run is open, and
     `inner` also scores the training part by a cross-validation inside it (what a study maximises)."""
     ensure_dataset(config.data, progress)
@@ -248,7 +226,6 @@ def run(
 def log_baseline(tracker: Tracker, config: BaselineConfig, fitted: FittedBaseline, info: DatasetInfo) -> None:
     """Params, accuracies (plain and per genre) per split, a confusion-matrix figure, the per-genre report and the
     per-cover predictions of the validation and test parts."""
-    from genre.figures import confusion_matrix_figure  # matplotlib: imported when a figure is made
 
     result = fitted.result
     facts = dataset_facts(info) | {
@@ -295,17 +272,18 @@ def log_feature_model(tracker: Tracker, config: BaselineConfig, result: Baseline
     beside the features (`genre.models.forest_arrays`). The SVM's margins become probabilities through a
     temperature fitted on the validation covers (`svm_temperature`). A backbone not laid out as `features` then a
     Dense layer (GluonCV's ResNets) cannot be described so, and the run says so and logs none."""
-    from genre.cover_model import log_cover_model
-    from genre.models.feature_network import PIXELS, feature_network
-    from genre.models.forest_arrays import forest_arrays
-    from genre.stages.train import example_image
 
     specs = [config.network_spec(name) for name in config.networks]
     forest = forest_arrays(result.classifier, len(result.genres)) if config.model == "rf" else None
     linear = None if forest is not None else result.classifier
     try:
         net = feature_network(
-            specs, info.image_size, config.last_blocks(), config.views == "mirror", linear, len(result.genres),
+            specs,
+            info.image_size,
+            config.last_blocks(),
+            config.views == "mirror",
+            linear,
+            len(result.genres),
             config.style_gram,
         )
     except ConfigError as error:
@@ -313,7 +291,7 @@ def log_feature_model(tracker: Tracker, config: BaselineConfig, result: Baseline
         return
     temperature = result.chosen.get("svm_temperature", 1.0)
     network = NetworkInput(info.image_size, PIXELS.mean, PIXELS.std)
-    logger = functools.partial(log_cover_model, net, result.genres, info.image_size, example_image(config),
+    logger = functools.partial(log_cover_model, net, result.genres, info.image_size, example_input(config),
                             name="model", network=network, temperature=temperature, forest=forest)  # fmt: skip
     tracker.log_model(logger)
 

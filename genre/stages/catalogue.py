@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genre.command_config import BaselineConfig
 from genre.config import EXPERIMENTS_DIR, build, read_config_file
 from genre.errors import ConfigError
-from genre.stages.baseline import BaselineConfig
+from genre.training.config import TrainConfig
 
 KINDS = {"train": "", "baseline": "baselines"}  # kind -> folder under experiments/
 # Settings that change where or how fast a run works, never what it learns.
@@ -39,7 +40,6 @@ class Experiment:
 def config_class(kind: str) -> type:
     if kind == "baseline":
         return BaselineConfig
-    from genre.training.config import TrainConfig  # imports mxnet
 
     return TrainConfig
 

@@ -19,8 +19,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from genre.config import setting
-from genre.errors import ConfigError, TrackingError
+from genre.command_config import CompareConfig
+from genre.errors import EXIT_OK, ConfigError, TrackingError
 from genre.intervals import (
     BOOTSTRAP,
     Accuracies,
@@ -33,40 +33,14 @@ from genre.intervals import (
     t_test_sentence,
 )
 from genre.predictions import CoverPredictions, predictions_artifact
-from genre.stages.common import EXIT_OK, NAME
 from genre.stages.pooling import FoldComparison, FoldKey, fold_comparison, pooled_comparison
 from genre.stages.report_table import SCORED_STAGES, member_run, result_rows
+from genre.stages.run_facts import NAME
 from genre.tracking import runs
 from genre.tracking.tracker import tracked_run
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id; anything else names an experiment
 SPLIT = "test"
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    """Which two models to compare, and whether to keep the result as a run."""
-
-    a: str = setting(
-        "",
-        "model A: a run id (or run ids, comma-separated, pooled), or an experiment name (tag genre.experiment_name, as "
-        "a suite names its runs; MLFLOW-EXPERIMENT:NAME to look it up there) whose newest runs are pooled: its seeds, "
-        "and the folds and repeats of a cross-validated suite",
-    )
-    b: str = setting("", "model B, named as A; every difference is B minus A")
-    experiment: str = setting(
-        "",
-        "MLflow experiment in which to look experiment names up, e.g. genre-suite-covers-dev-cv5 (default: every "
-        "active one, as long as the name's runs are in only one)",
-    )
-    log_run: bool = setting(
-        False, "also log the result as a `compare` run, in --experiment or else the MLflow experiment of A's runs"
-    )
-
-    def __post_init__(self) -> None:
-        for name in ("a", "b"):
-            if not getattr(self, name).strip():
-                raise ConfigError(f"'{name}' must name a run id or an experiment, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

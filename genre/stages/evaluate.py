@@ -6,56 +6,30 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from genre.data.folds import FoldChoice, check_parts_fit
-from genre.data.pack import DatasetInfo, Pack, open_pack
-from genre.errors import ConfigError
-from genre.stages.common import (
-    EXIT_OK,
+from genre.command_config import EvaluateConfig
+from genre.data.pack import DatasetInfo
+from genre.errors import EXIT_OK
+from genre.stages.model_data import model_and_split, score_cover_model, with_model_data
+from genre.stages.run_facts import config_params, dataset_facts, dataset_tags
+from genre.stages.scores import (
     balanced_metrics,
-    config_params,
-    dataset_facts,
-    dataset_tags,
-    ensure_dataset,
     evaluation_predictions,
     log_predictions,
     log_split_report,
     split_confusion,
 )
-from genre.stages.model_data import with_model_data
 from genre.tracking.tracker import Tracker, experiment_name, tracked_run
-
-if TYPE_CHECKING:
-    from genre.stages.interpret import InterpretConfig
-    from genre.training.evaluate import EvaluateConfig
-    from genre.training.loop import Evaluation
-
-
-def model_and_split(config: EvaluateConfig | InterpretConfig, progress: bool) -> tuple[Any, Pack, DatasetInfo]:
-    """The logged model `config.model_uri` (its store checked first) and the split it is to be scored on; `config`
-    has its data chosen (`with_model_data`)."""
-    from genre.cover_model import load_cover_model, reach_model_store
-
-    if not config.model_uri:
-        raise ConfigError("--model-uri is required, e.g. runs:/<run id>/model or models:/genre-classifier@champion")
-    reach_model_store(config.model_uri)  # before any work: loading the model would retry for minutes
-    ensure_dataset(config.data, progress)
-    check_parts_fit(Path(config.data), config.variant, FoldChoice(), (config.split,))
-    pack = open_pack(Path(config.data), config.variant, config.split)
-    info = DatasetInfo.read(Path(config.data))
-    return load_cover_model(config.model_uri), pack, info
+from genre.training.loop import Evaluation
 
 
 def run(config: EvaluateConfig, experiment: str | None = None, progress: bool = False) -> tuple[str, str, Evaluation]:
     """Load the model, score it on the split (by default the model's data: `with_model_data`), then log that in a run
     of its own; returns the run id, its store, the evaluation. A model that predicts other genres than the dataset's
     stops the command before the run opens."""
-    from genre.training.evaluate import evaluate_model
-
     config, _ = with_model_data(config)
     model, pack, info = model_and_split(config, progress)
-    evaluation = evaluate_model(model, pack, config.batch_size)
+    evaluation = score_cover_model(model, pack, config.batch_size)
     tags = {"genre.stage": "evaluate", "genre.model_uri": config.model_uri}
     with tracked_run(experiment_name(experiment, f"genre-{info.name}"), f"evaluate-{config.split}", tags) as tracker:
         log_evaluation(tracker, config, info, evaluation, pack.files)

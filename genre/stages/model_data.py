@@ -1,5 +1,6 @@
-"""The dataset a logged model was trained on, read back from the run that logged it: what `genre evaluate` and
-`genre interpret` score the model on when no --data is given.
+"""A logged model and the data it is scored on (`genre evaluate`, `genre interpret`): by default the dataset it was
+trained on, read back from the run that logged it; the model loaded and the split opened (`model_and_split`); its
+predictions of the split as an evaluation (`score_cover_model`).
 
 All of it happens before any run opens, so a dataset that is not here stops the command in one line, with the
 `genre prepare` command that makes it, and leaves the tracking store as it was.
@@ -10,20 +11,24 @@ from __future__ import annotations
 import dataclasses
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+import numpy as np
+
+from genre.command_config import EvaluateConfig, InterpretConfig, require_model_uri
 from genre.config import EXPERIMENTS_DIR, build, read_config_file
-from genre.data.pack import DATASET_FILE, DatasetInfo
-from genre.data.prepare import DEFAULT_DATASET, PrepareConfig
+from genre.cover_model import load_cover_model, reach_model_store
+from genre.data.config import DEFAULT_DATASET, FoldChoice, PrepareConfig
+from genre.data.folds import check_parts_fit
+from genre.data.pack import DATASET_FILE, DatasetInfo, Pack, open_pack
 from genre.errors import ConfigError, DataError
+from genre.predictions import PROBABILITY_PREFIX
+from genre.stages.startup import ensure_dataset
 from genre.tracking import runs
 from genre.tracking.registry import source_run
+from genre.training.loop import Evaluation
 
-if TYPE_CHECKING:
-    from genre.stages.interpret import InterpretConfig
-    from genre.training.evaluate import EvaluateConfig
-
-Config = TypeVar("Config", "EvaluateConfig", "InterpretConfig")
+Config = TypeVar("Config", EvaluateConfig, InterpretConfig)
 DEFAULT_VARIANT = "full"
 # The settings of `genre prepare` that decide what a pack holds; the others decide how fast it is made.
 PACK_SETTINGS = (
@@ -49,8 +54,7 @@ def with_model_data(config: Config) -> tuple[Config, str]:
     """
     if config.data:
         return dataclasses.replace(config, variant=config.variant or DEFAULT_VARIANT), ""
-    if not config.model_uri:
-        raise ConfigError("--model-uri is required, e.g. runs:/<run id>/model or models:/genre-classifier@champion")
+    require_model_uri(config.model_uri)
     run_id = source_run(config.model_uri)
     params = runs.run_params(run_id) if run_id else {}
     data = params.get("config.data", "")
@@ -153,3 +157,45 @@ def _pack_settings(config: PrepareConfig) -> dict[str, Any]:
 
 def _shown(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def model_and_split(config: EvaluateConfig | InterpretConfig, progress: bool) -> tuple[Any, Pack, DatasetInfo]:
+    """The logged model `config.model_uri` (its store checked first) and the split it is to be scored on; `config`
+    has its data chosen (`with_model_data`)."""
+    require_model_uri(config.model_uri)
+    reach_model_store(config.model_uri)  # before any work: loading the model would retry for minutes
+    ensure_dataset(config.data, progress)
+    check_parts_fit(Path(config.data), config.variant, FoldChoice(), (config.split,))
+    pack = open_pack(Path(config.data), config.variant, config.split)
+    info = DatasetInfo.read(Path(config.data))
+    return load_cover_model(config.model_uri), pack, info
+
+
+def probabilities_of(predictions: Any, genres: list[str]) -> np.ndarray:
+    """The `p_<genre>` columns of a model's output, in the dataset's genre order."""
+    columns = [f"{PROBABILITY_PREFIX}{genre}" for genre in genres]
+    missing = [column for column in columns if column not in predictions.columns]
+    if missing:
+        known = [c.removeprefix(PROBABILITY_PREFIX) for c in predictions.columns if c.startswith(PROBABILITY_PREFIX)]
+        raise DataError(
+            f"the model predicts genres {known}, the dataset has {genres}; "
+            "evaluate it on the dataset it was trained for"
+        )
+    return predictions[columns].to_numpy(dtype=np.float64)
+
+
+def score_cover_model(model: Any, pack: Pack, batch_size: int) -> Evaluation:
+    """Predict every image of `pack` with a pyfunc cover `model`; loss is the mean negative log-likelihood.
+
+    Pixels go straight to the cover model's `predict` (the pyfunc wrapper's schema takes encoded images only).
+    """
+    classifier = model.unwrap_python_model()
+    parts = []
+    for start in range(0, len(pack), batch_size):
+        pixels = np.ascontiguousarray(pack.images[start : start + batch_size])
+        parts.append(probabilities_of(classifier.predict(None, pixels), pack.genres))
+    probabilities = np.concatenate(parts) if parts else np.zeros((0, len(pack.genres)))
+    labels = pack.labels.astype(np.int64)
+    picked = probabilities[np.arange(len(labels)), labels] if len(labels) else np.zeros(0)
+    loss = float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0)))) if len(labels) else float("nan")
+    return Evaluation(loss, probabilities, labels)

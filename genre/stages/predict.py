@@ -20,43 +20,26 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
-from genre.config import check_range, setting
-from genre.errors import ConfigError, DataError
+from genre.command_config import PREDICTIONS_EXPERIMENT, PredictConfig
+from genre.cover_model import CoverClassifier, explain_one, load_cover_model, reach_model_store
+from genre.data.cover_files import CoverFiles, decoded_covers, find_cover_files
+from genre.disk import check_output_file, check_writable
+from genre.errors import EXIT_INCOMPLETE, EXIT_OK, ConfigError, DataError
+from genre.figures import heatmap_overlay
+from genre.predictions import PROBABILITY_PREFIX
+from genre.runtime import usable_cores
+from genre.stages.run_facts import config_params
+from genre.tracking.tracker import Tracker, experiment_name, tracked_run
 
-if TYPE_CHECKING:
-    from genre.cover_model import CoverClassifier
-    from genre.data.cover_files import CoverFiles
-    from genre.tracking.tracker import Tracker
-
-DEFAULT_EXPERIMENT = "genre-predictions"  # the experiment of a `--log-run` run outside `mlflow run`
 PREDICTIONS_FILE = "predictions.csv"
 UNREADABLE_FILE = "unreadable.csv"
 PATH_COLUMN = "path"
-
-
-@dataclass(frozen=True)
-class PredictConfig:
-    """Which model, where the predictions go, and how the covers go through it."""
-
-    model_uri: str = setting("", "the model: runs:/<run id>/model, models:/<name>@<alias>, or a local path")
-    output: str = setting(
-        "", "CSV to write, one row per readable cover: path, genre, p_<genre>... (default: print each cover's genres)"
-    )
-    top: int = setting(3, "genres to print per cover")
-    batch_size: int = setting(64, "covers per pass through the network")
-    workers: int = setting(0, "processes decoding covers (0: one per usable core)")
-    explain: bool = setting(False, "write each cover's Grad-CAM heatmap for its top genre as <cover>.heatmap.png")
-    explain_dir: str = setting(".", "where --explain writes")
-    log_run: bool = setting(False, "log the CSV and the unreadable files as artifacts of an MLflow run")
-
-    def __post_init__(self) -> None:
-        check_range(self, "top", 1)
-        check_range(self, "batch_size", 1)
-        check_range(self, "workers", 0, note=" (0 = one per usable core)")
 
 
 @dataclass(frozen=True)
@@ -90,8 +73,6 @@ def predicted_covers(
 ) -> Iterator[Predicted]:
     """Each file's `Predicted`, in order: files decoded by `workers` processes (0: one per usable core) while the
     network scores the `batch_size` readable covers before them."""
-    from genre.data.cover_files import decoded_covers
-    from genre.runtime import usable_cores
 
     workers = workers or usable_cores()
     waiting: list[tuple[Path, np.ndarray | None, str | None]] = []
@@ -124,9 +105,6 @@ def ranked_line(path: Path, probabilities: np.ndarray, genres: list[str], top: i
 
 def write_heatmap(view: np.ndarray, heatmap: np.ndarray, path: Path) -> Path:
     """The cover as the network sees it beside its heatmap overlay, at least 256 px high, as a PNG at `path`."""
-    from PIL import Image
-
-    from genre.figures import heatmap_overlay
 
     side = view.shape[0]
     both = np.concatenate(
@@ -140,7 +118,6 @@ def write_heatmap(view: np.ndarray, heatmap: np.ndarray, path: Path) -> Path:
 
 def load_classifier(model_uri: str) -> tuple[Any, CoverClassifier]:
     """The logged model (its store checked first) and the `CoverClassifier` inside it."""
-    from genre.cover_model import CoverClassifier, load_cover_model, reach_model_store
 
     if not model_uri:
         raise ConfigError("which model? give --model-uri runs:/<run id>/model or models:/<name>@<alias>")
@@ -158,8 +135,6 @@ def load_classifier(model_uri: str) -> tuple[Any, CoverClassifier]:
 def check_and_load(config: PredictConfig, inputs: Sequence[Path]) -> tuple[Any, CoverClassifier, CoverFiles]:
     """Everything that can stop a prediction before it starts (no inputs, no covers in them, an output folder that
     cannot be written, a model that is not a cover model), checked before any run opens; the model, loaded."""
-    from genre.data.cover_files import find_cover_files
-    from genre.disk import check_output_file, check_writable
 
     if not inputs:
         raise ConfigError("which covers? give image files or folders of them")
@@ -187,9 +162,6 @@ def predict_files(
     """Predict `files` with the loaded `model` (no MLflow run): each readable cover's row goes to the CSV at
     `csv_path` (written whole or not at all), or, with no CSV, its `top` genres to `show` (default: printed above
     the progress bar); each file that cannot be used goes to `show`, named with what is wrong with it."""
-    from tqdm import tqdm
-
-    from genre.cover_model import explain_one
 
     say = show or tqdm.write
     genres = classifier.genres
@@ -206,7 +178,7 @@ def predict_files(
     ):
         table = csv.writer(handle) if handle is not None else None
         if table is not None:
-            table.writerow([PATH_COLUMN, "genre", *(f"p_{genre}" for genre in genres)])
+            table.writerow([PATH_COLUMN, "genre", *(f"{PROBABILITY_PREFIX}{genre}" for genre in genres)])
         for cover in predicted_covers(classifier, files.paths, config.batch_size, config.workers):
             bar.update(1)
             if cover.probabilities is None:
@@ -259,11 +231,10 @@ def run(
     output = Path(config.output) if config.output else None
     if not config.log_run:
         return predict_files(model, classifier, files, config, output, progress, show)
-    from genre.tracking.tracker import experiment_name, tracked_run
 
     tags = {"genre.stage": "predict", "genre.model_uri": config.model_uri}
     with (
-        tracked_run(experiment_name(experiment, DEFAULT_EXPERIMENT), "predict", tags) as tracker,
+        tracked_run(experiment_name(experiment, PREDICTIONS_EXPERIMENT), "predict", tags) as tracker,
         tempfile.TemporaryDirectory(prefix="genre-predict-") as folder,
     ):
         logged = Path(folder) / PREDICTIONS_FILE
@@ -278,7 +249,6 @@ def log_prediction(
     tracker: Tracker, config: PredictConfig, inputs: Sequence[Path], outcome: PredictOutcome, table: Path
 ) -> None:
     """The settings, what was asked (`inputs`), the counts and rate, the CSV and the list of unreadable files."""
-    from genre.stages.common import config_params
 
     tracker.log_params(config_params(dataclasses.asdict(config)) | {"inputs": ", ".join(str(p) for p in inputs)})
     tracker.log_metrics(
@@ -326,7 +296,6 @@ def _count(number: int, thing: str) -> str:
 
 def command(config: PredictConfig, inputs: Sequence[Path], experiment: str | None, progress: bool = False) -> int:
     """`genre predict`: the genres of covers, printed or as a CSV; exit 1 when a file could not be used."""
-    from genre.stages.common import EXIT_INCOMPLETE, EXIT_OK
 
     outcome = run(config, inputs, experiment, progress)
     for line in summary(outcome):

@@ -7,16 +7,13 @@ import dataclasses
 from pathlib import Path
 
 from genre import __version__
-from genre.data.prepare import PrepareConfig, PreparedDataset, check_output_folders, prepare
+from genre.data.config import PrepareConfig
+from genre.data.prepare import PreparedDataset, check_output_folders, prepare
 from genre.data.problems import summarise
-from genre.stages.common import (
-    EXIT_INCOMPLETE,
-    EXIT_OK,
-    config_params,
-    config_tags,
-    dataset_tags,
-    sigterm_as_interrupt,
-)
+from genre.errors import EXIT_INCOMPLETE, EXIT_OK
+from genre.figures import sample_grid
+from genre.stages.run_facts import config_params, config_tags, dataset_tags
+from genre.stages.startup import sigterm_as_interrupt
 from genre.tracking.tracker import Tracker, experiment_name, tracked_run
 
 
@@ -35,7 +32,6 @@ def run(
 
 def log_prepared(tracker: Tracker, config: PrepareConfig, prepared: PreparedDataset) -> None:
     """Params, counts, the dataset input, the split file, the report and a figure of samples."""
-    from genre.figures import sample_grid  # matplotlib: imported when a figure is made
 
     info = prepared.info
     settings = dataclasses.asdict(config) | {

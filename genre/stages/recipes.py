@@ -13,16 +13,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from genre.config import COMMAND_LINE, EXPERIMENTS_DIR, build, read_config_file
 from genre.data.pack import DatasetInfo
 from genre.data.sources import DIGITS_SOURCE
 from genre.data.transforms import AugmentSpec
 from genre.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from genre.training.config import TrainConfig
+from genre.models.efficientnet_lite import weights_file
+from genre.training.config import TrainConfig
 
 PROJECT_EXPERIMENTS = Path(__file__).resolve().parents[2] / EXPERIMENTS_DIR  # the checkout's, from anywhere
 DIGITS_EXPERIMENT = "convnet-digits"  # TrainConfig's defaults, by name
@@ -56,8 +55,6 @@ def is_cover_pack(data: str) -> bool:
 
 
 def weights_installed(model: str) -> bool:
-    from genre.models.efficientnet_lite import weights_file  # imports mxnet, which training needs anyway
-
     try:
         weights_file(model)
     except ConfigError:
@@ -86,7 +83,6 @@ def with_cover_recipe(
     same flags, saying which recipe on stdout; unchanged for the digits, a named experiment or `--resume`.
 
     Returns the settings and the experiment file they came from (None: the defaults, or part of a recipe only)."""
-    from genre.training.config import TrainConfig
 
     if config_file is not None or config.resume or not is_cover_pack(config.data):
         return config, config_file

@@ -17,12 +17,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from genre.config import setting
+from genre.command_config import SECTION_NAME, ReportConfig
 from genre.disk import check_output_file
-from genre.errors import ConfigError, DataError, TrackingError
+from genre.errors import EXIT_OK, ConfigError, DataError, TrackingError
+from genre.figures import accuracy_bars, close_figure, overlaid_curves
 from genre.intervals import BOOTSTRAP, Bootstrap, accuracy_intervals
 from genre.predictions import CoverPredictions
-from genre.stages.common import EXIT_OK
 from genre.stages.pooling import pool, pooled_comparison
 from genre.stages.report_table import (
     NETWORK_STAGES,
@@ -41,7 +41,6 @@ from genre.tracking import runs
 from genre.tracking.tracker import tracked_run
 
 ACCURACY, CURVES, CONFUSION = "accuracy.png", "learning_curves.png", "confusion_best.png"
-SECTION_NAME = re.compile(r"[A-Za-z0-9_-]+")  # it names a folder and sits in the marker lines
 SECTION_BEGIN, SECTION_END = "<!-- genre report --section {}: begin -->", "<!-- genre report --section {}: end -->"
 MARKED_SECTION = re.compile(  # a whole marked section, markers included, of any name
     "^"
@@ -64,32 +63,6 @@ UNPAIRED_NOTE = (
 )
 
 
-@dataclass(frozen=True)
-class ReportConfig:
-    """Which MLflow experiment to report on (a suite's, or any other), and where to write the page."""
-
-    experiment: str = setting(
-        "",
-        "MLflow experiment whose finished train, trial and baseline runs to compare: a suite's (genre-suite-NAME) or "
-        "any other, e.g. a dataset's (genre-digits) (default: the newest suite run's)",
-    )
-    format: str = setting("md", "page format: Markdown or self-contained HTML", ("md", "html"))  # noqa: A003
-    output: str = setting("", "file to write (default: reports/<experiment>.<format>); figures go in <stem>/ beside it")
-    section: str = setting(
-        "",
-        "write the report as section NAME of the Markdown --output (replacing that section, or appended; the rest of "
-        "the file is kept); figures go in <stem>/NAME/",
-    )
-
-    def __post_init__(self) -> None:
-        if self.section and not SECTION_NAME.fullmatch(self.section):
-            raise ConfigError(f"'section' must be letters, digits, '-' and '_' only, got {self.section!r}")
-        if self.section and self.format != "md":
-            raise ConfigError(
-                f"'section' needs --format md (an HTML page is self-contained); got --format {self.format}"
-            )
-
-
 @dataclass
 class Report:
     """What was written: the page, its figures, and the rows it shows."""
@@ -107,9 +80,6 @@ class Report:
 def _figures(rows: list[ResultRow], intervals: list[RowIntervals], folder: Path) -> dict[str, Path]:
     """The accuracy chart (with each row's test interval), the overlaid learning curves (networks) and the best run's
     test confusion matrix."""
-    import matplotlib.pyplot as plt
-
-    from genre.figures import accuracy_bars, overlaid_curves  # matplotlib: imported when figures are made
 
     folder.mkdir(parents=True, exist_ok=True)
     made: dict[str, Path] = {}
@@ -129,7 +99,7 @@ def _figures(rows: list[ResultRow], intervals: list[RowIntervals], folder: Path)
         figures[CURVES] = overlaid_curves(curves, "validation accuracy")
     for name, figure in figures.items():
         figure.savefig(folder / name, dpi=110)
-        plt.close(figure)
+        close_figure(figure)
         made[name] = folder / name
     best = best_run(rows)
     confusion = runs.download(best.run_id, "confusion_test.png", folder / ".download")

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from genre.intervals import BOOTSTRAP, Interval, PairedComparison, p_value, percent_level, points
-from genre.stages.common import DATA_DIGEST, NAME, SEED, SETTINGS_DIGEST, SUITE
+from genre.stages.catalogue import NOT_IDENTITY, RUN_OF_VERSION
+from genre.stages.run_facts import DATA_DIGEST, NAME, SEED, SETTINGS_DIGEST, SUITE
 
 NETWORK_STAGES = ("train", "trial")  # a study's trial is a train run
 SCORED_STAGES = (*NETWORK_STAGES, "baseline")  # the stages whose runs the table shows
@@ -108,7 +109,6 @@ def settings_digest(params: dict[str, str]) -> str:
     """A digest of the settings a run outside a suite learned with (its `config.*` params less the seed, the fold and
     repeat, and those that change where or how fast it runs, as a suite's digest leaves them out): runs that differ
     only by seed or fold share it."""
-    from genre.stages.catalogue import NOT_IDENTITY, RUN_OF_VERSION  # here: a report seldom reads the catalogue
 
     left_out = {f"config.{name}" for name in (*NOT_IDENTITY, *RUN_OF_VERSION)}
     settings = {key: value for key, value in params.items() if key.startswith("config.") and key not in left_out}

@@ -15,60 +15,23 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from genre.config import EXPERIMENTS_DIR, build, check_range, read_config_file, setting
-from genre.data.folds import MAX_FOLDS, MAX_REPEATS, FoldChoice, check_fold_count, check_parts_fit
+from genre.command_config import SuiteConfig
+from genre.config import EXPERIMENTS_DIR, build, read_config_file
+from genre.data.config import FoldChoice, PrepareConfig
+from genre.data.folds import check_parts_fit
 from genre.data.pack import DATASET_FILE, DatasetInfo
-from genre.data.prepare import PrepareConfig
-from genre.errors import ConfigError, DataError, GenreError
+from genre.errors import EXIT_INCOMPLETE, EXIT_OK, ConfigError, DataError, GenreError
+from genre.models.efficientnet_lite import weights_file
 from genre.stages import baseline, train
 from genre.stages.catalogue import Experiment, config_digest, find_experiment, parse_names, parse_seeds
-from genre.stages.common import (
-    CONFIG_DIGEST,
-    DATA_DIGEST,
-    EXIT_INCOMPLETE,
-    EXIT_OK,
-    NAME,
-    SEED,
-    SETTINGS_DIGEST,
-    SUITE,
-    config_params,
-    ensure_dataset,
-    sigterm_as_interrupt,
-)
+from genre.stages.run_facts import CONFIG_DIGEST, DATA_DIGEST, NAME, SEED, SETTINGS_DIGEST, SUITE, config_params
+from genre.stages.scores import accuracies
+from genre.stages.startup import ensure_dataset, sigterm_as_interrupt
 from genre.tracking import runs, stale
 from genre.tracking.tracker import experiment_name, tracked_run
+from genre.training.checkpoint import DEFAULT_CHECKPOINT_DIR, CheckpointStore
 
 log = logging.getLogger(__name__)
-DEFAULT_SUITE = "digits"
-
-
-@dataclass(frozen=True)
-class SuiteConfig:
-    """Which experiments, with which seeds. A suite file in experiments/suites/ holds these keys."""
-
-    name: str = setting("", "the suite's name: its tag and MLflow experiment genre-suite-<name> (default: the file's)")
-    experiments: str = setting("", "experiments to run, comma-separated: names in experiments/ or its baselines/")
-    seeds: str = setting("0", "seeds to run each experiment with, comma-separated")
-    folds: int = setting(
-        0, f"cross-validate: run every experiment on each of K folds over all covers, 2..{MAX_FOLDS} (0: static split)"
-    )
-    repeats: int = setting(1, f"cross-validate: repetitions of the K folds, each reshuffled, 1..{MAX_REPEATS}")
-    static_only: str = setting(
-        "", "experiments run on the static split only, left out when cross-validating (comma-separated)"
-    )
-
-    def __post_init__(self) -> None:
-        check_fold_count(self.folds)
-        check_range(self, "repeats", 1, MAX_REPEATS)
-
-    @property
-    def mlflow_experiment(self) -> str:
-        """`genre-suite-<name>`, with `-cv<K>` (`-cv<K>x<R>`) when cross-validating: the folds' runs pool only
-        with each other."""
-        name = f"genre-suite-{self.name or 'custom'}"
-        if not self.folds:
-            return name
-        return f"{name}-cv{self.folds}" + (f"x{self.repeats}" if self.repeats > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -126,7 +89,6 @@ def missing_weights(experiment: Experiment) -> str | None:
     models = [name.strip().lower() for name in named.split(",")]  # a baseline may put several backbones side by side
     if not getattr(config, "pretrained", False):
         return None
-    from genre.models.efficientnet_lite import weights_file
 
     for model in models:
         if model.startswith("efficientnet_lite"):
@@ -188,7 +150,6 @@ def fold_choices(config: SuiteConfig) -> list[dict[str, int]]:
 def _resumable(previous: list) -> str | None:
     """The newest killed run of the same settings that left a checkpoint to continue from (not one whose process
     still trains it)."""
-    from genre.training.checkpoint import DEFAULT_CHECKPOINT_DIR, CheckpointStore
 
     for run in previous:
         folder = Path(run.data.params.get("config.checkpoint_dir", DEFAULT_CHECKPOINT_DIR)) / run.info.run_id
@@ -196,10 +157,6 @@ def _resumable(previous: list) -> str | None:
         if run.info.status != "FINISHED" and not alive and CheckpointStore(folder).exists():
             return run.info.run_id
     return None
-
-
-def _accuracies(accuracy: float, balanced: float) -> str:
-    return f"accuracy {accuracy:.2%}, balanced accuracy {balanced:.2%}"
 
 
 def run_planned(item: Planned, suite: str, experiment_id: str, progress: bool) -> str:
@@ -223,7 +180,7 @@ def run_planned(item: Planned, suite: str, experiment_id: str, progress: bool) -
     if item.experiment.kind == "baseline":
         staged = baseline.run(config, None, tags, nested=True, run_name=item.run_name, progress=progress)
         test = staged.result.scores["test"]
-        return f"ran {item.label}: run {staged.run_id}, test {_accuracies(test.accuracy, test.balanced_accuracy)}"
+        return f"ran {item.label}: run {staged.run_id}, test {accuracies(test.accuracy, test.balanced_accuracy)}"
     if resume:
         config = dataclasses.replace(config, resume=resume)
         print(f"{item.label}: resuming killed run {resume} from its last checkpoint")
@@ -231,7 +188,7 @@ def run_planned(item: Planned, suite: str, experiment_id: str, progress: bool) -
     if staged is None:
         return f"trained {item.label} as a distributed worker; worker 0 logs the run"
     test = staged.result.test
-    return f"ran {item.label}: run {staged.run_id}, test {_accuracies(test.accuracy, test.balanced_accuracy)}"
+    return f"ran {item.label}: run {staged.run_id}, test {accuracies(test.accuracy, test.balanced_accuracy)}"
 
 
 def run(config: SuiteConfig, experiment: str | None = None, progress: bool = False) -> tuple[str, str, int]:

@@ -10,43 +10,49 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from genre import devices
+from genre.command_config import BaselineConfig, InterpretConfig
 from genre.config import build
-from genre.data.folds import check_parts_fit, split_digest
-from genre.data.pack import DatasetInfo
+from genre.cover_model import log_cover_model
+from genre.data.folds import all_covers, check_parts_fit, fold_parts, split_digest
+from genre.data.images import png_bytes
+from genre.data.pack import DatasetInfo, open_pack
 from genre.disk import check_writable
-from genre.errors import ConfigError, StoreUnreachable
-from genre.stages.common import (
-    EXIT_OK,
+from genre.errors import EXIT_OK, ConfigError, StoreUnreachable
+from genre.figures import learning_curves
+from genre.stages import interpret
+from genre.stages.run_facts import (
     Staged,
-    balanced_metrics,
     config_params,
     config_tags,
     dataset_facts,
     dataset_tags,
-    ensure_dataset,
-    evaluation_predictions,
     library_versions,
-    log_fold_split,
     log_packs,
+    omp_threads,
+)
+from genre.stages.scores import (
+    balanced_metrics,
+    evaluation_predictions,
+    log_fold_split,
     log_predictions,
     log_split_report,
-    omp_threads,
-    sigterm_as_interrupt,
     split_confusion,
 )
+from genre.stages.startup import ensure_dataset, sigterm_as_interrupt
 from genre.tracking import runs
 from genre.tracking.jobs import LAUNCH_TAG
+from genre.tracking.stale import check_not_alive
 from genre.tracking.tracker import Tracker, experiment_name, tracked_run
-
-if TYPE_CHECKING:  # the training modules import mxnet, which the CLI does not need to start
-    from genre.training.config import TrainConfig
-    from genre.training.train import TrainOutcome
+from genre.training.checkpoint import DEFAULT_CHECKPOINT_DIR, CheckpointStore
+from genre.training.config import TrainConfig
+from genre.training.distributed import Cluster, SingleProcess, join_cluster
+from genre.training.progress import TrainingProgress
+from genre.training.train import TrainOutcome, train
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 RunCallback = Callable[[Tracker], None]
@@ -69,7 +75,7 @@ def run(
     on_started: RunCallback | None = None,
     on_epoch_end: EpochCallback | None = None,
     finished_on: tuple[type[BaseException], ...] = (),
-) -> Staged | None:
+) -> Staged[TrainConfig, TrainOutcome] | None:
     """Train (or, with `config.resume`, continue) a network in its own run, then log its test report and model.
 
     `progress` shows a bar per epoch on a terminal and prints a line per epoch with the run's ETA (a nested run's
@@ -79,25 +85,10 @@ def run(
     which may stop it by raising one of `finished_on`: the run then ends FINISHED). Returns None on a distributed
     worker other than 0.
     """
-    from genre import devices
-    from genre.training.checkpoint import CheckpointStore
-    from genre.training.distributed import join_cluster
-    from genre.training.progress import TrainingProgress
-    from genre.training.train import train
 
     resume = config.resume
     contexts = devices.contexts(config.gpus, config.cpu_contexts)  # a missing GPU fails before any work
-    cluster = join_cluster(config.kvstore)  # blocks until every worker and server of a job is up
-    if cluster.is_chief:  # the one that writes the checkpoints learns now, not after an epoch
-        check_writable(Path(config.checkpoint_dir), "checkpoint folder", "--checkpoint-dir")
-        ensure_dataset(config.data, progress)
-        check_parts_fit(Path(config.data), config.variant, config)  # before the run opens
-    if cluster.workers > 1:
-        owns = "logs the MLflow run and writes the checkpoints" if cluster.is_chief else "worker 0 logs the run"
-        print(
-            f"joined the {cluster.kind} job as worker {cluster.rank} of {cluster.workers} (pid {os.getpid()}; {owns})"
-        )
-    cluster.barrier()  # the others wait for the dataset worker 0 may be preparing
+    cluster = _join(config, progress)
     if not cluster.is_chief:
         shared = CheckpointStore(Path(config.checkpoint_dir) / resume) if resume else None
         train(config, contexts, shared, cluster=cluster)
@@ -112,8 +103,6 @@ def run(
     tags = {"genre.stage": "train", **(tags or {})} | ({"genre.resumed_from": resume} if resume else {})
     tags |= {LAUNCH_TAG: cluster.launch_id} if cluster.launch_id else {}
     if resume:
-        from genre.tracking.stale import check_not_alive
-
         tags |= check_not_alive(resume)
     name = None if nested else experiment_name(experiment, f"genre-{info.name}")
     opened = tracked_run(
@@ -143,12 +132,30 @@ def run(
             if watching is not None:
                 watching.close()
         assert outcome is not None  # worker 0 and single processes always get the outcome
-        log_training_outcome(tracker, outcome, example if example is not None else example_image(config))
+        log_training_outcome(tracker, outcome, example if example is not None else example_input(config))
         if config.folds:
             log_fold_split(tracker, outcome.files)
         checkpoints.keep_best_and_last()  # the model is logged: nothing is left to resume
     cluster.finish()
     return Staged(tracker.run_id, tracker.store, info, config, outcome)
+
+
+def _join(config: TrainConfig, progress: bool) -> Cluster | SingleProcess:
+    """Join the job (blocks until every worker and server of it is up; this process alone without --kvstore); worker
+    0, which writes the checkpoints, checks now that it can, and has the dataset (preparing the bundled one) before
+    the others go on."""
+    cluster = join_cluster(config.kvstore)
+    if cluster.is_chief:  # the one that writes the checkpoints learns now, not after an epoch
+        check_writable(Path(config.checkpoint_dir), "checkpoint folder", "--checkpoint-dir")
+        ensure_dataset(config.data, progress)
+        check_parts_fit(Path(config.data), config.variant, config)  # before the run opens
+    if cluster.workers > 1:
+        owns = "logs the MLflow run and writes the checkpoints" if cluster.is_chief else "worker 0 logs the run"
+        print(
+            f"joined the {cluster.kind} job as worker {cluster.rank} of {cluster.workers} (pid {os.getpid()}; {owns})"
+        )
+    cluster.barrier()  # the others wait for the dataset worker 0 may be preparing
+    return cluster
 
 
 def log_training_start(
@@ -158,8 +165,6 @@ def log_training_start(
     and library versions."""
     counts = info.counts[config.variant]
     if config.folds:  # one fold of a cross-validation: its own part sizes
-        from genre.data.folds import all_covers, fold_parts
-
         counts = {
             split: len(part)
             for split, part in fold_parts(all_covers(Path(config.data), config.variant), config).items()
@@ -187,8 +192,6 @@ def log_training_outcome(tracker: Tracker, outcome: TrainOutcome, example: bytes
 
     The best epoch's validation metrics are `best_val_*`: `val_*` are the per-epoch curves.
     """
-    from genre.cover_model import log_cover_model
-    from genre.figures import learning_curves
 
     test, genres = outcome.test, outcome.info.genres
     tracker.log_metrics(
@@ -224,25 +227,15 @@ def log_unlogged_epochs(tracker: Tracker, run_id: str, history: list[dict[str, f
             tracker.log_metrics({key: value for key, value in row.items() if key != "epoch"}, step=int(row["epoch"]))
 
 
-def example_image(config: TrainConfig) -> bytes:
-    """One real image of the test split, PNG-encoded: the model's input example."""
-    import numpy as np
-    from PIL import Image
-
-    from genre.data.pack import open_pack
-
-    pack = open_pack(Path(config.data), config.variant, "test")
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(pack.images[0])).save(buffer, format="PNG")
-    return buffer.getvalue()
+def example_input(config: TrainConfig | BaselineConfig) -> bytes:
+    """One real cover of the test split, PNG-encoded: the logged model's input example."""
+    return png_bytes(open_pack(Path(config.data), config.variant, "test").images[0])
 
 
 def resume_config(config: TrainConfig, given: set[str] | None = None) -> tuple[TrainConfig, int]:
     """The settings a killed run (`config.resume`) was started with, and the epochs it completed, from its last
     checkpoint; `config`'s values of `RESUME_SETTINGS` apply on top. Any other setting `given` on the command line
     (or a named config) is refused, naming it: the run continues as it started."""
-    from genre.training.checkpoint import CheckpointStore
-    from genre.training.config import TrainConfig
 
     given = given or set()
     other = sorted(given - set(RESUME_SETTINGS) - set(RESUME_DEVICES))
@@ -323,9 +316,6 @@ def command(
     )
     print(f"MLflow run {staged.run_id} at {staged.store}; model: runs:/{staged.run_id}/model")
     if config.interpret:
-        from genre.stages import interpret
-        from genre.stages.interpret import InterpretConfig
-
         settings = InterpretConfig(data=config.data, variant=config.variant, model_uri=f"runs:/{staged.run_id}/model")
         return interpret.command(settings, experiment, progress)
     return EXIT_OK
@@ -333,7 +323,6 @@ def command(
 
 def _with_resume_hint(error: StoreUnreachable, config: TrainConfig) -> str:
     """The store's failure, and how to continue once it answers: the finished epochs are checkpointed."""
-    from genre.training.checkpoint import DEFAULT_CHECKPOINT_DIR, CheckpointStore
 
     message = str(error)
     if not error.run_id or not CheckpointStore(Path(config.checkpoint_dir) / error.run_id).exists():

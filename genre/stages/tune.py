@@ -6,41 +6,39 @@ inside its training part; running again with the same study name continues the s
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import optuna
+import yaml
+from optuna.visualization import matplotlib as plots
 
+from genre import devices
 from genre.credentials import mask_password
 from genre.data.pack import DatasetInfo
 from genre.disk import check_writable
-from genre.errors import GenreError
+from genre.errors import EXIT_OK, GenreError
 from genre.stages import baseline, train
-from genre.stages.common import (
-    EXIT_OK,
-    config_params,
-    dataset_facts,
-    dataset_tags,
-    ensure_dataset,
-    library_versions,
-    sigterm_as_interrupt,
-)
+from genre.stages.run_facts import config_params, dataset_facts, dataset_tags, library_versions
+from genre.stages.startup import ensure_dataset, sigterm_as_interrupt
 from genre.tracking import runs
+from genre.tracking.registry import register_model
+from genre.tracking.stale import end_stale_matching
+from genre.tracking.store import limit_database_connections
 from genre.tracking.tracker import Tracker, experiment_name, tracked_run
-
-if TYPE_CHECKING:
-    import optuna
-
-    from genre.training.config import TrainConfig
-    from genre.tuning.space import SearchSpace
-    from genre.tuning.study import TuneConfig
+from genre.training.config import TrainConfig
+from genre.training.progress import duration
+from genre.tuning.space import SearchSpace, config_from, load_space, suggest, trial_settings
+from genre.tuning.study import InvocationSampler, TuneConfig, check_storage, open_study
 
 
 def space_stages() -> dict[str, type]:
     """What a trial of a space can run (its `stage:`), and that stage's config."""
-    from genre.training.config import TrainConfig
 
     return {"train": TrainConfig, "baseline": baseline.BaselineConfig}
 
@@ -59,10 +57,6 @@ class Objective:
     progress: bool = False
 
     def __call__(self, trial: optuna.trial.Trial) -> float:
-        import optuna
-
-        from genre.tuning.space import config_from, suggest
-
         chosen = suggest(trial, self.space)
         config = config_from(self.space, chosen, f"trial {trial.number}")
         opened: list[str] = []
@@ -88,8 +82,6 @@ class Objective:
         return value
 
     def _train(self, trial: optuna.trial.Trial, config: TrainConfig, tags: dict[str, str], started) -> float:
-        import optuna
-
         def report(epoch: int, metrics: dict[str, float]) -> None:
             trial.report(metrics[self.space.objective], epoch)
             if trial.should_prune():
@@ -150,8 +142,6 @@ class StudyProgress:
         print(self.line(study, trial, time.monotonic()), flush=True)
 
     def line(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, now: float) -> str:
-        from genre.training.progress import duration
-
         elapsed = now - self.started
         self.trial_seconds.append(elapsed - sum(self.trial_seconds))  # since the last trial ended: sampling too
         took = duration(self.trial_seconds[-1])
@@ -178,11 +168,6 @@ class StudyProgress:
 def run(config: TuneConfig, experiment: str | None = None, progress: bool = False) -> tuple[Any, str | None, str, str]:
     """Run (or continue) the study in a parent run; returns the study, the best trial's run id, the parent's run
     id and its store."""
-    from genre import devices
-    from genre.tracking.stale import end_stale_matching
-    from genre.tracking.store import limit_database_connections
-    from genre.tuning.space import load_space
-    from genre.tuning.study import InvocationSampler, check_storage, open_study
 
     space = load_space(config.space, space_stages())
     base = space.base_config()
@@ -207,7 +192,7 @@ def run(config: TuneConfig, experiment: str | None = None, progress: bool = Fals
         if ended:
             print(f"ended {len(ended)} run(s) of the study KILLED: their process had died ({', '.join(ended)})")
         log_tune_start(parent, config, space, info)
-        objective = Objective(space, config.study_name, config.checkpoint_dir, train.example_image(base), progress)
+        objective = Objective(space, config.study_name, config.checkpoint_dir, train.example_input(base), progress)
         callbacks: list[Any] = [
             lambda study, trial: log_study_progress(
                 parent, study, trial.number, sampler.effective_seed, space.objective
@@ -227,8 +212,6 @@ def run(config: TuneConfig, experiment: str | None = None, progress: bool = Fals
         if best_run:
             log_best_experiment(parent, space, study)
         if config.register and best_run:
-            from genre.tracking.registry import register_model
-
             version = register_model(f"runs:/{best_run}/model", config.register, config.alias)
             print(f"registered the best model as {config.register} version {version} (@{config.alias})")
     return study, best_run, parent.run_id, parent.store
@@ -283,10 +266,6 @@ def objective_label(objective: str) -> str:
 def best_experiment_text(space: SearchSpace, study: optuna.Study) -> str:
     """The best trial's settings (the space's base with what the trial chose) as an experiment file, to save in
     experiments/ (a baseline's in experiments/baselines/) and score by a cross-validated suite."""
-    import optuna
-    import yaml
-
-    from genre.tuning.space import suggest, trial_settings
 
     best = study.best_trial
     chosen = suggest(optuna.trial.FixedTrial(best.params, best.number), space)
@@ -304,11 +283,6 @@ def log_best_experiment(tracker: Tracker, space: SearchSpace, study: optuna.Stud
 
 def log_study_result(tracker: Tracker, study: optuna.Study, objective: str = "val_accuracy") -> str | None:
     """The best trial (value, params, the run holding its model) and the study's figures; returns that run id."""
-    import logging
-    import warnings
-
-    import numpy as np
-    from optuna.visualization import matplotlib as plots
 
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     best_run = None

@@ -42,6 +42,7 @@ def register_model(model_uri: str, name: str, alias: str, refused: str | None = 
 
 
 RUN_URI = re.compile(r"runs:/([^/]+)/.+")
+REGISTERED_URI = re.compile(r"models:/([^/@]+)[/@].+")  # a registered model's version, by alias or number
 ALIAS_URI = re.compile(r"models:/([^/@]+)@([^/]+)")
 VERSION_URI = re.compile(r"models:/([^/@]+)/([^/]+)")  # a version number, `latest` or a stage
 LOGGED_MODEL_URI = re.compile(r"models:/(m-[0-9a-f]+)")  # MLflow 3's id of a logged model
@@ -77,3 +78,15 @@ def source_run(model_uri: str) -> str | None:
         return max(versions, key=lambda version: int(version.version)).run_id or None
     except MlflowException as error:
         raise TrackingError(f"{model_uri}: {error.message} (at {shown_store()})") from None
+
+
+def run_of(model_uri: str) -> str | None:
+    """The run a `runs:/RUN_ID/...` URI names, without asking the store; None for any other URI."""
+    found = RUN_URI.fullmatch(model_uri)
+    return found.group(1) if found else None
+
+
+def registered_name(model_uri: str) -> str:
+    """The registered model a `models:/NAME@ALIAS` or `models:/NAME/VERSION` URI names; "" for any other URI."""
+    found = REGISTERED_URI.fullmatch(model_uri)
+    return found.group(1) if found else ""

@@ -12,33 +12,13 @@ import os
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from genre.config import check_range, setting
 
 HOST, PID, PROCESS_START, ENDED_BY = "genre.host", "genre.pid", "genre.process_start", "genre.ended_by"
 RESUMED_AFTER = "genre.resumed_after"
 ALIVE, GONE, UNKNOWN = "alive", "gone", "unknown"
 PROC = Path("/proc")
-
-
-@dataclass(frozen=True)
-class RunsConfig:
-    """`genre runs`: which RUNNING runs to show, and whether to end the stale ones."""
-
-    experiment: str | None = setting(None, "only this MLflow experiment (default: every active one)")
-    stale: bool = setting(False, "only runs whose process is gone")
-    end: bool = setting(False, "end the stale runs KILLED, with a tag saying why (implies --stale)")
-    older_than: float | None = setting(
-        None,
-        "hours: also count as stale a run whose owner cannot be checked from here (started on another host, or by "
-        "an older genre) once it started this long ago",
-    )
-
-    def __post_init__(self) -> None:
-        check_range(self, "older_than", 0.0, low_open=True, optional=True, note=" (unset = never)")
 
 
 def _process_start(pid: int) -> str | None:

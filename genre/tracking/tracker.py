@@ -15,8 +15,17 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import mlflow
+import numpy as np
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.types.schema import Schema, TensorSpec
+
 from genre.disk import check_writable, disk_faults, full_database, local_folder
 from genre.errors import StoreUnreachable, TrackingError
+from genre.figures import close_figure
+from genre.tracking import runs
+from genre.tracking.stale import owner_tags
 from genre.tracking.store import (
     check_reachable,
     first_line,
@@ -75,53 +84,36 @@ class MlflowTracker:
         return calling
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        import mlflow
-
         with self._calling("logging the params"):
             mlflow.log_params(flatten(params))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import mlflow
-
         with self._calling("logging the metrics" if step is None else f"logging the metrics of step {step}"):
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        import mlflow
-
         with self._calling(f"uploading {path.name}"):
             mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
     def log_figure(self, figure: Any, name: str) -> None:
-        import matplotlib.pyplot as plt
-        import mlflow
-
         try:
             with self._calling(f"uploading {name}"):
                 mlflow.log_figure(figure, name)
         finally:
-            plt.close(figure)
+            close_figure(figure)
 
     def log_text(self, text: str, name: str) -> None:
-        import mlflow
-
         with self._calling(f"uploading {name}"):
             mlflow.log_text(text, name)
 
     def log_table(self, columns: Mapping[str, list], name: str) -> None:
         """Rows as an MLflow table artifact (`name` ends in .json), which the run's Artifacts tab shows as a table."""
-        import mlflow
 
         with self._calling(f"uploading {name}"):
             mlflow.log_table(dict(columns), name)
 
     def log_dataset(self, name: str, digest: str, source_uri: str, context: str, shape: tuple[int, ...]) -> None:
         """Record the packed dataset as an MLflow dataset input (name, digest, source, tensor schema)."""
-        import mlflow
-        import numpy as np
-        from mlflow.data.dataset_source_registry import resolve_dataset_source
-        from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.types.schema import Schema, TensorSpec
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MLflow warns that several local source types match
@@ -140,8 +132,6 @@ class MlflowTracker:
                 mlflow.log_input(dataset, context=context)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        import mlflow
-
         with self._calling("setting tags"):
             mlflow.set_tags(dict(tags))
 
@@ -154,7 +144,6 @@ class MlflowTracker:
 
 def _artifacts_of(run_id: str) -> str:
     """Where run `run_id` keeps its artifacts, as far as this process knows without asking the store."""
-    import mlflow
 
     active = mlflow.active_run()
     if active is None or active.info.run_id != run_id:
@@ -177,8 +166,6 @@ def _check_artifact_folder(run: Any) -> None:
 
 
 def _experiment_id(name: str) -> str:
-    import mlflow
-
     experiment = mlflow.get_experiment_by_name(name)
     return experiment.experiment_id if experiment else mlflow.create_experiment(name)
 
@@ -214,9 +201,6 @@ def tracked_run(
     tracking server, one line gives its UI page (`genre.tracking.ui`), in place of MLflow's two lines, whose
     addresses open in MLflow's GenAI view.
     """
-    import mlflow
-
-    from genre.tracking.stale import owner_tags
 
     uri = tracking_uri()
     if nested:
@@ -257,7 +241,6 @@ def _ending(run: Any, finished_on: tuple[type[BaseException], ...], page: str | 
     When the body failed, the store may be what failed: ending the run is then one brief try, and its failure is
     logged rather than raised, so the command still says what went wrong first (the run stays RUNNING, and
     `genre runs --stale` finds it)."""
-    import mlflow
 
     try:
         yield
@@ -280,8 +263,6 @@ def _ending(run: Any, finished_on: tuple[type[BaseException], ...], page: str | 
 
 
 def _end_quietly(run: Any, status: str, last_try: bool, page: str | None) -> None:
-    import mlflow
-
     try:
         with single_try() if last_try else contextlib.nullcontext():
             mlflow.end_run(status)
@@ -304,6 +285,27 @@ def _end_quietly(run: Any, status: str, last_try: bool, page: str | None) -> Non
 def _show_page(run: Any, page: str | None) -> None:
     if page is not None:
         print(f"run {run.info.run_name} in the MLflow UI: {page}", flush=True)
+
+
+@contextlib.contextmanager
+def reopened_run(run_id: str, project_tags: Mapping[str, str]) -> Iterator[Tracker]:
+    """Reopen the FINISHED run `run_id` to log more into it, and leave it FINISHED with its old end time (its
+    duration), even when logging fails or is interrupted (`tracked_run` would end it FAILED or KILLED, now).
+
+    Under `mlflow run` the entry point's own run is left to MLflow and tagged with `project_tags` (where the logging
+    went)."""
+    ended = runs.client().get_run(run_id).info.end_time
+    project_run = os.environ.pop("MLFLOW_RUN_ID", None)  # else `tracked_run` would join the entry point's run
+    logged = False
+    try:
+        with tracked_run(None, None, {}, run_id=run_id) as tracker:
+            yield tracker
+        logged = True
+    finally:  # after a failure, a best try: the error that stopped the command is the one to report
+        with contextlib.nullcontext() if logged else contextlib.suppress(Exception):
+            runs.client().set_terminated(run_id, "FINISHED", end_time=ended)
+    if project_run and project_run != run_id:  # `mlflow run -e train -P interpret=true` is one run: tagged as train
+        runs.set_tags(project_run, dict(project_tags))
 
 
 class NullTracker:

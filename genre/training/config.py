@@ -9,12 +9,10 @@ import logging
 from dataclasses import dataclass
 
 from genre.config import SEEDS, check_range, setting
-from genre.data.choice import DatasetChoice
-from genre.data.folds import FoldChoice
+from genre.data.config import DatasetChoice, FoldChoice
 from genre.data.transforms import AugmentSpec
 from genre.errors import ConfigError
-from genre.models.baselines import PROBE_C
-from genre.models.spec import NetworkSpec, require_loaded_weights
+from genre.models.spec import PROBE_C, NetworkSpec, require_loaded_weights
 from genre.runtime import usable_cores
 from genre.training.checkpoint import DEFAULT_CHECKPOINT_DIR
 
@@ -122,3 +120,11 @@ class TrainConfig(NetworkSpec, AugmentSpec, FoldChoice, DatasetChoice):
                 self.warmup_epochs, self.epochs, shortened,
             )  # fmt: skip
             object.__setattr__(self, "warmup_epochs", shortened)  # frozen: the settings used are the ones logged
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """`genre clean`: whose checkpoints to remove (those of FINISHED runs only), and whether only to say so."""
+
+    checkpoint_dir: str = setting(DEFAULT_CHECKPOINT_DIR, "folder of per-run checkpoints", metavar="DIR")
+    dry_run: bool = setting(False, "say what would be removed, remove nothing", switch=True)

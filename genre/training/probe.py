@@ -16,9 +16,9 @@ from mxnet import autograd, gluon
 
 from genre.data.iterator import ChunkedIterator
 from genre.errors import ConfigError
-from genre.models.baselines import PROBE_C
 from genre.models.inputs import NetworkInput, network_input
 from genre.models.networks import output_input
+from genre.models.spec import PROBE_C
 
 log = logging.getLogger(__name__)
 

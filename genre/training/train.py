@@ -124,6 +124,52 @@ def epoch_metrics(stats, validation: Evaluation, learning_rate: float) -> dict[s
     }
 
 
+def _starting_state(
+    config: TrainConfig,
+    info: DatasetInfo,
+    net: gluon.Block,
+    trainer: gluon.Trainer,
+    checkpoints: CheckpointStore | None,
+    cluster: Cluster | SingleProcess,
+) -> TrainingState:
+    """A new run's empty state, or a resumed run's from its checkpoint (the parameters and trainer restored too); every
+    worker of a job must start from the same epoch."""
+    state = TrainingState(config=dataclasses.asdict(config), dataset_digest=info.digest)
+    if checkpoints is not None and checkpoints.exists():
+        state = checkpoints.read_state()
+    hint = "resume with every worker reading the same checkpoint (a --checkpoint-dir they share)"
+    cluster.check_agree("the completed epochs", state.epoch, hint)
+    if checkpoints is not None and state.epoch:
+        checkpoints.restore(net, trainer, state)
+        log.info("resuming after epoch %d from %s", state.epoch, checkpoints.folder)
+    return state
+
+
+def _record_epoch(
+    state: TrainingState, epoch: int, epochs: int, metrics: dict[str, float], validation: Evaluation
+) -> bool:
+    """The finished epoch into `state` (its metrics into the history; the best epoch if it is better); whether it
+    is."""
+    improved = better_epoch(validation, state)
+    state.epoch = epoch
+    state.history.append({"epoch": epoch, **metrics})
+    if improved:
+        state.best_epoch, state.best_val_accuracy = epoch, validation.accuracy
+    log.debug(
+        "epoch %d/%d: train loss %.4f accuracy %.4f | val loss %.4f accuracy %.4f | %.0f img/s",
+        epoch, epochs, metrics["train_loss"], metrics["train_accuracy"], validation.loss, validation.accuracy,
+        metrics["images_per_second"],
+    )  # fmt: skip
+    return improved
+
+
+def _with_last_checkpoint(error: TrainingDiverged, state: TrainingState, checkpoints: CheckpointStore | None) -> str:
+    """A diverged loss's message, and where the last good epoch is kept (if one was)."""
+    if not (state.epoch and checkpoints):
+        return str(error)
+    return f"{error}; the last good checkpoint (epoch {state.epoch}) is kept in {checkpoints.folder}"
+
+
 def train(
     config: TrainConfig,
     contexts: list[mx.Context],
@@ -140,9 +186,8 @@ def train(
     """
     cluster = cluster or SingleProcess()
     report = on_epoch_end or (lambda epoch, metrics: None)
-    root = Path(config.data)
-    info = DatasetInfo.read(root)
-    packs = open_parts(root, config.variant, config)  # the static split's packs, or one fold's
+    info = DatasetInfo.read(Path(config.data))
+    packs = open_parts(Path(config.data), config.variant, config)  # the static split's packs, or one fold's
     train_batches = cluster.training_batches(
         packs["train"], config.batch_size, config.chunk_size, contexts, config.seed
     )
@@ -160,15 +205,8 @@ def train(
     backbone = backbone_parameters(net, config.model, len(info.genres)) if config.freeze_epochs else []
     log.info("network input: %dx%d crops of the %d-px pack", network.size, network.size, info.image_size)
 
-    state = TrainingState(config=dataclasses.asdict(config), dataset_digest=info.digest)
-    if checkpoints is not None and checkpoints.exists():
-        state = checkpoints.read_state()
-    hint = "resume with every worker reading the same checkpoint (a --checkpoint-dir they share)"
-    cluster.check_agree("the completed epochs", state.epoch, hint)
-    if checkpoints is not None and state.epoch:
-        checkpoints.restore(net, trainer, state)
-        log.info("resuming after epoch %d from %s", state.epoch, checkpoints.folder)
-    elif config.probe_head and owner:  # the other workers get it with the chief's parameters below
+    state = _starting_state(config, info, net, trainer, checkpoints, cluster)
+    if not state.epoch and config.probe_head and owner:  # the other workers get it with the chief's parameters below
         probe_batches = ChunkedIterator(packs["train"], config.batch_size, config.chunk_size, contexts)
         fit_probe_head(
             net, probe_batches, network, len(info.genres), config.seed, config.probe_c, config.probe_class_weight
@@ -190,27 +228,15 @@ def train(
                 net, trainer, train_batches, epoch, config, config.seed, train_loss, network, on_batch
             )
         except TrainingDiverged as error:
-            kept = (
-                f"the last good checkpoint (epoch {state.epoch}) is kept in {checkpoints.folder}" if checkpoints else ""
-            )
-            raise TrainingDiverged(f"{error}; {kept}" if state.epoch and kept else str(error)) from None
+            raise TrainingDiverged(_with_last_checkpoint(error, state, checkpoints)) from None
         stats = cluster.finish_epoch(net, train_batches, stats, epoch)
         validation = cluster.evaluate(net, packs["val"], val_batches, loss_fn, network)
         metrics = epoch_metrics(stats, validation, trainer.learning_rate)
-        improved = better_epoch(validation, state)
-        state.epoch = epoch
-        state.history.append({"epoch": epoch, **metrics})
-        if improved:
-            state.best_epoch, state.best_val_accuracy = epoch, validation.accuracy
+        improved = _record_epoch(state, epoch, config.epochs, metrics, validation)
         if owner and checkpoints is not None:
             checkpoints.save(net, trainer, state, improved)
         if progress is not None:
             progress.epoch_ended(epoch, config.epochs, metrics)
-        log.debug(
-            "epoch %d/%d: train loss %.4f accuracy %.4f | val loss %.4f accuracy %.4f | %.0f img/s",
-            epoch, config.epochs, stats.loss, stats.accuracy, validation.loss, validation.accuracy,
-            stats.images_per_second,
-        )  # fmt: skip
         report(epoch, metrics)  # after the checkpoint: a tracking store that stops answering costs no epoch
         if config.patience and epoch - state.best_epoch >= config.patience:
             log.info("early stop: no better validation accuracy for %d epochs", config.patience)

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genre.data.folds import CoverRows, FoldChoice, all_covers, fold_numbers, fold_parts, open_parts
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.config import FoldChoice, PrepareConfig
+from genre.data.folds import CoverRows, all_covers, fold_numbers, fold_parts, open_parts
+from genre.data.prepare import prepare
 from tests.conftest import refused, write_cover_folder
 from tests.data.test_near_copies import TWINS, covers_with_twins
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from genre.data.config import PrepareConfig
 from genre.data.near_copies import average_hash, group_ids, near_copy_groups
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.prepare import prepare
 from genre.data.split import SplitFractions, stratified_split
 from tests.conftest import refused, write_cover_folder
 

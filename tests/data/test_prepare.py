@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from genre.data.config import PrepareConfig
 from genre.data.pack import DATASET_FILE, DatasetInfo, dataset_digest, open_pack, pack_paths
-from genre.data.prepare import PrepareConfig, check_output_folders, prepare
+from genre.data.prepare import check_output_folders, prepare
 from tests.conftest import PROJECT_ROOT, jpeg_bytes, refused, write_cover_folder
 from tests.coverserver import CoverServer, ok, redirect
 

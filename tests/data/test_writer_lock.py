@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from genre.data import pack
+from genre.data.config import DEFAULT_DATASET, PrepareConfig
 from genre.data.pack import DATASET_FILE, open_pack, pack_paths
-from genre.data.prepare import DEFAULT_DATASET, PrepareConfig, prepare
+from genre.data.prepare import prepare
 from genre.data.writer_lock import LOCK_FILE, writer_lock
 from genre.errors import DataError
 from tests.conftest import PROJECT_ROOT, write_cover_folder

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from genre.errors import ConfigError
-from genre.launch.roles import Host, LaunchConfig, plan_roles, read_hosts, ssh_argv
+from genre.launch.config import LaunchConfig
+from genre.launch.roles import Host, plan_roles, read_hosts, ssh_argv
 from tests.conftest import refused
 
 COMMAND = ["genre", "train", "--kvstore", "dist_sync"]

@@ -7,7 +7,7 @@ import pytest
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from genre.stages.baseline import BaselineConfig
+from genre.command_config import BaselineConfig
 from tests.conftest import refused
 
 
@@ -37,7 +37,8 @@ def test_the_inner_cross_validation_chooses_c_on_the_training_covers_and_keeps_n
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
-    from genre.models.baselines import BaselineSpec, fit_classifier
+    from genre.models.baselines import fit_classifier
+    from genre.models.spec import BaselineSpec
 
     rng = np.random.default_rng(0)
     labels = np.arange(90) % 3
@@ -81,14 +82,14 @@ def test_the_inner_cross_validation_chooses_c_on_the_training_covers_and_keeps_n
     ],
 )
 def test_absurd_feature_settings_are_refused_naming_the_setting(settings: dict, named: str) -> None:
-    from genre.models.baselines import BaselineSpec
+    from genre.models.spec import BaselineSpec
 
     refused(BaselineSpec, {"model": "logreg", **settings}, named)
 
 
 def test_style_statistics_and_views_need_network_features() -> None:
     from genre.errors import ConfigError
-    from genre.models.baselines import BaselineSpec
+    from genre.models.spec import BaselineSpec
 
     with pytest.raises(ConfigError, match="set features network"):
         BaselineSpec(model="logreg", style_blocks="all")

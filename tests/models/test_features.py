@@ -10,10 +10,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from genre.cli import main
+from genre.command_config import BaselineConfig
 from genre.errors import ConfigError
 from genre.models.features import FeatureExtractor
 from genre.models.networks import NetworkSpec
-from genre.stages.baseline import BaselineConfig
 from tests.models.test_zoo import SIZE, SMALL, imagenet_weights
 
 

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from genre.command_config import BaselineConfig, SuiteConfig
 from genre.config import build, read_config_file
-from genre.data.prepare import PrepareConfig
+from genre.data.config import PrepareConfig
 from genre.errors import ConfigError
-from genre.stages.baseline import BaselineConfig
 from genre.stages.catalogue import config_digest, experiment_files, find_experiment, parse_names, parse_seeds
-from genre.stages.suite import SuiteConfig
 from genre.stages.tune import space_stages
 from genre.training.config import TrainConfig
 from genre.tuning.space import load_space

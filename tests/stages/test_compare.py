@@ -9,8 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from genre.cli import main
+from genre.command_config import CompareConfig
 from genre.errors import ConfigError
-from genre.stages.compare import CompareConfig
 from tests.conftest import refused, use_store
 from tests.scored_runs import COVERS, folds_of, predictions, scored_run
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from genre.cli import main
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.config import PrepareConfig
+from genre.data.prepare import prepare
 from tests.conftest import write_cover_folder
 
 

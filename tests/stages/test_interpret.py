@@ -12,10 +12,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from genre.cli import main
-from genre.data.prepare import PrepareConfig, prepare
+from genre.command_config import InterpretConfig
+from genre.data.config import PrepareConfig
+from genre.data.prepare import prepare
 from genre.errors import DiskError
+from genre.metrics import interpret_split
+from genre.models import explain
 from genre.stages import interpret
-from genre.stages.interpret import InterpretConfig
 from genre.training.loop import Evaluation
 from tests.recording import RecordingTracker
 
@@ -146,7 +149,7 @@ def hand_made() -> tuple[Evaluation, list[str]]:
 
 def test_log_interpretation_logs_the_confused_pairs_the_figures_and_the_ece() -> None:
     evaluation, genres = hand_made()
-    interpretation = interpret.interpret(evaluation, genres, "test")
+    interpretation = interpret_split(evaluation, genres, "test")
     recorded = RecordingTracker()
 
     interpret.log_interpretation(recorded, interpretation, top_pairs=1, note="runs:/abc/model")
@@ -181,7 +184,7 @@ def test_a_new_run_gets_the_settings_and_the_data_as_params(digits16: Path) -> N
 
 def test_an_empty_split_logs_nan_rather_than_failing() -> None:
     empty = Evaluation(float("nan"), np.zeros((0, 3)), np.zeros(0, dtype=np.int64))
-    interpretation = interpret.interpret(empty, ["folk", "jazz", "metal"], "val")
+    interpretation = interpret_split(empty, ["folk", "jazz", "metal"], "val")
     recorded = RecordingTracker()
     interpret.log_interpretation(recorded, interpretation, top_pairs=10, note="a path")
     assert math.isnan(recorded.metrics["val_ece"][None]) and interpretation.pairs == []
@@ -278,7 +281,7 @@ def test_calibrate_fits_a_temperature_on_val_logs_a_calibrated_model_and_registe
     from genre.cover_model import load_cover_model
     from genre.data.pack import open_pack
     from genre.metrics import expected_calibration_error
-    from genre.training.evaluate import evaluate_model
+    from genre.stages.model_data import score_cover_model
 
     client, trained = train_small(digits16, tracking_store)
     run_id = trained.info.run_id
@@ -299,8 +302,8 @@ def test_calibrate_fits_a_temperature_on_val_logs_a_calibrated_model_and_registe
 
     # Serving the calibrated model returns the calibrated probabilities: its ECE on val is the one logged.
     validation = open_pack(digits16, "full", "val")
-    calibrated = evaluate_model(load_cover_model("models:/genre-digits-calibrated@calibrated"), validation, 256)
-    original = evaluate_model(load_cover_model(model), validation, 256)
+    calibrated = score_cover_model(load_cover_model("models:/genre-digits-calibrated@calibrated"), validation, 256)
+    original = score_cover_model(load_cover_model(model), validation, 256)
     assert expected_calibration_error(calibrated.probabilities, calibrated.labels) == pytest.approx(
         metrics["val_ece_calibrated"], abs=1e-6
     )
@@ -310,16 +313,16 @@ def test_calibrate_fits_a_temperature_on_val_logs_a_calibrated_model_and_registe
 
 def test_ranked_picks_the_most_confident_right_covers_and_the_worst_mistakes_per_genre() -> None:
     evaluation, _ = hand_made()  # every cover predicted folk (genre 0)
-    right = interpret.ranked(evaluation, 3, 2, right=True)
+    right = explain.ranked(evaluation, 3, 2, right=True)
     assert right == [[0, 1], [], []]  # folk covers at 0.9 first; jazz and metal are never right
-    mistakes = interpret.ranked(evaluation, 3, 2, right=False)
+    mistakes = explain.ranked(evaluation, 3, 2, right=False)
     assert mistakes == [[], [2, 7], [3, 9]]  # the least probability on the true genre first (0.05 before 0.2)
-    assert interpret._spread([[1, 2, 3], [], [4]], 3) == [1, 4, 2]
+    assert explain.spread([[1, 2, 3], [], [4]], 3) == [1, 4, 2]
 
 
 def test_log_readings_logs_the_grids_the_map_and_its_points_and_leaves_out_what_is_empty() -> None:
     cover, heat = np.zeros((8, 8, 3), np.uint8), np.ones((8, 8), np.float32)
-    readings = interpret.Readings(
+    readings = explain.Readings(
         layer="pool1",
         genres=["folk", "jazz"],
         labels=np.array([0, 1, 1]),

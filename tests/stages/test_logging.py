@@ -13,14 +13,15 @@ import numpy as np
 import optuna
 import pytest
 
+from genre.command_config import BaselineConfig
 from genre.cover_model import log_cover_model
+from genre.data.config import PrepareConfig
 from genre.data.folds import split_digest
 from genre.data.pack import DatasetInfo, open_pack
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.prepare import prepare
 from genre.models.baselines import fit_and_score
 from genre.predictions import CoverPredictions
 from genre.stages import baseline, train, tune
-from genre.stages.baseline import BaselineConfig
 from genre.training.checkpoint import CheckpointStore
 from genre.training.config import TrainConfig
 from genre.training.train import TrainOutcome
@@ -71,7 +72,7 @@ def test_the_train_stage_logs_settings_dataset_test_report_figures_and_the_model
     recorded = RecordingTracker()
 
     train.log_training_start(recorded, config, info, "cpu(0)")
-    train.log_training_outcome(recorded, outcome, train.example_image(config))
+    train.log_training_outcome(recorded, outcome, train.example_input(config))
 
     assert recorded.params["config.epochs"] == "2" and recorded.params["dataset_digest"] == info.digest
     assert recorded.params["genres"] == ",".join(info.genres) and "version.mxnet" in recorded.params

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from genre.data.prepare import DEFAULT_DATASET, PrepareConfig
+from genre.command_config import EvaluateConfig, InterpretConfig
+from genre.data.config import DEFAULT_DATASET, PrepareConfig
 from genre.errors import ConfigError
-from genre.stages.interpret import InterpretConfig
 from genre.stages.model_data import prepare_command, trained_on_a_fold, with_model_data
-from genre.training.evaluate import EvaluateConfig
 
 
 def test_a_given_dataset_wins_and_an_unset_variant_is_the_full_dataset() -> None:

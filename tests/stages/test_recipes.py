@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from genre.cli import main
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.config import PrepareConfig
+from genre.data.prepare import prepare
 from genre.stages import recipes
 from genre.training.config import TrainConfig
 

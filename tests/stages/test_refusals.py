@@ -46,7 +46,8 @@ def test_a_name_is_never_a_path(tracking_store: str, tmp_path: Path, name: str, 
 
 def test_a_crop_larger_than_the_images_names_crop_size_before_a_run_opens(tracking_store: str, tmp_path: Path,
                                                                           capsys) -> None:  # fmt: skip
-    from genre.data.prepare import PrepareConfig, prepare
+    from genre.data.config import PrepareConfig
+    from genre.data.prepare import prepare
 
     root = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
     assert main(["train", "-q", "--data", str(root), "--crop-size", "100"]) == 2

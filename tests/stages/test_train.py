@@ -9,7 +9,8 @@ import mxnet as mx
 import pytest
 
 from genre.cli import main
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.config import PrepareConfig
+from genre.data.prepare import prepare
 from genre.errors import ConfigError
 from genre.stages.train import resume_config
 from genre.training.checkpoint import CheckpointStore

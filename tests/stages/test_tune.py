@@ -8,7 +8,8 @@ import optuna
 import pytest
 
 from genre.cli import main
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.config import PrepareConfig
+from genre.data.prepare import prepare
 from genre.stages.tune import StudyProgress, study_eta
 from tests.conftest import PROJECT_ROOT
 
@@ -131,8 +132,8 @@ def test_a_baseline_study_scores_each_trial_inside_its_training_part_and_saves_t
     import yaml
     from mlflow.tracking import MlflowClient
 
+    from genre.command_config import BaselineConfig
     from genre.config import build
-    from genre.stages.baseline import BaselineConfig
 
     data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
     space = tmp_path / "probe.yaml"

@@ -16,7 +16,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from genre.cli import main
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.config import PrepareConfig
+from genre.data.prepare import prepare
 from genre.errors import ConfigError
 from genre.tracking import stale
 from genre.tracking.tracker import tracked_run

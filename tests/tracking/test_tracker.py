@@ -81,7 +81,8 @@ def test_a_sqlite_store_filling_mid_run_is_one_or_two_lines_and_says_when_the_ru
     import sys
     import time
 
-    from genre.data.prepare import PrepareConfig, prepare
+    from genre.data.config import PrepareConfig
+    from genre.data.prepare import prepare
     from tests.conftest import PROJECT_ROOT
 
     data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from genre.cli import main
 from genre.tracking.ui import ui_address
 from tests.processes import wait_for
-from tests.tracking.test_server import running_server
+from tests.tracking.test_tracking_server import running_server
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 STARTED_IN = Path.cwd()  # the tests chdir into their tmp_path; a relative $GENRE_SCREENSHOTS counts from here

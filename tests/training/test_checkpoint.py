@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 from mxnet import gluon
 
 from genre.cli import main
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.config import PrepareConfig
+from genre.data.prepare import prepare
 from genre.errors import DiskError
 from genre.training.checkpoint import CheckpointError, CheckpointStore, TrainingState
 from genre.training.config import TrainConfig

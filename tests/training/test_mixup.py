@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from mxnet import gluon, nd
 
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.config import PrepareConfig
+from genre.data.prepare import prepare
 from genre.data.transforms import AugmentSpec, draw_mixup, training_input
 from genre.errors import ConfigError
 from genre.training.checkpoint import CheckpointStore

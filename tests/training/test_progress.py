@@ -13,9 +13,10 @@ import pytest
 from mxnet import gluon
 
 from genre.cli import main
+from genre.data.config import PrepareConfig
 from genre.data.iterator import ChunkedIterator
 from genre.data.pack import open_pack
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.prepare import prepare
 from genre.data.transforms import AugmentSpec
 from genre.models.networks import NetworkSpec, build_network
 from genre.training.config import TrainConfig

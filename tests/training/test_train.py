@@ -18,8 +18,9 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from genre.cli import main
+from genre.data.config import PrepareConfig
 from genre.data.pack import open_pack
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.prepare import prepare
 from genre.errors import ConfigError
 from genre.training.checkpoint import CheckpointStore
 from genre.training.config import TrainConfig
@@ -275,8 +276,9 @@ def test_a_style_probe_head_is_the_balanced_logistic_regression_on_the_style_pro
     """LP-FT from the style probe: the head starts as the regression the style baseline fits (weights balanced)."""
     from sklearn.linear_model import LogisticRegression
 
+    from genre.data.config import PrepareConfig
     from genre.data.iterator import ChunkedIterator
-    from genre.data.prepare import PrepareConfig, prepare
+    from genre.data.prepare import prepare
     from genre.models.features import build_describer
     from genre.models.inputs import network_input
     from genre.models.networks import build_network, input_for

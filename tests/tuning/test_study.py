@@ -16,7 +16,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from genre.cli import main
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.config import PrepareConfig
+from genre.data.prepare import prepare
 from genre.tuning.study import InvocationSampler, TuneConfig, make_sampler
 from tests.conftest import PROJECT_ROOT, refused
 from tests.processes import command_line, environment, wait_for

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from genre.data.prepare import PrepareConfig, prepare
+from genre.data.config import PrepareConfig
+from genre.data.prepare import prepare
 from genre.tracking import stale
 from genre.tracking.store import HTTP_LIMITS
 from tests.conftest import PROJECT_ROOT
-from tests.tracking.test_server import free_port, wait_until_healthy
+from tests.tracking.test_tracking_server import free_port, wait_until_healthy
 
 EPOCHS = 5
 

@@ -3,7 +3,7 @@ shell.
 
 `mlflow models serve` starts its web server by running `uvicorn` by name, so from a shell where the project's venv
 is not activated (`.venv/bin/mlflow models serve ...`) it stops with "uvicorn: not found"; and it reads a request of
-any size. This runs MLflow's scoring app behind `genre.tracking.serving_app.RequestLimits`, with this interpreter's
+any size. This runs MLflow's scoring app behind `genre.tracking.model_server_app.RequestLimits`, with this interpreter's
 uvicorn and its scripts folder first on PATH.
 """
 
@@ -12,49 +12,30 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
-from dataclasses import dataclass
 from typing import NoReturn
 
-from genre.config import check_range, setting
 from genre.errors import ConfigError
-from genre.tracking.server import exposure_warning
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """Which model to serve, where the server listens and the largest request it reads."""
-
-    model_uri: str = setting("", "the model: runs:/<run id>/model, models:/<name>@<alias>, or a local path")
-    host: str = setting("127.0.0.1", "address to bind; anything but loopback exposes the model (a warning says so)")
-    port: int = setting(5001, "port to listen on (the tracking server's default is 5000)")
-    workers: int = setting(1, "server worker processes")
-    max_request_mb: float = setting(
-        64.0, "largest request body read, in MiB (a batch of 64 covers of 500 KB is about 43); larger gets HTTP 413"
-    )
-
-    def __post_init__(self) -> None:
-        check_range(self, "port", 1, 65535)
-        check_range(self, "workers", 1, 64)
-        check_range(self, "max_request_mb", 0.0, 4096.0, low_open=True)
+from genre.tracking.config import ServeConfig
+from genre.tracking.tracking_server import exposure_warning
 
 
 def serve_invocation(config: ServeConfig, model_path: str) -> tuple[list[str], dict[str, str]]:
-    """The command line of MLflow's scoring app behind genre's request limits (`genre.tracking.serving_app`) for the
-    model downloaded to `model_path`, and its environment, whose PATH finds this environment's scripts first.
+    """The command line of MLflow's scoring app behind genre's request limits (`genre.tracking.model_server_app`) for
+    the model downloaded to `model_path`, and its environment, whose PATH finds this environment's scripts first.
 
     MLflow's own `mlflow models serve --env-manager local` runs the same app the same way (uvicorn, the model's
     folder in `_SERVER_MODEL_PATH`), without the limits."""
     from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
     from mlflow.pyfunc.scoring_server import _SERVER_MODEL_PATH
 
-    from genre.tracking.serving_app import MAX_REQUEST_VARIABLE
+    from genre.tracking.model_server_app import MAX_REQUEST_VARIABLE
 
     command = [
         sys.executable, "-m", "uvicorn",
         "--host", config.host,
         "--port", str(config.port),
         "--workers", str(config.workers),
-        "genre.tracking.serving_app:app",
+        "genre.tracking.model_server_app:app",
     ]  # fmt: skip
     scripts = sysconfig.get_path("scripts")
     environment = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from genre.tracking.serving_app import RequestLimits, too_deep
+from genre.tracking.model_server_app import RequestLimits, too_deep
 
 
 def call(app: RequestLimits, chunks: list[bytes], headers: dict[bytes, bytes]) -> tuple[list[dict], list[bytes]]:

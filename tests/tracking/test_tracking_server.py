@@ -18,7 +18,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from genre.cli import main
-from genre.tracking.server import ServerConfig, exposure_warning, server_invocation, stop_server
+from genre.tracking.config import ServerConfig
+from genre.tracking.tracking_server import exposure_warning, server_invocation, stop_server
 from tests.conftest import PROJECT_ROOT, refused, use_store
 from tests.processes import command_line, environment, process_tree, wait_for
 

@@ -1,8 +1,8 @@
-"""Evaluating a logged model: its settings are checked before a run opens."""
+"""The settings of the stages' commands (`genre.command_config`) are checked before a run opens."""
 
 from __future__ import annotations
 
-from genre.training.evaluate import EvaluateConfig
+from genre.command_config import EvaluateConfig
 from tests.conftest import refused
 
 

@@ -26,41 +26,17 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from genre.config import check_range, setting
 from genre.errors import ConfigError, TrackingError
-from genre.tracking.store import DEFAULT_TRACKING_URI, mask_password
+from genre.tracking.config import ServerConfig
+from genre.tracking.store import mask_password
 from genre.tracking.ui import ui_address
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 WILDCARD = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # bound to every address: asked on loopback
 STOP_GRACE_SECONDS = 2.0  # uvicorn drains in about 0.5 s; a request still running after this is cut
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """Where the server listens and where it keeps runs and artifacts."""
-
-    host: str = setting("127.0.0.1", "address to bind; anything but loopback exposes the server (a warning says so)")
-    port: int = setting(5000, "port to listen on")
-    backend_store_uri: str = setting(
-        DEFAULT_TRACKING_URI,
-        "where runs live: the embedded SQLite file, or postgresql://USER@HOST/DB (password in PGPASSWORD or ~/.pgpass)",
-    )
-    artifacts_destination: str = setting(
-        "./mlartifacts", "where the server keeps artifacts it proxies for clients (a folder, or s3://... etc.)"
-    )
-    workers: int = setting(1, "server worker processes")
-    allowed_hosts: str | None = setting(
-        None, "Host headers accepted when bound beyond loopback, e.g. 'mlflow.lab:5000'"
-    )
-
-    def __post_init__(self) -> None:
-        check_range(self, "port", 1, 65535)
-        check_range(self, "workers", 1)
 
 
 # MLflow's server imports `starlette.middleware.wsgi`, which Starlette 1.x deprecates with a warning at every start:

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from genre.tracking.server import ServerConfig, server_invocation
+from genre.tracking.config import ServerConfig
+from genre.tracking.tracking_server import server_invocation
 
 # What `mlflow server` imports when it starts: its FastAPI app, which mounts the Flask one through Starlette's WSGI.
 SERVER_APP = "import mlflow.server.fastapi_app"

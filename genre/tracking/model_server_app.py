@@ -4,7 +4,7 @@ MLflow's scoring server reads any body whole (a 200 MB body grew the server from
 memory) and answers JSON nested past Python's recursion limit with HTTP 500. `RequestLimits`, a plain ASGI wrapper,
 answers 413 to a body above `GENRE_SERVE_MAX_REQUEST_BYTES` before reading past the limit, and 400 to JSON nested too
 deep to parse, so MLflow's app only ever sees what it can answer. Uvicorn imports this module as
-`genre.tracking.serving_app:app`, with the model's local folder in MLflow's own variable, as `mlflow models serve`
+`genre.tracking.model_server_app:app`, with the model's local folder in MLflow's own variable, as `mlflow models serve`
 does.
 """
 

@@ -22,7 +22,7 @@ from PIL import Image
 from genre.cli import main
 from genre.data.pack import open_pack
 from tests.conftest import PROJECT_ROOT
-from tests.tracking.test_server import free_port
+from tests.tracking.test_tracking_server import free_port
 
 
 def readme_serve_command() -> list[str]:
