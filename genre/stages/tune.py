@@ -200,17 +200,19 @@ def run(config: TuneConfig, experiment: str | None = None, progress: bool = Fals
         ]
         if progress:  # its clock starts here, with the study's timeout
             callbacks.append(StudyProgress(config.n_trials, config.timeout, objective_label(space.objective)))
-        study.optimize(
-            objective,
-            n_trials=config.n_trials,
-            timeout=config.timeout,
-            catch=(GenreError,),
-            callbacks=callbacks,
-            gc_after_trial=True,
-        )
-        best_run = log_study_result(parent, study, space.objective)
-        if best_run:
-            log_best_experiment(parent, space, study)
+        try:
+            study.optimize(
+                objective,
+                n_trials=config.n_trials,
+                timeout=config.timeout,
+                catch=(GenreError,),
+                callbacks=callbacks,
+                gc_after_trial=True,
+            )
+        finally:  # a study stopped by hand (Ctrl-C, SIGTERM) keeps its best so far on record too, ready to score
+            best_run = log_study_result(parent, study, space.objective)
+            if best_run:
+                log_best_experiment(parent, space, study)
         if config.register and best_run:
             version = register_model(f"runs:/{best_run}/model", config.register, config.alias)
             print(f"registered the best model as {config.register} version {version} (@{config.alias})")

@@ -166,8 +166,18 @@ def _check_artifact_folder(run: Any) -> None:
 
 
 def _experiment_id(name: str) -> str:
+    """The id of experiment `name`, created if missing. Workers starting together may all find it missing: the
+    ones whose create loses the race read the winner's."""
     experiment = mlflow.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else mlflow.create_experiment(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return mlflow.create_experiment(name)
+    except mlflow.exceptions.MlflowException:
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def experiment_name(flag: str | None, default: str) -> str | None:

@@ -126,6 +126,18 @@ def test_an_unknown_objective_is_refused_naming_the_key(tmp_path) -> None:
         load_space(str(space))
 
 
+def probe_space(tmp_path, more_parameters: str = ""):
+    """A baseline space over the logistic regression's C on 8x8 digits, prepared in `tmp_path`."""
+    data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
+    space = tmp_path / "probe.yaml"
+    space.write_text(
+        f"stage: baseline\nbase: {PROJECT_ROOT / 'experiments/baselines/svm-digits.yaml'}\n"
+        f"settings: {{data: {data}, variant: dev, model: logreg, pixels: 8}}\n"
+        "parameters:\n  logreg_c: {float: [0.001, 1.0], log: true}\n" + more_parameters
+    )
+    return space
+
+
 def test_a_baseline_study_scores_each_trial_inside_its_training_part_and_saves_the_best_as_an_experiment(
     tracking_store: str, tmp_path
 ) -> None:
@@ -135,15 +147,7 @@ def test_a_baseline_study_scores_each_trial_inside_its_training_part_and_saves_t
     from genre.command_config import BaselineConfig
     from genre.config import build
 
-    data = prepare(PrepareConfig(out=str(tmp_path / "digits16"), image_size=16), progress=False).root
-    space = tmp_path / "probe.yaml"
-    space.write_text(
-        f"stage: baseline\nbase: {PROJECT_ROOT / 'experiments/baselines/svm-digits.yaml'}\n"
-        f"settings: {{data: {data}, variant: dev, model: logreg, pixels: 8}}\n"
-        "parameters:\n"
-        "  logreg_c: {float: [0.001, 1.0], log: true}\n"
-        "  grayscale: {categorical: [true, false]}\n"
-    )
+    space = probe_space(tmp_path, "  grayscale: {categorical: [true, false]}\n")
 
     assert main(["tune", "-q", "--space", str(space), "--study", "probe", "--n-trials", "3", "--pruner", "none"]) == 0
 
@@ -162,6 +166,42 @@ def test_a_baseline_study_scores_each_trial_inside_its_training_part_and_saves_t
     best = build(BaselineConfig, ("best", yaml.safe_load(open(saved))))
     assert best.logreg_c == pytest.approx(study.best_params["logreg_c"])
     assert best.grayscale == study.best_params["grayscale"] and best.pixels == 8 and best.variant == "dev"
+
+
+def test_a_study_stopped_by_hand_still_records_its_best_trial_as_an_experiment(
+    tracking_store: str, tmp_path, monkeypatch
+) -> None:
+    """Ctrl-C (or SIGTERM) after the second trial: the command says it was interrupted, and the study's parent run
+    holds the best of the finished trials and study/best_experiment.yaml, as a study that ran out of trials does."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    import genre.stages.tune as tune
+
+    space = probe_space(tmp_path)
+    progress = tune.log_study_progress
+
+    def stop_after_the_second(tracker, study, number, *rest):
+        progress(tracker, study, number, *rest)
+        if number == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tune, "log_study_progress", stop_after_the_second)
+
+    assert (
+        main(["tune", "-q", "--space", str(space), "--study", "stopped", "--n-trials", "5", "--pruner", "none"]) == 130
+    )
+
+    study = optuna.load_study(study_name="stopped", storage="sqlite:///optuna.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    client = MlflowClient(tracking_store)
+    (parent,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.`genre.stage` = 'tune'"
+    )
+    assert parent.info.status == "KILLED"
+    assert parent.data.metrics["best_inner_balanced_accuracy"] == pytest.approx(study.best_value)
+    saved = client.download_artifacts(parent.info.run_id, "study/best_experiment.yaml", str(tmp_path))
+    assert yaml.safe_load(open(saved))["logreg_c"] == pytest.approx(study.best_params["logreg_c"])
 
 
 def test_a_baseline_space_takes_only_baseline_settings_and_objectives(tmp_path) -> None:

@@ -372,7 +372,7 @@ def test_sigterm_stops_training_like_ctrl_c_the_run_ends_killed_and_resumes(digi
     output = stopped.communicate(timeout=120)[0]
     assert stopped.returncode == 130, output
     assert "genre train: interrupted; finished work is kept, rerun to continue" in output
-    assert "Traceback" not in output
+    assert "Traceback" not in output, output  # the whole output: a traceback here has shown once only, under load
     client, (run,) = runs(tracking_store, "terminated")
     assert run.info.status == "KILLED"
     resumed = subprocess.run([*command, "--resume", run.info.run_id], cwd=tmp_path, env=env, capture_output=True)
