@@ -179,3 +179,15 @@ def read_only_folder(tmp_path: Path):
         subprocess.run(["chattr", "-i", str(folder)], check=True)
     else:
         pytest.skip("as root, a read-only folder needs a read-only mount or chattr +i, and neither is allowed here")
+
+
+def assert_genre_metrics(metrics: dict, prefix: str, labels, predicted, genres: list[str]) -> None:
+    """A run's `<prefix>_balanced_accuracy`, `_macro_f1` and per-genre `_recall_<genre>` are scikit-learn's on these
+    predictions (recall only for the genres present)."""
+    from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
+
+    present = sorted(set(labels))
+    assert metrics[f"{prefix}_balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, predicted))
+    assert metrics[f"{prefix}_macro_f1"] == pytest.approx(f1_score(labels, predicted, average="macro", zero_division=0))
+    recall = recall_score(labels, predicted, labels=present, average=None)
+    assert [metrics[f"{prefix}_recall_{genres[g]}"] for g in present] == pytest.approx(recall)

@@ -25,7 +25,7 @@ from genre.errors import ConfigError
 from genre.training.checkpoint import CheckpointStore
 from genre.training.config import TrainConfig
 from genre.training.train import train
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, assert_genre_metrics
 
 SMALL = ["--epochs", "3", "--batch-size", "32", "--conv-filters", "8,16", "--dense-units", "32", "-q"]
 
@@ -183,8 +183,6 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(digits16: Path, tr
 def test_a_run_on_unbalanced_genres_logs_balanced_accuracy_macro_f1_and_recall_like_scikit_learn(
     unbalanced_covers: Path, tracking_store: str
 ) -> None:
-    from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
-
     from genre.stages import train as train_stage
 
     config = TrainConfig(data=str(unbalanced_covers), epochs=2, batch_size=16, conv_filters="8,16", dense_units="32")
@@ -194,13 +192,7 @@ def test_a_run_on_unbalanced_genres_logs_balanced_accuracy_macro_f1_and_recall_l
     metrics = client.get_run(staged.run_id).data.metrics
     genres = ["genre0", "genre1", "genre2"]
     for prefix, evaluation in (("test", staged.result.test), ("best_val", staged.result.validation)):
-        labels, predicted = evaluation.labels, evaluation.predictions
-        present = sorted(set(labels))
-        assert metrics[f"{prefix}_balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, predicted))
-        macro = f1_score(labels, predicted, average="macro", zero_division=0)
-        assert metrics[f"{prefix}_macro_f1"] == pytest.approx(macro)
-        recall = recall_score(labels, predicted, labels=present, average=None)
-        assert [metrics[f"{prefix}_recall_{genres[g]}"] for g in present] == pytest.approx(recall)
+        assert_genre_metrics(metrics, prefix, evaluation.labels, evaluation.predictions, genres)
     assert sorted(name for name in metrics if name.startswith("test_recall_")) == [f"test_recall_{g}" for g in genres]
     assert np.isnan(metrics["best_val_recall_genre2"]), "genre2 has no validation cover"
     curve = client.get_metric_history(staged.run_id, "val_balanced_accuracy")
