@@ -127,9 +127,24 @@ def test_the_blocks_of_lite0_are_its_sixteen_inverted_residuals() -> None:
     assert block_positions(features) == list(range(3, 19))  # after the stem's conv, batch norm and activation
 
 
+def last_two_block_maps(describer, pixels: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """The maps of Lite0's last two blocks (positions 17 and 18) for `pixels`, and the pooled vector, computed
+    layer by layer outside the describer's graph: the reference its statistics are checked against."""
+    from genre.models.inputs import NetworkInput, network_input
+
+    side = pixels.shape[1]
+    lite = NetworkInput(side, describer.mean.data().asnumpy().ravel(), describer.std.data().asnumpy().ravel())
+    x = network_input(mx.nd.array(pixels, dtype="uint8"), lite)
+    maps = []
+    for index in range(len(describer.features)):
+        x = describer.features[index](x)
+        if index in (17, 18):
+            maps.append(x.asnumpy())
+    return maps, x.asnumpy()
+
+
 def test_style_statistics_are_each_block_map_s_channel_mean_and_standard_deviation() -> None:
     from genre.models.features import build_describer
-    from genre.models.inputs import NetworkInput, network_input
     from genre.models.style import STATS_EPSILON
 
     pixels = np.random.default_rng(3).integers(0, 256, size=(4, 72, 72, 3), dtype=np.uint8)
@@ -137,14 +152,8 @@ def test_style_statistics_are_each_block_map_s_channel_mean_and_standard_deviati
 
     described = describer(mx.nd.array(pixels.transpose(0, 3, 1, 2) / 255.0)).asnumpy()
 
-    lite = NetworkInput(72, describer.mean.data().asnumpy().ravel(), describer.std.data().asnumpy().ravel())
-    x = network_input(mx.nd.array(pixels, dtype="uint8"), lite)
-    maps = []
-    for index in range(len(describer.features)):
-        x = describer.features[index](x)
-        if index in (17, 18):
-            maps.append(x.asnumpy())
-    expected = [x.asnumpy()]
+    maps, pooled = last_two_block_maps(describer, pixels)
+    expected = [pooled]
     for block in maps:
         expected += [block.mean(axis=(2, 3)), np.sqrt(block.var(axis=(2, 3)) + STATS_EPSILON)]
     assert layout.blocks == (192, 320) and layout.pooled == 1280 and described.shape == (4, layout.width)
@@ -226,7 +235,6 @@ def test_a_layout_with_correlations_keeps_those_of_the_last_blocks_after_all_sta
 
 def test_the_gram_summary_is_the_correlation_of_fixed_channel_mixtures_over_each_block_map() -> None:
     from genre.models.features import build_describer
-    from genre.models.inputs import NetworkInput, network_input
     from genre.models.style import gram_projection
 
     pixels = np.random.default_rng(4).integers(0, 256, size=(3, 72, 72, 3), dtype=np.uint8)
@@ -236,17 +244,11 @@ def test_the_gram_summary_is_the_correlation_of_fixed_channel_mixtures_over_each
     inputs = mx.nd.array(pixels.transpose(0, 3, 1, 2) / 255.0)
     described = describer(inputs).asnumpy()
 
-    lite = NetworkInput(72, describer.mean.data().asnumpy().ravel(), describer.std.data().asnumpy().ravel())
-    x = network_input(mx.nd.array(pixels, dtype="uint8"), lite)
     expected = []
-    for index in range(len(describer.features)):
-        x = describer.features[index](x)
-        if index in (17, 18):
-            block = x.asnumpy()
-            mixed = np.einsum("kc,nchw->nkhw", gram_projection(block.shape[1], 4)[:, :, 0, 0], block)
-            for cover in mixed.reshape(len(block), 4, -1):
-                correlations = np.corrcoef(cover)
-                expected.append(correlations[np.triu_indices(4, k=1)])
+    for block in last_two_block_maps(describer, pixels)[0]:
+        mixed = np.einsum("kc,nchw->nkhw", gram_projection(block.shape[1], 4)[:, :, 0, 0], block)
+        for cover in mixed.reshape(len(block), 4, -1):
+            expected.append(np.corrcoef(cover)[np.triu_indices(4, k=1)])
     expected = np.stack(expected).reshape(2, 3, 6).transpose(1, 0, 2).reshape(3, 12)  # per cover, block by block
     assert layout.mixtures == 4 and described.shape == (3, layout.width) == (3, 1280 + 2 * (192 + 320) + 12)
     np.testing.assert_allclose(described[:, : plain(inputs).shape[1]], plain(inputs).asnumpy(), rtol=1e-5, atol=1e-5)
