@@ -15,8 +15,11 @@ side (224 for `--size` 224 or more: the centre crop, as evaluation takes it; no 
   (forward), `training_loss(0)` and an SGD `gluon.Trainer` over the trainable parameters, the step of
   `genre.training.loop.train_one_epoch`. Modes: fine-tuning every layer; fine-tuning with the stem and the first
   `--frozen-blocks` inverted residual blocks held (`--frozen-layers`, as the finetune-lite0 experiments train:
-  10 blocks); forward only in predict mode, hybridized; and `genre.models.features.FeatureExtractor` as `genre`
-  runs it (the hybridized features block, the pooled 1280 features the output layer reads).
+  10 blocks; the held layers run as `genre.models.held.held_then_trained` runs them in training: a oneDNN-fused
+  inference graph, then the trained rest); forward only in predict mode, through `genre.models.fused.InferenceGraph`
+  (oneDNN's fused graph); and `genre.models.features.FeatureExtractor` as `genre` runs it (the pooled 1280 features
+  the output layer reads, fused). The held-layer, forward and extractor rows also run with `GENRE_ONEDNN_FUSION=0`,
+  the unfused graphs `genre` ran before issue 27, in the same run.
 - PyTorch reference: `EfficientNet.from_pretrained("efficientnet-lite0", weights_path=<the weights package's .pth>,
   num_classes=10, drop_connect_rate=0)` in eager mode, NCHW and channels_last; the same training step (train mode,
   `F.cross_entropy`, `torch.optim.SGD` with the same settings, the same frozen modules) and forward only in eval
@@ -69,6 +72,7 @@ MODES = {
     "frozen": "fine-tune, stem + {blocks} blocks frozen",
     "forward": "forward only (feature extraction)",
 }
+OURS = {"train": "MXNet", "frozen": "MXNet, held layers fused", "forward": "MXNet, fused inference graph"}
 
 
 # ---------------------------------------------------------------- MXNet worker (ours)
@@ -81,6 +85,8 @@ def mxnet_worker(job: dict) -> dict:
     from genre.data.transforms import AugmentSpec, training_input
     from genre.models.efficientnet_lite import FEATURES_FIRST_BLOCK
     from genre.models.features import FeatureExtractor
+    from genre.models.fused import InferenceGraph
+    from genre.models.held import held_then_trained
     from genre.models.inputs import network_input
     from genre.models.networks import NetworkSpec, build_network, input_for
     from genre.training.losses import training_loss
@@ -108,6 +114,8 @@ def mxnet_worker(job: dict) -> dict:
     if job["mode"] == "frozen":  # genre's own --frozen-layers: the stem's 3 layers, then one per block
         spec = NetworkSpec(model=MODEL, pretrained=True, frozen_layers=FEATURES_FIRST_BLOCK + job["frozen_blocks"])
     net = build_network(spec, CLASSES, [ctx], network.size)
+    scores = held_then_trained(net, spec.frozen_layers, [ctx])  # `net` itself when nothing is held, or unfused
+    forward = InferenceGraph(net, ctx) if job["mode"] == "forward" else None
     trainable = {name: p for name, p in net.collect_params().items() if p.grad_req != "null"}
     trainer = gluon.Trainer(
         trainable, "sgd", {"learning_rate": LEARNING_RATE, "momentum": MOMENTUM, "wd": WEIGHT_DECAY}
@@ -124,14 +132,13 @@ def mxnet_worker(job: dict) -> dict:
     def train_step():
         k = next(counter) % BATCH_POOL
         with autograd.record():
-            loss = loss_fn(net(training_input(images[k], no_augmentation, None, network)), labels[k])
+            loss = loss_fn(scores(training_input(images[k], no_augmentation, None, network)), labels[k])
         loss.backward()
         trainer.step(job["batch"])
         return loss
 
     def forward_step():
-        with autograd.predict_mode():
-            return net(network_input(images[next(counter) % BATCH_POOL], network))
+        return forward(network_input(images[next(counter) % BATCH_POOL], network))
 
     def value(out) -> float:
         return float(out.mean().asscalar())
@@ -225,7 +232,8 @@ def run_worker(job: dict, wait_idle: float) -> dict:
         wait_until_idle(wait_idle)
     print(f"  {job['label']} ...", file=sys.stderr, flush=True)
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    env = os.environ | ({} if job.get("fused", True) else {"GENRE_ONEDNN_FUSION": "0"})
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{job['label']} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -297,10 +305,15 @@ def main(argv: list[str] | None = None) -> None:
         name = MODES[mode].format(blocks=args.frozen_blocks)
         ours = run_worker({**common, "kind": "mxnet", "mode": mode, "label": f"MXNet {name}"}, args.wait_idle)
         network = network or ours["network"]  # PyTorch takes the input the MXNet network was built for
-        results = [("MXNet, hybridized" if mode == "forward" else "MXNet", ours)]
+        results = [(OURS[mode], ours)]
+        if mode != "train":  # the same, unfused: what genre ran before issue 27
+            job = {**common, "kind": "mxnet", "mode": mode, "fused": False, "label": f"MXNet {name}, unfused"}
+            results.append(("MXNet, unfused (before)", run_worker(job, args.wait_idle)))
         if mode == "forward":
-            job = {**common, "kind": "mxnet", "mode": "extractor", "label": "MXNet FeatureExtractor"}
-            results.append(("MXNet, FeatureExtractor", run_worker(job, args.wait_idle)))
+            for fused in (True, False):
+                label = "MXNet, FeatureExtractor" + ("" if fused else ", unfused (before)")
+                job = {**common, "kind": "mxnet", "mode": "extractor", "fused": fused, "label": label}
+                results.append((label, run_worker(job, args.wait_idle)))
         for channels_last in (False, True):
             framework = "PyTorch channels_last" if channels_last else "PyTorch NCHW"
             job = {**common, "kind": "torch", "mode": mode, "channels_last": channels_last, "network": network}
@@ -334,7 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"\nNetwork input {network['size']} px; trainable parameters (equal in both frameworks): "
         + ", ".join(f"{count:,} ({name})" for name, count in trained)
-        + ". MXNet trains and runs hybridized (static_alloc), forward in predict mode; PyTorch eager, forward in "
+        + ". MXNet trains hybridized (static_alloc); held layers and forward passes run oneDNN's fused inference "
+        "graph ('unfused (before)': GENRE_ONEDNN_FUSION=0, the plain hybridized graph); PyTorch eager, forward in "
         "eval mode under torch.inference_mode(). img/s: median of the windows, range: slowest-fastest window; "
         "CPU busy: cores this process kept busy; others: cores other processes took meanwhile (trust a row only "
         "when near 0); vs PyTorch: over the faster PyTorch layout of the same mode."

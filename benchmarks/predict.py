@@ -19,7 +19,10 @@ in a temporary folder. Then, round-robin, `--repeats` times:
 - the whole `genre predict --output CSV` work (`genre.stages.predict.predict_files`: decoding in worker processes,
   batches through the network, the CSV written), with 1 worker and with one per usable core.
 
-Rates use the best time of each row; the ratio column is each row's rate over the forward rate of the same run.
+The model is loaded twice: as `genre` loads it (the network as oneDNN's fused inference graph, `genre.models.fused`)
+and with `GENRE_ONEDNN_FUSION=0` (the plain hybridized graph, what `genre` ran before issue 27); the forward and the
+whole-predict rows run with each. Rates use the best time of each row; "vs forward" is each row's rate over the fused
+forward rate of the same run, "fused vs unfused" the fused row's rate over its unfused twin's.
 """
 
 from __future__ import annotations
@@ -137,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from genre.cover_model import load_cover_model
     from genre.data.images import decode_image
+    from genre.models.fused import SWITCH
     from genre.runtime import usable_cores
 
     cores = usable_cores()
@@ -160,6 +164,12 @@ def main(argv: list[str] | None = None) -> None:
         uri = logged_model(scratch, args.model, args.image_size, args.crop_size, paths[0].read_bytes())
         model = load_cover_model(uri)
         classifier = model.unwrap_python_model()
+        os.environ[SWITCH] = "0"  # read when a model loads: this one runs the unfused graph
+        unfused_model = load_cover_model(uri)
+        del os.environ[SWITCH]
+        unfused = unfused_model.unwrap_python_model()
+        if not classifier.graph.fused or unfused.graph.fused:
+            raise SystemExit("oneDNN fusion did not run in this MXNet build: nothing to compare")
         pixels = np.stack([decode_image(path, args.image_size) for path in paths])
         batches = [pixels[start : start + args.batch_size] for start in range(0, len(pixels), args.batch_size)]
         print(
@@ -169,45 +179,54 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Data: {described}; {args.repeats} repeats round-robin\n")
 
         pipeline = "genre predict --output CSV (whole)"
-        steps: list[tuple[str, str, Callable[[], float]]] = [
-            ("network forward, pre-decoded batches", "in-process", lambda: forward(classifier, batches)),
-            ("decode_image, one core", "in-process", lambda: decode_each(paths, args.image_size)),
-            (
-                pipeline,
-                "1",
-                lambda: predict_folder(model, classifier, folder, scratch, args.batch_size, 1, len(paths)),
-            ),
+        forward_name = "network forward, pre-decoded batches"
+        steps: list[tuple[str, str, str, Callable[[], float]]] = [
+            (forward_name, "fused", "in-process", lambda: forward(classifier, batches)),
+            (forward_name, "unfused", "in-process", lambda: forward(unfused, batches)),
+            ("decode_image, one core", "", "in-process", lambda: decode_each(paths, args.image_size)),
         ]
-        if cores > 1:
-            steps.append(
-                (
-                    pipeline,
-                    str(cores),
-                    lambda: predict_folder(model, classifier, folder, scratch, args.batch_size, cores, len(paths)),
+        for workers in sorted({1, cores}):
+            for graph, loaded in (("fused", model), ("unfused", unfused_model)):
+                steps.append(
+                    (
+                        pipeline,
+                        graph,
+                        str(workers),
+                        lambda loaded=loaded, workers=workers: predict_folder(
+                            loaded, loaded.unwrap_python_model(), folder, scratch, args.batch_size, workers, len(paths)
+                        ),
+                    )
                 )
-            )
-        forward(classifier, batches[:1])  # the first pass allocates MXNet's memory
+        forward(classifier, batches[:1])  # the first pass allocates MXNet's memory (and builds the fused graph)
+        forward(unfused, batches[:1])
         times: list[list[float]] = [[] for _ in steps]
         for _ in range(args.repeats):
-            for index, (_, _, measure) in enumerate(steps):
+            for index, (*_, measure) in enumerate(steps):
                 times[index].append(measure())
 
     best = [min(seconds) for seconds in times]
     forward_rate = len(paths) / best[0]
+    rates = {
+        (name, graph, workers): len(paths) / fastest
+        for (name, graph, workers, _), fastest in zip(steps, best, strict=True)
+    }
     rows = []
-    for (name, workers, _), seconds, fastest in zip(steps, times, best, strict=True):
+    for (name, graph, workers, _), seconds, fastest in zip(steps, times, best, strict=True):
         rate = len(paths) / fastest
+        twin = rates.get((name, "unfused", workers)) if graph == "fused" else None
         rows.append(
             [
                 name,
+                graph,
                 workers,
                 f"{fastest:.2f}",
                 f"{statistics.median(seconds):.2f}",
                 f"{rate:.1f}",
                 f"{rate / forward_rate:.2f}x",
+                f"{rate / twin:.2f}x" if twin else "",
             ]
         )
-    header = ["step", "decode workers", "best s", "median s", "covers/s", "vs forward"]
+    header = ["step", "graph", "decode workers", "best s", "median s", "covers/s", "vs forward", "fused vs unfused"]
     print(markdown_table(header, rows))
     print(f"\nLoad average (1, 5, 15 min) at the end: {load_average()}")
 

@@ -19,6 +19,10 @@ The script makes its covers and its model as benchmarks/predict.py does (random 
 
 - after the server has stopped, the network's forward rate again, `--repeats` times.
 
+The server runs twice: as `genre serve` runs it (the network as oneDNN's fused inference graph, `genre.models.fused`)
+and with `GENRE_ONEDNN_FUSION=0` (the plain hybridized graph, what it ran before issue 27); "fused vs unfused" divides
+a case's throughput by its unfused twin's.
+
 Latency percentiles are over every request of a case (p99 of fewer than 100 requests is near the slowest);
 throughput is covers answered per second of the case's wall time, an average over the case, so "vs forward" divides
 it by the network's median rate over every forward measured before and after the server ran, not by its best: on a
@@ -159,6 +163,49 @@ def forward_times(classifier, pixels: np.ndarray, repeats: int) -> list[float]:
     return times
 
 
+def serve_cases(uri: str, covers: list[bytes], graph: str, seconds: float) -> list[list[str]]:
+    """Start `genre serve` on `uri` (its network `graph`: "fused", or "unfused" with GENRE_ONEDNN_FUSION=0), send each
+    case's requests, stop it; a row per case."""
+    from genre.models.fused import SWITCH
+    from genre.tracking.config import ServeConfig
+    from genre.tracking.model_server import local_model, serve_invocation
+
+    port = free_port()
+    command, environment = serve_invocation(ServeConfig(model_uri=uri, port=port), local_model(uri))
+    environment = {**environment, SWITCH: "1" if graph == "fused" else "0"}
+    log = Path(tempfile.mkdtemp(prefix="genre-bench-serve-")) / "serve.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            command, env=environment, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    cases = []
+    try:
+        ready = wait_for_server(server, port, log)
+        print(f"\n`{' '.join(command[2:])}` ({graph}) answered /ping after {ready:.1f} s", file=sys.stderr)
+        for count in (1, 32):
+            body = request_body(covers[:count])
+            for clients in (1, 8):
+                latencies, wall = load(port, body, count, clients, seconds)
+                milliseconds = np.array(latencies) * 1000
+                rate = count * len(latencies) / wall
+                cases.append(
+                    [
+                        str(count),
+                        str(clients),
+                        graph,
+                        str(len(latencies)),
+                        f"{np.percentile(milliseconds, 50):.0f}",
+                        f"{np.percentile(milliseconds, 99):.0f}",
+                        f"{rate:.1f}",
+                    ]
+                )
+                print(f"  {graph}: {count} cover(s) x {clients} client(s) done; load {load_average()}", file=sys.stderr)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+    return cases
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n", 1)[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -172,8 +219,6 @@ def main(argv: list[str] | None = None) -> None:
     from genre.cover_model import load_cover_model
     from genre.data.images import decode_image
     from genre.runtime import usable_cores
-    from genre.tracking.config import ServeConfig
-    from genre.tracking.model_server import local_model, serve_invocation
 
     print("\n".join(machine_lines()))
     print(f"Load average (1, 5, 15 min) at start: {load_average()}")
@@ -203,47 +248,24 @@ def main(argv: list[str] | None = None) -> None:
         print("In this process (best of the repeats):\n")
         print(markdown_table(["step", "ms", "covers/s", "vs forward"], rows))
 
-        port = free_port()
-        command, environment = serve_invocation(ServeConfig(model_uri=uri, port=port), local_model(uri))
-        log = scratch / "serve.log"
-        with log.open("w") as output:
-            server = subprocess.Popen(
-                command, env=environment, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        try:
-            ready = wait_for_server(server, port, log)
-            print(f"\n`{' '.join(command[2:])}` answered /ping after {ready:.1f} s\n")
-            cases = []
-            for count in (1, 32):
-                body = request_body(covers[:count])
-                for clients in (1, 8):
-                    latencies, wall = load(port, body, count, clients, args.seconds)
-                    milliseconds = np.array(latencies) * 1000
-                    rate = count * len(latencies) / wall
-                    cases.append(
-                        [
-                            str(count),
-                            str(clients),
-                            str(len(latencies)),
-                            f"{np.percentile(milliseconds, 50):.0f}",
-                            f"{np.percentile(milliseconds, 99):.0f}",
-                            f"{rate:.1f}",
-                        ]
-                    )
-                    print(f"  {count} cover(s) x {clients} client(s) done; load {load_average()}", file=sys.stderr)
-        finally:
-            os.killpg(server.pid, 15)
-            server.wait(timeout=60)
+        cases = []
+        for graph in ("fused", "unfused"):
+            cases += serve_cases(uri, covers, graph, args.seconds)
         forwards = measured["forward"] + forward_times(classifier, pixels, args.repeats)
     typical_rate = 32 / statistics.median(forwards)
+    rates = {(case[0], case[1], case[2]): float(case[6]) for case in cases}
     for case in cases:
-        case.append(f"{float(case[5]) / typical_rate:.2f}x")
+        case.append(f"{float(case[6]) / typical_rate:.2f}x")
+        twin = rates[(case[0], case[1], "unfused")] if case[2] == "fused" else None
+        case.append(f"{float(case[6]) / twin:.2f}x" if twin else "")
     print(
         f"\nThe network on 32 pre-decoded covers, {len(forwards)} times (before and after the server ran):"
         f" best {min(forwards) * 1000:.0f} ms, median {statistics.median(forwards) * 1000:.0f} ms,"
         f" slowest {max(forwards) * 1000:.0f} ms; median rate {typical_rate:.1f} covers/s\n"
     )
-    header = ["covers/request", "clients", "requests", "p50 ms", "p99 ms", "covers/s", "vs median forward"]
+    header = ["covers/request", "clients", "graph", "requests", "p50 ms", "p99 ms", "covers/s", "vs median forward"]
+    header.append("fused vs unfused")
+    cases.sort(key=lambda case: (int(case[0]), int(case[1]), case[2]))
     print(markdown_table(header, cases))
     print(f"\nLoad average (1, 5, 15 min) at the end: {load_average()}")
 

@@ -132,6 +132,12 @@ class SuiteConfig:
     static_only: str = setting(
         "", "experiments run on the static split only, left out when cross-validating (comma-separated)"
     )
+    system_metrics: bool = setting(
+        True,
+        "log the machine's CPU, memory, disk and network use (GPU where present) every 10 s to the System metrics "
+        "tab of the suite's run and every training run (MLflow's system metrics; "
+        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL changes the period)",
+    )
 
     def __post_init__(self) -> None:
         check_fold_count(self.folds)

@@ -41,6 +41,7 @@ from genre.errors import ConfigError
 from genre.metrics import apply_temperature
 from genre.models.explain import Explainer
 from genre.models.forest_arrays import FIELDS, forest_probabilities
+from genre.models.fused import InferenceGraph
 from genre.models.inputs import NetworkInput, network_input
 from genre.predictions import PROBABILITY_PREFIX
 from genre.runtime import usable_cores
@@ -92,8 +93,9 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
                 context.artifacts["symbol"], [INPUT_NAME], context.artifacts["params"], ctx=mx.cpu()
             )
         # Memory planned once and kept between calls (a new batch size plans again): a batch of 64 scored in 0.68x
-        # the time for the small conv net at 64 px, 0.91x for ResNet-18 at 128 and 0.86x for Lite0 (docs/benchmarks.md).
-        self.net.hybridize(static_alloc=True)
+        # the time for the small conv net at 64 px, 0.91x for ResNet-18 at 128 and 0.86x for Lite0 (docs/benchmarks.md);
+        # and oneDNN's fused graph where it runs (`genre.models.fused`).
+        self.graph = InferenceGraph(self.net, mx.cpu())
         self.lock = threading.Lock()  # the scoring server predicts from several threads; a cached op is not safe
         # Pillow releases the GIL while it decodes and resizes, so threads decode a request's covers side by side.
         self.decoder = ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="cover-decode")
@@ -158,7 +160,7 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
         pass through the network (the caller picks `N`)."""
         batch = network_input(nd.array(pixels, ctx=mx.cpu(), dtype="uint8"), self.network)
         with self.lock:
-            outputs = self.net(batch)
+            outputs = self.graph(batch)
             if self.forest is None:
                 return nd.softmax(outputs / self.temperature, axis=1).asnumpy()
             features = outputs.asnumpy()

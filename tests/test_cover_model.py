@@ -34,8 +34,10 @@ from genre.cover_model import (
     log_cover_model,
 )
 from genre.data.images import decode_image
+from genre.models import fused
 from genre.models.inputs import network_input
 from tests.conftest import PROJECT_ROOT, jpeg_bytes, use_store
+from tests.models.test_fused import needs_onednn, randomised
 
 GENRES = ["folk", "jazz", "metal"]
 SIZE = 16
@@ -295,14 +297,14 @@ def test_a_request_goes_through_the_network_in_one_pass_per_64_covers(
     model: mlflow.pyfunc.PyFuncModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     classifier = model.unwrap_python_model()
-    network = classifier.net
+    network = classifier.graph
     passes: list[int] = []
 
     def counted(batch: nd.NDArray) -> nd.NDArray:
         passes.append(batch.shape[0])
         return network(batch)
 
-    monkeypatch.setattr(classifier, "net", counted)
+    monkeypatch.setattr(classifier, "graph", counted)
     thirty_two = model.predict(pd.DataFrame({"image": [COVERS[n % 3] for n in range(32)]}))
     assert passes == [32]
     passes.clear()
@@ -489,3 +491,36 @@ def test_only_a_cover_model_can_be_calibrated(logged: Logged, model: mlflow.pyfu
             log_calibrated_model(constant, 2.0, example=COVERS[0], name="calibrated")
         with pytest.raises(ValueError, match="positive number"):
             log_calibrated_model(model, -1.0, example=COVERS[0], name="calibrated")
+
+
+def batch_norm_net() -> mx.gluon.HybridBlock:
+    """Convolution, batch norm (statistics of its own) and ReLU6: what oneDNN folds into one kernel."""
+    net = mx.gluon.nn.HybridSequential()
+    net.add(mx.gluon.nn.Conv2D(8, 3, in_channels=3), mx.gluon.nn.BatchNorm(in_channels=8))
+    net.add(mx.gluon.nn.HybridLambda(lambda F, x: F.clip(x, 0, 6)))
+    net.add(mx.gluon.nn.GlobalAvgPool2D(), mx.gluon.nn.Flatten(), mx.gluon.nn.Dense(3, in_units=8))
+    net.initialize(mx.init.Xavier(magnitude=3))
+    randomised(net)
+    net.hybridize()
+    net(nd.zeros((1, 3, SIZE, SIZE)))
+    return net
+
+
+@needs_onednn
+def test_a_loaded_model_predicts_through_the_fused_graph_what_the_unfused_network_says(
+    logged: Logged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = batch_norm_net()
+    with run_in_store(logged):
+        info = log_cover_model(net, GENRES, SIZE, example=COVERS[0], name="batch-norm")
+    expected = expected_probabilities(net, COVERS)
+
+    fused_model = load_cover_model(info.model_uri)
+    monkeypatch.setenv(fused.SWITCH, "0")
+    unfused_model = load_cover_model(info.model_uri)  # as a model logged before fusion ran, or MXNet without oneDNN
+
+    assert fused_model.unwrap_python_model().graph.fused and not unfused_model.unwrap_python_model().graph.fused
+    for model in (fused_model, unfused_model):
+        answer = model.predict(pd.DataFrame({"image": COVERS}))
+        np.testing.assert_allclose(answer[COLUMNS[1:]].to_numpy(), expected, rtol=0, atol=1e-4)
+        assert list(answer["genre"]) == [GENRES[label] for label in expected.argmax(axis=1)]

@@ -225,12 +225,19 @@ class EfficientNetLite(gluon.HybridBlock):
             self.dropout = nn.Dropout(variant.dropout)
             self.output = nn.Dense(classes, in_units=HEAD_CHANNELS + 2 * sum(blocks[tap] for tap in self.taps))
 
-    def describe(self, F, x):
-        """What the output layer reads: the pooled vector, then the style statistics of the tapped blocks."""
-        return run_with_statistics(F, self.features, x, self.taps) if self.taps else self.features(x)
+    def describe(self, F, x, start: int = 0):
+        """What the output layer reads: the pooled vector, then the style statistics of the tapped blocks; from
+        `features[start]` on, `x` being the map of the layer before."""
+        if self.taps or start:
+            return run_with_statistics(F, self.features, x, self.taps, start=start)
+        return self.features(x)
+
+    def head(self, F, described):
+        """Class scores from what `describe` returns."""
+        return self.output(self.dropout(described))
 
     def hybrid_forward(self, F, x):
-        return self.output(self.dropout(self.describe(F, x)))
+        return self.head(F, self.describe(F, x))
 
 
 def build_lite(name: str, classes: int, image_size: int, style_blocks: int | None = 0) -> gluon.HybridBlock:

@@ -22,6 +22,7 @@ from genre.errors import ConfigError
 from genre.figures import HeatmapPanel, NeighbourPanel
 from genre.metrics import Scored
 from genre.models.embedding import NEIGHBOURS_SHOWN, nearest_neighbours, project
+from genre.models.fused import InferenceGraph
 from genre.models.inputs import NetworkInput, fit_to_side, network_input, to_float_nchw
 
 INPUT_NAME = "data"  # what `HybridBlock.export` calls the network's input
@@ -195,9 +196,12 @@ class Explainer:
         embedding = internals[f"{self.layers.embedding}_output"]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Cannot decide type", UserWarning)
-            self._head = gluon.SymbolBlock(maps_output, data, params=params)
+            head = gluon.SymbolBlock(maps_output, data, params=params)
             self._tail = gluon.SymbolBlock(tail, maps_input, params=params)
-            self._seen = gluon.SymbolBlock(mx.sym.Group([embedding, symbol]), data, params=params)
+            seen = gluon.SymbolBlock(mx.sym.Group([embedding, symbol]), data, params=params)
+        # The passes that take no gradient (to the heatmap's maps; embeddings and logits) run fused where they can.
+        self._head = InferenceGraph(head, self.context)
+        self._seen = InferenceGraph(seen, self.context)
 
     def inputs(self, images: np.ndarray) -> nd.NDArray:
         """uint8 `(N, H, W, 3)` covers -> the network's input on the explainer's context."""

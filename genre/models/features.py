@@ -19,6 +19,7 @@ import numpy as np
 from mxnet import gluon
 
 from genre.models.baselines import FeatureLayout
+from genre.models.fused import InferenceGraph
 from genre.models.inputs import NetworkInput, network_input, to_float_nchw
 from genre.models.networks import NetworkSpec, build_network, feature_block, input_for, output_prefixes
 from genre.models.spec import BaselineSpec
@@ -137,7 +138,8 @@ class FeatureExtractor:
 
     Images packed at `image_size` reach the network as training's evaluation feeds them: the centre crop at the
     network's own resolution where the pack is large enough (224 of 256 for efficientnet_lite0), normalised as its
-    weights expect. `mirror` describes the mirror images instead.
+    weights expect. `mirror` describes the mirror images instead. The network runs as oneDNN's fused inference
+    graph (`genre.models.fused`), except a layout read through a hook.
     """
 
     def __init__(
@@ -154,14 +156,16 @@ class FeatureExtractor:
         self.mirror = mirror
         self.layout: FeatureLayout | None = None
         self._seen: list[mx.nd.NDArray] = []
-        self.describer: CoverDescriber | None = None
+        self.describer: InferenceGraph | None = None
         if style:
-            self.describer, self.layout = build_describer(spec, image_size, ctx, None, mixtures=mixtures)
+            describer, self.layout = build_describer(spec, image_size, ctx, None, mixtures=mixtures)
+            self.describer = InferenceGraph(describer, ctx)
             self.net = None
             return
         self.input = input_for(spec.model, 0, image_size)
         self.net = build_network(spec, classes, [ctx], self.input.size)
-        self._features = feature_block(self.net)  # hybridized, where the layout allows: no hook needed
+        features = feature_block(self.net)  # fused, where the layout allows: no hook needed
+        self._features = InferenceGraph(features, ctx) if features is not None else None
         if self._features is None:
             self.net.hybridize(active=False)  # hooks see only imperative calls
             prefixes = output_prefixes(self.net, spec.model, classes)

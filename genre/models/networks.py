@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import mxnet as mx
 from mxnet import gluon
@@ -40,8 +41,17 @@ class Classifier(gluon.HybridBlock):
                 self.features.add(*make_features())
             self.output = nn.Dense(classes)
 
+    def describe(self, F, x, start: int = 0):
+        """What the output layer reads; from `features[start]` on, `x` being the map of the layer before."""
+        for index in range(start, len(self.features)):
+            x = self.features[index](x)
+        return x
+
+    def head(self, F, described):
+        return self.output(described)
+
     def hybrid_forward(self, F, x):
-        return self.output(self.features(x))
+        return self.head(F, self.describe(F, x))
 
 
 def _mlp_layers(spec: NetworkSpec) -> list[gluon.HybridBlock]:
@@ -253,9 +263,11 @@ def feature_block(net: gluon.Block) -> gluon.Block | None:
     return features if features is not None and isinstance(output, nn.Dense) else None
 
 
-def output_input(net: gluon.Block) -> Callable[[mx.nd.NDArray], mx.nd.NDArray] | None:
-    """What computes the input of our networks' output layer from the network's input: `features`, or for an
-    EfficientNet-Lite with `style_blocks`, its features and the style statistics; None for other layouts."""
+def output_input(net: gluon.Block) -> Callable[[Any, Any], Any] | None:
+    """What computes the input of our networks' output layer from the network's input, as `(F, x) -> features`
+    (`F` mx.nd or mx.sym): `features`, or for an EfficientNet-Lite with `style_blocks`, its features and the style
+    statistics; None for other layouts."""
     if getattr(net, "taps", None) and isinstance(getattr(net, "output", None), nn.Dense):
-        return lambda x: net.describe(mx.nd, x)
-    return feature_block(net)
+        return net.describe
+    features = feature_block(net)
+    return None if features is None else lambda F, x: features(x)

@@ -78,12 +78,15 @@ def run_with_statistics(
     mixing: tuple[Any, ...] = (),
     pairs: Any = None,
     mixtures: int = 0,
+    start: int = 0,
 ) -> Any:
-    """Run `x` through the sequential `layers`; the flattened output, then the statistics of the maps at `taps`,
-    then (with `mixing`, one `(mixtures, C, 1, 1)` projection per tap in order, and `pairs`) their channel
-    correlations."""
+    """Run `x` through the sequential `layers` (from position `start`: `x` is then the map of `start - 1`); the
+    flattened output, then the statistics of the maps at `taps`, then (with `mixing`, one `(mixtures, C, 1, 1)`
+    projection per tap in order, and `pairs`) their channel correlations."""
+    if any(tap < start for tap in taps):
+        raise ValueError(f"taps {sorted(taps)} include a map before position {start}")
     statistics, correlations = [], []
-    for index in range(len(layers)):
+    for index in range(start, len(layers)):
         x = layers[index](x)
         if index in taps:
             statistics += channel_statistics(F, x)

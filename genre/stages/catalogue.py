@@ -20,7 +20,7 @@ from genre.training.config import TrainConfig
 
 KINDS = {"train": "", "baseline": "baselines"}  # kind -> folder under experiments/
 # Settings that change where or how fast a run works, never what it learns.
-NOT_IDENTITY = frozenset({"resume", "checkpoint_dir", "workers", "data"})
+NOT_IDENTITY = frozenset({"resume", "checkpoint_dir", "workers", "data", "system_metrics"})
 
 
 @dataclass(frozen=True)

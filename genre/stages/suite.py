@@ -159,8 +159,9 @@ def _resumable(previous: list) -> str | None:
     return None
 
 
-def run_planned(item: Planned, suite: str, experiment_id: str, progress: bool) -> str:
-    """Run one (experiment, seed) as a child of the suite's run unless it already finished; says what it did."""
+def run_planned(item: Planned, suite: str, experiment_id: str, progress: bool, system_metrics: bool = True) -> str:
+    """Run one (experiment, seed) as a child of the suite's run unless it already finished; says what it did. A
+    training run logs the machine's use (`system_metrics`) as the suite's run does."""
     previous = matching_runs(experiment_id, item.experiment.name, item.config_digest, item.data_digest)
     done = next((run for run in previous if run.info.status == "FINISHED"), None)
     if done is not None:
@@ -184,6 +185,7 @@ def run_planned(item: Planned, suite: str, experiment_id: str, progress: bool) -
     if resume:
         config = dataclasses.replace(config, resume=resume)
         print(f"{item.label}: resuming killed run {resume} from its last checkpoint")
+    config = dataclasses.replace(config, system_metrics=system_metrics)
     staged = train.run(config, None, tags, progress, nested=True, run_name=item.run_name)
     if staged is None:
         return f"trained {item.label} as a distributed worker; worker 0 logs the run"
@@ -200,7 +202,11 @@ def run(config: SuiteConfig, experiment: str | None = None, progress: bool = Fal
     print(f"suite {name}: {len(planned)} runs ({config.experiments} x seeds {config.seeds}{folds})")
     tags = {"genre.stage": "suite", SUITE: name}
     failed = ran = skipped = 0
-    with tracked_run(experiment_name(experiment, config.mlflow_experiment), f"suite-{name}", tags) as parent:
+    opened = tracked_run(
+        experiment_name(experiment, config.mlflow_experiment), f"suite-{name}", tags,
+        system_metrics=config.system_metrics,
+    )  # fmt: skip
+    with opened as parent:
         parent.log_params(config_params(dataclasses.asdict(config) | {"name": name}))
         experiment_id = runs.run_experiment_id(parent.run_id)
         query = f"tags.`genre.stage` = 'suite' and tags.`{SUITE}` = '{runs.quote(name)}'"
@@ -210,7 +216,7 @@ def run(config: SuiteConfig, experiment: str | None = None, progress: bool = Fal
         )
         for number, item in enumerate(planned, 1):
             try:
-                said = run_planned(item, name, experiment_id, progress)
+                said = run_planned(item, name, experiment_id, progress, config.system_metrics)
             except GenreError as error:  # one broken experiment does not stop the others
                 failed += 1
                 said = f"FAILED {item.label}: {error}"

@@ -106,8 +106,9 @@ def run(
         tags |= check_not_alive(resume)
     name = None if nested else experiment_name(experiment, f"genre-{info.name}")
     opened = tracked_run(
-        name, run_name or f"train-{config.model}", tags, run_id=resume, nested=nested, finished_on=finished_on
-    )
+        name, run_name or f"train-{config.model}", tags, run_id=resume, nested=nested, finished_on=finished_on,
+        system_metrics=config.system_metrics,
+    )  # fmt: skip
     with opened as tracker:
         checkpoints = CheckpointStore(Path(config.checkpoint_dir) / (resume or tracker.run_id))
         if not checkpoints.exists():

@@ -55,6 +55,7 @@ class Objective:
     checkpoint_dir: str
     example: bytes
     progress: bool = False
+    system_metrics: bool = True
 
     def __call__(self, trial: optuna.trial.Trial) -> float:
         chosen = suggest(trial, self.space)
@@ -87,8 +88,11 @@ class Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
+        trial_config = dataclasses.replace(
+            config, checkpoint_dir=self.checkpoint_dir, system_metrics=self.system_metrics
+        )
         staged = train.run(
-            dataclasses.replace(config, checkpoint_dir=self.checkpoint_dir), None, tags, self.progress, nested=True,
+            trial_config, None, tags, self.progress, nested=True,
             run_name=f"trial-{trial.number}", example=self.example, on_started=started, on_epoch_end=report,
             finished_on=(optuna.TrialPruned,),
         )  # fmt: skip
@@ -186,13 +190,18 @@ def run(config: TuneConfig, experiment: str | None = None, progress: bool = Fals
     print(f"study {config.study_name} at {mask_password(config.storage_url)}: {len(study.trials)} trial(s) so far")
     tags = {"genre.stage": "tune", "optuna.study": config.study_name}
     name = experiment_name(experiment, f"genre-{info.name}")
-    with sigterm_as_interrupt(), tracked_run(name, f"tune-{config.study_name}", tags) as parent:
+    with (
+        sigterm_as_interrupt(),
+        tracked_run(name, f"tune-{config.study_name}", tags, system_metrics=config.system_metrics) as parent,
+    ):
         query = f"tags.`optuna.study` = '{runs.quote(config.study_name)}'"
         ended = end_stale_matching(query, f"genre tune continuing study {runs.quote(config.study_name)}")
         if ended:
             print(f"ended {len(ended)} run(s) of the study KILLED: their process had died ({', '.join(ended)})")
         log_tune_start(parent, config, space, info)
-        objective = Objective(space, config.study_name, config.checkpoint_dir, train.example_input(base), progress)
+        objective = Objective(
+            space, config.study_name, config.checkpoint_dir, train.example_input(base), progress, config.system_metrics
+        )
         callbacks: list[Any] = [
             lambda study, trial: log_study_progress(
                 parent, study, trial.number, sampler.effective_seed, space.objective

@@ -197,11 +197,13 @@ def tracked_run(
     run_id: str | None = None,
     nested: bool = False,
     finished_on: tuple[type[BaseException], ...] = (),
+    system_metrics: bool = False,
 ) -> Iterator[MlflowTracker]:
     """Open a run in `experiment` (or, under `mlflow run`, join the run it made): ends FAILED if the body
     raises (FINISHED for the exceptions in `finished_on`, e.g. a pruned trial), KILLED on Ctrl-C.
     `experiment=None` leaves the choice to MLflow's environment variables; `run_id` reopens an existing run
-    (to resume it); `nested` opens a child of the active run (a tuning trial).
+    (to resume it); `nested` opens a child of the active run (a tuning trial). `system_metrics` has MLflow sample the
+    machine's CPU, memory, disk, network (and GPU) use into the run while it is open (its "System metrics" tab).
 
     A run `mlflow run` made is renamed `run_name`, the name the same command gives the run it opens itself
     (`prepare`, `train-convnet`), in place of MLflow's random one (`placid-swan-781`).
@@ -215,7 +217,9 @@ def tracked_run(
     uri = tracking_uri()
     if nested:
         with lost_store_stops("opening a nested run"):
-            run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=True)
+            run = mlflow.start_run(
+                run_id=run_id, run_name=None if run_id else run_name, nested=True, log_system_metrics=system_metrics
+            )
         with _ending(run, finished_on, None):
             with lost_store_stops(f"tagging run {run.info.run_id}", run.info.run_id):
                 mlflow.set_tags(dict(tags) | owner_tags())
@@ -226,13 +230,15 @@ def tracked_run(
     joined = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` made this run; later (nested) runs are new
     try:
         if joined:
-            run = mlflow.start_run(run_id=joined, run_name=run_name)  # renames it (tests/tracking/test_tracker.py)
+            run = mlflow.start_run(
+                run_id=joined, run_name=run_name, log_system_metrics=system_metrics
+            )  # renames it (tests/tracking/test_tracker.py)
         elif run_id:
-            run = mlflow.start_run(run_id=run_id)
+            run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
         else:
             if experiment:
                 mlflow.set_experiment(experiment_id=_experiment_id(experiment))
-            run = mlflow.start_run(run_name=run_name)
+            run = mlflow.start_run(run_name=run_name, log_system_metrics=system_metrics)
     except Exception as error:  # noqa: BLE001 - any store error is the same to the user
         raise TrackingError(f"cannot open an MLflow run at {mask_password(uri)}: {first_line(error)}") from error
     log.info("MLflow run %s in experiment %s at %s", run.info.run_id, run.info.experiment_id, mask_password(uri))

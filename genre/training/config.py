@@ -73,6 +73,11 @@ class TrainConfig(NetworkSpec, AugmentSpec, FoldChoice, DatasetChoice):
         2048, "images moved to the devices at a time (bounds host and device memory; rounded to whole batches)"
     )
     checkpoint_dir: str = setting(DEFAULT_CHECKPOINT_DIR, "folder of per-run checkpoints (<dir>/<run id>/)")
+    system_metrics: bool = setting(
+        True,
+        "log the machine's CPU, memory, disk and network use (GPU where present) every 10 s to the run's System "
+        "metrics tab (MLflow's system metrics; MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL changes the period)",
+    )
     resume: str | None = setting(None, "MLflow run id of a killed run to continue from its last checkpoint")
     interpret: bool = setting(
         False, "after training, `genre interpret` the model on the test split into its run (docs/interpret.md)"

@@ -148,7 +148,7 @@ class Cluster:
         return finish_epoch(self, net, batches, stats, epoch)
 
     def evaluate(
-        self, net: gluon.HybridBlock, pack: Pack, batches: ChunkedIterator, loss_fn: gluon.loss.Loss,
+        self, net: gluon.Block, pack: Pack, batches: ChunkedIterator, loss_fn: gluon.loss.Loss,
         network: NetworkInput | None = None,
     ) -> Evaluation:  # fmt: skip
         """The whole split's evaluation on every worker, each predicting a slice (`batches` tells the sizes)."""
@@ -198,7 +198,7 @@ class SingleProcess:
         return stats
 
     def evaluate(
-        self, net: gluon.HybridBlock, pack: Pack, batches: ChunkedIterator, loss_fn: gluon.loss.Loss,
+        self, net: gluon.Block, pack: Pack, batches: ChunkedIterator, loss_fn: gluon.loss.Loss,
         network: NetworkInput | None = None,
     ) -> Evaluation:  # fmt: skip
         return evaluate(net, batches, loss_fn, network)
@@ -324,7 +324,7 @@ def finish_epoch(
 
 def evaluate_shared(
     cluster: Cluster,
-    net: gluon.HybridBlock,
+    net: gluon.Block,
     pack: Pack,
     batch_size: int,
     chunk_size: int,

@@ -102,7 +102,7 @@ def _check_finite(loss_sum: float, epoch: int, batch: int) -> None:
 
 
 def _forward(
-    net: gluon.HybridBlock,
+    net: gluon.Block,
     images: nd.NDArray,
     labels: nd.NDArray,
     augment: AugmentSpec,
@@ -122,7 +122,7 @@ def _forward(
 
 
 def train_one_epoch(
-    net: gluon.HybridBlock,
+    net: gluon.Block,
     trainer: gluon.Trainer,
     batches: ChunkedIterator,
     epoch: int,
@@ -172,7 +172,7 @@ def train_one_epoch(
 
 
 def evaluate(
-    net: gluon.HybridBlock, batches: ChunkedIterator, loss_fn: gluon.loss.Loss, network: NetworkInput | None = None
+    net: gluon.Block, batches: ChunkedIterator, loss_fn: gluon.loss.Loss, network: NetworkInput | None = None
 ) -> Evaluation:
     """Loss and probabilities over `batches` in order (every example once, no augmentation, the centre crop)."""
     probabilities: list[np.ndarray] = []

@@ -9,13 +9,13 @@ the head there ("LP-FT") leaves the epochs to adapting the backbone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import numpy as np
 from mxnet import autograd, gluon
 
 from genre.data.iterator import ChunkedIterator
 from genre.errors import ConfigError
+from genre.models.fused import InferenceGraph, symbol_view
 from genre.models.inputs import NetworkInput, network_input
 from genre.models.networks import output_input
 from genre.models.spec import PROBE_C
@@ -23,18 +23,22 @@ from genre.models.spec import PROBE_C
 log = logging.getLogger(__name__)
 
 
-def head_of(net: gluon.Block) -> tuple[Callable, gluon.nn.Dense]:
-    """`(what the output layer reads, output)` of a network laid out as ours are; a `ConfigError` for any other."""
-    features = output_input(net)
-    if features is None:
+def head_of(net: gluon.Block) -> tuple[InferenceGraph, gluon.nn.Dense]:
+    """`(what the output layer reads, output)` of a network laid out as ours are, the former as an inference graph
+    of its own (fused by oneDNN on the CPU); a `ConfigError` for any other layout."""
+    describe = output_input(net)
+    if describe is None:
         raise ConfigError(
             "'probe_head' needs a network made of `features` then one Dense `output` layer (efficientnet_lite*, "
             "convnet, mlp, GluonCV's vgg and alexnet); turn it off for other zoo models"
         )
-    return features, net.output
+    ctx = net.output.weight.list_ctx()[0]
+    return InferenceGraph(symbol_view(describe, net.collect_params()), ctx), net.output
 
 
-def pooled_features(features: Callable, batches: ChunkedIterator, network: NetworkInput) -> tuple[np.ndarray, ...]:
+def pooled_features(
+    features: InferenceGraph, batches: ChunkedIterator, network: NetworkInput
+) -> tuple[np.ndarray, ...]:
     """`(N, D)` float32 features (what the output layer reads, no dropout) and `(N,)` labels, in pack order."""
     parts, labels = [], []
     with autograd.predict_mode():

@@ -22,6 +22,7 @@ from genre.data.folds import open_parts
 from genre.data.iterator import ChunkedIterator
 from genre.data.pack import DatasetInfo
 from genre.models import zoo
+from genre.models.held import held_then_trained
 from genre.models.inputs import NetworkInput
 from genre.models.networks import build_network, input_for, output_prefixes
 from genre.training.checkpoint import CheckpointStore, TrainingState
@@ -170,6 +171,24 @@ def _with_last_checkpoint(error: TrainingDiverged, state: TrainingState, checkpo
     return f"{error}; the last good checkpoint (epoch {state.epoch}) is kept in {checkpoints.folder}"
 
 
+def _start_from_probe(
+    config: TrainConfig,
+    net: gluon.HybridBlock,
+    train_batches: ChunkedIterator,
+    val_batches: ChunkedIterator,
+    network: NetworkInput,
+    classes: int,
+    report: EpochCallback,
+) -> None:
+    """Set the output layer to the linear probe of the training covers; its validation scores are epoch 0 of the
+    curves: where fine-tuning starts."""
+    fit_probe_head(net, train_batches, network, classes, config.seed, config.probe_c, config.probe_class_weight)
+    probed = evaluate(net, val_batches, gluon.loss.SoftmaxCrossEntropyLoss(), network)
+    report(0, {"val_loss": probed.loss, "val_accuracy": probed.accuracy,
+               "val_balanced_accuracy": probed.balanced_accuracy})  # fmt: skip
+    log.info("linear probe head: val accuracy %.4f, balanced %.4f", probed.accuracy, probed.balanced_accuracy)
+
+
 def train(
     config: TrainConfig,
     contexts: list[mx.Context],
@@ -208,14 +227,9 @@ def train(
     state = _starting_state(config, info, net, trainer, checkpoints, cluster)
     if not state.epoch and config.probe_head and owner:  # the other workers get it with the chief's parameters below
         probe_batches = ChunkedIterator(packs["train"], config.batch_size, config.chunk_size, contexts)
-        fit_probe_head(
-            net, probe_batches, network, len(info.genres), config.seed, config.probe_c, config.probe_class_weight
-        )
-        probed = evaluate(net, val_batches, loss_fn, network)  # epoch 0 of the curves: where fine-tuning starts
-        report(0, {"val_loss": probed.loss, "val_accuracy": probed.accuracy,
-                   "val_balanced_accuracy": probed.balanced_accuracy})  # fmt: skip
-        log.info("linear probe head: val accuracy %.4f, balanced %.4f", probed.accuracy, probed.balanced_accuracy)
+        _start_from_probe(config, net, probe_batches, val_batches, network, len(info.genres), report)
     cluster.broadcast_parameters(net)
+    scores = held_then_trained(net, config.frozen_layers, contexts)  # `net`, or its held layers fused, then the rest
 
     stopped_early = False
     for epoch in range(state.epoch + 1, config.epochs + 1):
@@ -225,12 +239,12 @@ def train(
         on_batch = progress.batch_done if progress is not None else None
         try:
             stats = train_one_epoch(
-                net, trainer, train_batches, epoch, config, config.seed, train_loss, network, on_batch
+                scores, trainer, train_batches, epoch, config, config.seed, train_loss, network, on_batch
             )
         except TrainingDiverged as error:
             raise TrainingDiverged(_with_last_checkpoint(error, state, checkpoints)) from None
         stats = cluster.finish_epoch(net, train_batches, stats, epoch)
-        validation = cluster.evaluate(net, packs["val"], val_batches, loss_fn, network)
+        validation = cluster.evaluate(scores, packs["val"], val_batches, loss_fn, network)
         metrics = epoch_metrics(stats, validation, trainer.learning_rate)
         improved = _record_epoch(state, epoch, config.epochs, metrics, validation)
         if owner and checkpoints is not None:
@@ -246,7 +260,7 @@ def train(
     if not owner or checkpoints is None:
         return None
     checkpoints.restore_best(net, contexts)
-    validation = evaluate(net, val_batches, loss_fn, network)
-    test = evaluate(net, test_batches, loss_fn, network)
+    validation = evaluate(scores, val_batches, loss_fn, network)
+    test = evaluate(scores, test_batches, loss_fn, network)
     files = {split: list(pack.files) for split, pack in packs.items()}
     return TrainOutcome(net, info, network, state, validation, test, stopped_early, files)

@@ -35,6 +35,12 @@ class TuneConfig:
     checkpoint_dir: str = setting(DEFAULT_CHECKPOINT_DIR, "folder of the trials' checkpoints (<dir>/<trial run id>/)")
     register: str | None = setting(None, "register the best model in the MLflow registry under this name")
     alias: str = setting("champion", "alias the registered best model gets")
+    system_metrics: bool = setting(
+        True,
+        "log the machine's CPU, memory, disk and network use (GPU where present) every 10 s to the System metrics "
+        "tab of the study's run and every trial (MLflow's system metrics; "
+        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL changes the period)",
+    )
 
     def __post_init__(self) -> None:
         check_range(self, "n_trials", 1)

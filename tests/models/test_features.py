@@ -173,7 +173,7 @@ def test_a_network_trained_with_style_blocks_reads_what_the_style_probe_reads() 
     net = build_network(dataclasses.replace(LITE0, style_blocks="3"), 4, [mx.cpu()], 72)
 
     lite = NetworkInput(72, describer.mean.data().asnumpy().ravel(), describer.std.data().asnumpy().ravel())
-    read = output_input(net)(network_input(mx.nd.array(pixels, dtype="uint8"), lite)).asnumpy()
+    read = output_input(net)(mx.nd, network_input(mx.nd.array(pixels, dtype="uint8"), lite)).asnumpy()
 
     expected = describer(mx.nd.array(pixels.transpose(0, 3, 1, 2) / 255.0)).asnumpy()
     assert feature_block(net) is None  # `features` alone is no longer what the output layer reads

@@ -4,6 +4,7 @@ unbalanced genres."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from genre.data.config import PrepareConfig
 from genre.data.pack import open_pack
 from genre.data.prepare import prepare
 from genre.errors import ConfigError
+from genre.models import fused
 from genre.training.checkpoint import CheckpointStore
 from genre.training.config import TrainConfig
 from genre.training.train import train
@@ -126,6 +128,22 @@ def test_one_epoch_trains_with_the_default_warm_up_shortened(digits16: Path, tra
     assert run.data.params["config.epochs"] == "1" and run.data.params["config.warmup_epochs"] == "0"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
     assert run.data.metrics["val_accuracy"] > 0.3  # ten genres: chance is 0.1 (this split: 0.44 after the epoch)
+
+
+def test_a_run_logs_the_machine_s_use_to_its_system_metrics_tab_unless_told_not_to(
+    digits16: Path, tracking_store: str, monkeypatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # MLflow's own setting; 10 s by default
+
+    assert main(["train", *SMALL, "--epochs", "1", "--data", str(digits16)]) == 0
+    assert main(["train", *SMALL, "--epochs", "1", "--data", str(digits16), "--system-metrics", "false"]) == 0
+
+    client, finished = runs(tracking_store)
+    watched = next(run for run in finished if run.data.params["config.system_metrics"] == "True")
+    unwatched = next(run for run in finished if run.data.params["config.system_metrics"] == "False")
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(watched.data.metrics)
+    assert 0 <= watched.data.metrics["system/cpu_utilization_percentage"] <= 100
+    assert not [key for key in unwatched.data.metrics if key.startswith("system/")]
 
 
 @pytest.mark.slow
@@ -333,6 +351,28 @@ def test_frozen_layers_hold_the_first_layers_while_the_later_ones_train(digits16
     for held in ("features.0.weight", "features.1.gamma", "features.1.running_mean", "features.1.running_var"):
         np.testing.assert_array_equal(trained[held], loaded[held], err_msg=held)
     assert not np.allclose(trained["features.4.weight"], loaded["features.4.weight"])  # the second conv trains
+
+
+def test_a_run_with_its_held_layers_fused_scores_as_the_unfused_run(
+    digits16: Path, tmp_path: Path, monkeypatch, caplog
+) -> None:
+
+    small = {"conv_filters": "8,16", "dense_units": "32", "batch_size": 32, "warmup_epochs": 0, "epochs": 1}
+    first = train(TrainConfig(data=str(digits16), **small), [mx.cpu()], CheckpointStore(tmp_path / "a"))
+    start = tmp_path / "start.params"
+    first.net.save_parameters(str(start))
+    config = TrainConfig(data=str(digits16), pretrained_params=str(start), frozen_layers=3, **small)
+
+    with caplog.at_level(logging.INFO, logger="genre.models.held"):
+        fused_run = train(config, [mx.cpu()], CheckpointStore(tmp_path / "fused"))
+    assert "the 3 held layers run as a fused inference graph" in caplog.text
+    monkeypatch.setenv(fused.SWITCH, "0")
+    unfused_run = train(config, [mx.cpu()], CheckpointStore(tmp_path / "unfused"))
+
+    for split in ("validation", "test"):
+        got, expected = getattr(fused_run, split), getattr(unfused_run, split)
+        np.testing.assert_allclose(got.probabilities, expected.probabilities, rtol=1e-4, atol=1e-6, err_msg=split)
+        assert got.accuracy == expected.accuracy
 
 
 def test_frozen_layers_must_leave_something_to_train(digits16: Path, tmp_path: Path) -> None:
