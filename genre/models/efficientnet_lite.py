@@ -15,8 +15,9 @@ Drop-connect (stochastic depth), which the reference applies only while training
 identical, and fine-tuning relies on dropout before the output layer instead.
 
 Speed: MXNet 1.9 has no oneDNN ReLU6, so each `clip` leaves oneDNN's blocked layout and costs about half of a
-forward pass on the CPU (as fast as PyTorch's NCHW reference all the same). For serving only, an exported model
-hybridized with `backend="MKLDNN"` folds conv, batch norm and clip together, about 2.3x faster.
+forward pass on the CPU (as fast as PyTorch's NCHW reference all the same) when it trains. Where no gradient is
+needed (features, predict, serving, held layers), `genre.models.fused` runs the graph through oneDNN's subgraph
+fusion, which folds conv, batch norm and clip together: about 2.3x faster.
 
 The layout matches the project's other networks (`genre.models.networks.Classifier`): a `features`
 HybridSequential (stem conv, bn, relu6, the blocks, head conv, bn, relu6, global average pool, flatten), then

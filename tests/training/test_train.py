@@ -130,6 +130,7 @@ def test_one_epoch_trains_with_the_default_warm_up_shortened(digits16: Path, tra
     assert run.data.metrics["val_accuracy"] > 0.3  # ten genres: chance is 0.1 (this split: 0.44 after the epoch)
 
 
+@pytest.mark.slow
 def test_a_run_logs_the_machine_s_use_to_its_system_metrics_tab_unless_told_not_to(
     digits16: Path, tracking_store: str, monkeypatch
 ) -> None:
@@ -353,6 +354,7 @@ def test_frozen_layers_hold_the_first_layers_while_the_later_ones_train(digits16
     assert not np.allclose(trained["features.4.weight"], loaded["features.4.weight"])  # the second conv trains
 
 
+@pytest.mark.slow
 def test_a_run_with_its_held_layers_fused_scores_as_the_unfused_run(
     digits16: Path, tmp_path: Path, monkeypatch, caplog
 ) -> None:
