@@ -135,7 +135,7 @@ class SuiteConfig:
     system_metrics: bool = setting(
         True,
         "log the machine's CPU, memory, disk and network use (GPU where present) every 10 s to the System metrics "
-        "tab of the suite's run and every training run (MLflow's system metrics; "
+        "tab of the suite's run, over all of its runs (MLflow's system metrics; "
         "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL changes the period)",
     )
 

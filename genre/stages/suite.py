@@ -159,9 +159,8 @@ def _resumable(previous: list) -> str | None:
     return None
 
 
-def run_planned(item: Planned, suite: str, experiment_id: str, progress: bool, system_metrics: bool = True) -> str:
-    """Run one (experiment, seed) as a child of the suite's run unless it already finished; says what it did. A
-    training run logs the machine's use (`system_metrics`) as the suite's run does."""
+def run_planned(item: Planned, suite: str, experiment_id: str, progress: bool) -> str:
+    """Run one (experiment, seed) as a child of the suite's run unless it already finished; says what it did."""
     previous = matching_runs(experiment_id, item.experiment.name, item.config_digest, item.data_digest)
     done = next((run for run in previous if run.info.status == "FINISHED"), None)
     if done is not None:
@@ -185,7 +184,6 @@ def run_planned(item: Planned, suite: str, experiment_id: str, progress: bool, s
     if resume:
         config = dataclasses.replace(config, resume=resume)
         print(f"{item.label}: resuming killed run {resume} from its last checkpoint")
-    config = dataclasses.replace(config, system_metrics=system_metrics)
     staged = train.run(config, None, tags, progress, nested=True, run_name=item.run_name)
     if staged is None:
         return f"trained {item.label} as a distributed worker; worker 0 logs the run"
@@ -216,7 +214,7 @@ def run(config: SuiteConfig, experiment: str | None = None, progress: bool = Fal
         )
         for number, item in enumerate(planned, 1):
             try:
-                said = run_planned(item, name, experiment_id, progress, config.system_metrics)
+                said = run_planned(item, name, experiment_id, progress)
             except GenreError as error:  # one broken experiment does not stop the others
                 failed += 1
                 said = f"FAILED {item.label}: {error}"

@@ -55,7 +55,6 @@ class Objective:
     checkpoint_dir: str
     example: bytes
     progress: bool = False
-    system_metrics: bool = True
 
     def __call__(self, trial: optuna.trial.Trial) -> float:
         chosen = suggest(trial, self.space)
@@ -88,9 +87,7 @@ class Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-        trial_config = dataclasses.replace(
-            config, checkpoint_dir=self.checkpoint_dir, system_metrics=self.system_metrics
-        )
+        trial_config = dataclasses.replace(config, checkpoint_dir=self.checkpoint_dir)
         staged = train.run(
             trial_config, None, tags, self.progress, nested=True,
             run_name=f"trial-{trial.number}", example=self.example, on_started=started, on_epoch_end=report,
@@ -199,9 +196,7 @@ def run(config: TuneConfig, experiment: str | None = None, progress: bool = Fals
         if ended:
             print(f"ended {len(ended)} run(s) of the study KILLED: their process had died ({', '.join(ended)})")
         log_tune_start(parent, config, space, info)
-        objective = Objective(
-            space, config.study_name, config.checkpoint_dir, train.example_input(base), progress, config.system_metrics
-        )
+        objective = Objective(space, config.study_name, config.checkpoint_dir, train.example_input(base), progress)
         callbacks: list[Any] = [
             lambda study, trial: log_study_progress(
                 parent, study, trial.number, sampler.effective_seed, space.objective

@@ -203,7 +203,8 @@ def tracked_run(
     raises (FINISHED for the exceptions in `finished_on`, e.g. a pruned trial), KILLED on Ctrl-C.
     `experiment=None` leaves the choice to MLflow's environment variables; `run_id` reopens an existing run
     (to resume it); `nested` opens a child of the active run (a tuning trial). `system_metrics` has MLflow sample the
-    machine's CPU, memory, disk, network (and GPU) use into the run while it is open (its "System metrics" tab).
+    machine's CPU, memory, disk, network (and GPU) use into a run that is not nested while it is open (its "System
+    metrics" tab).
 
     A run `mlflow run` made is renamed `run_name`, the name the same command gives the run it opens itself
     (`prepare`, `train-convnet`), in place of MLflow's random one (`placid-swan-781`).
@@ -217,9 +218,10 @@ def tracked_run(
     uri = tracking_uri()
     if nested:
         with lost_store_stops("opening a nested run"):
-            run = mlflow.start_run(
-                run_id=run_id, run_name=None if run_id else run_name, nested=True, log_system_metrics=system_metrics
-            )
+            # A nested run (a trial, a suite's run) never starts MLflow's monitor: its parent's covers the same time,
+            # and a second monitor thread per process would take a second database connection from a pool that
+            # `limit_database_connections` keeps to two (tune workers on PostgreSQL timed out waiting for one).
+            run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=True)
         with _ending(run, finished_on, None):
             with lost_store_stops(f"tagging run {run.info.run_id}", run.info.run_id):
                 mlflow.set_tags(dict(tags) | owner_tags())

@@ -36,10 +36,10 @@ class TuneConfig:
     register: str | None = setting(None, "register the best model in the MLflow registry under this name")
     alias: str = setting("champion", "alias the registered best model gets")
     system_metrics: bool = setting(
-        True,
-        "log the machine's CPU, memory, disk and network use (GPU where present) every 10 s to the System metrics "
-        "tab of the study's run and every trial (MLflow's system metrics; "
-        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL changes the period)",
+        False,
+        "log the machine's CPU, memory, disk and network use every 10 s to the study run's System metrics tab (off "
+        "by default: the monitor takes a database connection of its own, and tune workers on one PostgreSQL store "
+        "then waited out their small connection pools)",
     )
 
     def __post_init__(self) -> None:
