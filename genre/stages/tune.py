@@ -87,9 +87,8 @@ class Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-        trial_config = dataclasses.replace(config, checkpoint_dir=self.checkpoint_dir)
         staged = train.run(
-            trial_config, None, tags, self.progress, nested=True,
+            dataclasses.replace(config, checkpoint_dir=self.checkpoint_dir), None, tags, self.progress, nested=True,
             run_name=f"trial-{trial.number}", example=self.example, on_started=started, on_epoch_end=report,
             finished_on=(optuna.TrialPruned,),
         )  # fmt: skip
