@@ -16,7 +16,9 @@ side (224 for `--size` 224 or more: the centre crop, as evaluation takes it; no 
   `genre.training.loop.train_one_epoch`. Modes: fine-tuning every layer; fine-tuning with the stem and the first
   `--frozen-blocks` inverted residual blocks held (`--frozen-layers`, as the finetune-lite0 experiments train:
   10 blocks; the held layers run as `genre.models.held.held_then_trained` runs them in training: a oneDNN-fused
-  inference graph, then the trained rest); forward only in predict mode, through `genre.models.fused.InferenceGraph`
+  inference graph, then the trained rest); the same with every batch norm normalising with its loaded statistics
+  (`--freeze-batch-norm`, which the finetune-lite0 experiments set too; PyTorch: its BatchNorm2d modules in eval
+  mode, their scale and shift still trained); forward only in predict mode, through `genre.models.fused.InferenceGraph`
   (oneDNN's fused graph); and `genre.models.features.FeatureExtractor` as `genre` runs it (the pooled 1280 features
   the output layer reads, fused). The held-layer, forward and extractor rows also run with `GENRE_ONEDNN_FUSION=0`,
   the unfused graphs `genre` ran before issue 27, in the same run.
@@ -70,9 +72,16 @@ REFERENCE = "efficientnet-lite0"
 MODES = {
     "train": "fine-tune, all layers",
     "frozen": "fine-tune, stem + {blocks} blocks frozen",
+    "frozen-bn": "fine-tune, stem + {blocks} blocks frozen, batch norm held",
     "forward": "forward only (feature extraction)",
 }
-OURS = {"train": "MXNet", "frozen": "MXNet, held layers fused", "forward": "MXNet, fused inference graph"}
+OURS = {
+    "train": "MXNet",
+    "frozen": "MXNet, held layers fused",
+    "frozen-bn": "MXNet, held layers fused",
+    "forward": "MXNet, fused inference graph",
+}
+HELD = ("frozen", "frozen-bn")
 
 
 # ---------------------------------------------------------------- MXNet worker (ours)
@@ -111,8 +120,11 @@ def mxnet_worker(job: dict) -> dict:
         result.update(time_steps(step, drain, drain, job["batch"], job["warmup"], job["seconds"], job["repeats"]))
         return result
 
-    if job["mode"] == "frozen":  # genre's own --frozen-layers: the stem's 3 layers, then one per block
-        spec = NetworkSpec(model=MODEL, pretrained=True, frozen_layers=FEATURES_FIRST_BLOCK + job["frozen_blocks"])
+    if job["mode"] in HELD:  # genre's own --frozen-layers: the stem's 3 layers, then one per block
+        held = FEATURES_FIRST_BLOCK + job["frozen_blocks"]
+        spec = NetworkSpec(
+            model=MODEL, pretrained=True, frozen_layers=held, freeze_batch_norm=job["mode"] == "frozen-bn"
+        )
     net = build_network(spec, CLASSES, [ctx], network.size)
     scores = held_then_trained(net, spec.frozen_layers, [ctx])  # `net` itself when nothing is held, or unfused
     forward = InferenceGraph(net, ctx) if job["mode"] == "forward" else None
@@ -173,7 +185,7 @@ def torch_worker(job: dict) -> dict:
         image_size=side,
         drop_connect_rate=0.0,
     )
-    if job["mode"] == "frozen":
+    if job["mode"] in HELD:
         for module in (model._conv_stem, model._bn0, *model._blocks[: job["frozen_blocks"]]):  # noqa: SLF001
             module.requires_grad_(False)
     layout = torch.channels_last if job["channels_last"] else torch.contiguous_format
@@ -212,6 +224,8 @@ def torch_worker(job: dict) -> dict:
     elif job["mode"] == "frozen":  # held layers keep their batch-norm statistics, as --frozen-layers does
         for module in (model._conv_stem, model._bn0, *model._blocks[: job["frozen_blocks"]]):  # noqa: SLF001
             module.eval()
+    elif job["mode"] == "frozen-bn":  # and every batch norm normalises with its statistics (--freeze-batch-norm)
+        model.apply(lambda module: module.eval() if isinstance(module, torch.nn.BatchNorm2d) else None)
     step = forward_step if job["mode"] == "forward" else train_step
     result = time_steps(step, value, value, job["batch"], job["warmup"], job["seconds"], job["repeats"])
     if job["mode"] != "forward":
@@ -298,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
         "repeats": args.repeats,
         "frozen_blocks": args.frozen_blocks,
     }
-    modes = ["train", "frozen", "forward"] if args.frozen_blocks else ["train", "forward"]
+    modes = ["train", "frozen", "frozen-bn", "forward"] if args.frozen_blocks else ["train", "forward"]
     network = None
     groups: dict[str, list[tuple[str, dict]]] = {}
     for mode in modes:

@@ -19,10 +19,11 @@ in a temporary folder. Then, round-robin, `--repeats` times:
 - the whole `genre predict --output CSV` work (`genre.stages.predict.predict_files`: decoding in worker processes,
   batches through the network, the CSV written), with 1 worker and with one per usable core.
 
-The model is loaded twice: as `genre` loads it (the network as oneDNN's fused inference graph, `genre.models.fused`)
-and with `GENRE_ONEDNN_FUSION=0` (the plain hybridized graph, what `genre` ran before issue 27); the forward and the
-whole-predict rows run with each. Rates use the best time of each row; "vs forward" is each row's rate over the fused
-forward rate of the same run, "fused vs unfused" the fused row's rate over its unfused twin's.
+The model is loaded three times: as `genre` loads it (the network as oneDNN's fused inference graph,
+`genre.models.fused`), with `GENRE_ONEDNN_FUSION=0` (the plain hybridized graph, what `genre` ran before issue 27),
+and quantized as `genre predict --quantize` does (an INT8 copy, `genre.models.quantized`, calibrated on 256 of the
+covers); the forward and the whole-predict rows run with each. Rates use the best time of each row; "vs forward" is
+each row's rate over the fused forward rate of the same run, "vs unfused" a row's rate over its unfused twin's.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from PIL import Image
 from prepare import make_covers  # benchmarks/prepare.py
 
 GENRES = [f"genre-{n}" for n in range(10)]
+CALIBRATION_COVERS = 256  # what `genre predict --quantize` calibrates on by default
 
 
 def machine_lines() -> list[str]:
@@ -60,8 +62,11 @@ def machine_lines() -> list[str]:
     ]
 
 
-def logged_model(folder: Path, model: str, image_size: int, crop_size: int, example: bytes) -> str:
-    """Log `model` (random weights, 10 genres) as a cover model to a SQLite store in `folder`; its runs:/ URI. Sets
+def logged_model(
+    folder: Path, model: str, image_size: int, crop_size: int, example: bytes, calibration: np.ndarray | None = None
+) -> str:
+    """Log `model` (random weights, 10 genres) as a cover model to a SQLite store in `folder` (with an INT8 copy
+    calibrated on `calibration`, uint8 covers, when given: `genre train --quantize`); its runs:/ URI. Sets
     MLFLOW_TRACKING_URI to that store for this process and its children."""
     import mlflow
     import mxnet as mx
@@ -76,9 +81,14 @@ def logged_model(folder: Path, model: str, image_size: int, crop_size: int, exam
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    experiment = mlflow.create_experiment("benchmark", artifact_location=(folder / "artifacts").as_uri())
+    found = mlflow.get_experiment_by_name("benchmark")
+    experiment = (
+        found.experiment_id
+        if found
+        else mlflow.create_experiment("benchmark", artifact_location=(folder / "artifacts").as_uri())
+    )
     with mlflow.start_run(experiment_id=experiment) as run:
-        log_cover_model(net, GENRES, image_size, example, network=network)
+        log_cover_model(net, GENRES, image_size, example, network=network, calibration=calibration)
     return f"runs:/{run.info.run_id}/model"
 
 
@@ -141,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     from genre.cover_model import load_cover_model
     from genre.data.images import decode_image
     from genre.models.fused import SWITCH
+    from genre.models.quantized import calibration_covers
     from genre.runtime import usable_cores
 
     cores = usable_cores()
@@ -168,10 +179,13 @@ def main(argv: list[str] | None = None) -> None:
         unfused_model = load_cover_model(uri)
         del os.environ[SWITCH]
         unfused = unfused_model.unwrap_python_model()
+        int8_model = load_cover_model(uri)
         if not classifier.graph.fused or unfused.graph.fused:
             raise SystemExit("oneDNN fusion did not run in this MXNet build: nothing to compare")
         pixels = np.stack([decode_image(path, args.image_size) for path in paths])
         batches = [pixels[start : start + args.batch_size] for start in range(0, len(pixels), args.batch_size)]
+        int8 = int8_model.unwrap_python_model()
+        int8.quantize(calibration_covers(pixels, CALIBRATION_COVERS))
         print(
             f"Model: {args.model}, covers decoded to {args.image_size} px, network input {classifier.network.size} px,"
             f" {len(GENRES)} genres, random weights; batch {args.batch_size}"
@@ -183,10 +197,11 @@ def main(argv: list[str] | None = None) -> None:
         steps: list[tuple[str, str, str, Callable[[], float]]] = [
             (forward_name, "fused", "in-process", lambda: forward(classifier, batches)),
             (forward_name, "unfused", "in-process", lambda: forward(unfused, batches)),
+            (forward_name, "int8", "in-process", lambda: forward(int8, batches)),
             ("decode_image, one core", "", "in-process", lambda: decode_each(paths, args.image_size)),
         ]
         for workers in sorted({1, cores}):
-            for graph, loaded in (("fused", model), ("unfused", unfused_model)):
+            for graph, loaded in (("fused", model), ("unfused", unfused_model), ("int8", int8_model)):
                 steps.append(
                     (
                         pipeline,
@@ -199,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
         forward(classifier, batches[:1])  # the first pass allocates MXNet's memory (and builds the fused graph)
         forward(unfused, batches[:1])
+        forward(int8, batches[:1])
         times: list[list[float]] = [[] for _ in steps]
         for _ in range(args.repeats):
             for index, (*_, measure) in enumerate(steps):
@@ -213,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for (name, graph, workers, _), seconds, fastest in zip(steps, times, best, strict=True):
         rate = len(paths) / fastest
-        twin = rates.get((name, "unfused", workers)) if graph == "fused" else None
+        twin = rates.get((name, "unfused", workers)) if graph in ("fused", "int8") else None
         rows.append(
             [
                 name,
@@ -226,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{rate / twin:.2f}x" if twin else "",
             ]
         )
-    header = ["step", "graph", "decode workers", "best s", "median s", "covers/s", "vs forward", "fused vs unfused"]
+    header = ["step", "graph", "decode workers", "best s", "median s", "covers/s", "vs forward", "vs unfused"]
     print(markdown_table(header, rows))
     print(f"\nLoad average (1, 5, 15 min) at the end: {load_average()}")
 

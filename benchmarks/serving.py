@@ -19,9 +19,10 @@ The script makes its covers and its model as benchmarks/predict.py does (random 
 
 - after the server has stopped, the network's forward rate again, `--repeats` times.
 
-The server runs twice: as `genre serve` runs it (the network as oneDNN's fused inference graph, `genre.models.fused`)
-and with `GENRE_ONEDNN_FUSION=0` (the plain hybridized graph, what it ran before issue 27); "fused vs unfused" divides
-a case's throughput by its unfused twin's.
+The server runs three times: as `genre serve` runs it (the network as oneDNN's fused inference graph,
+`genre.models.fused`), with `GENRE_ONEDNN_FUSION=0` (the plain hybridized graph, what it ran before issue 27), and
+serving the same network logged with an INT8 copy (`genre train --quantize`, calibrated on the 32 covers); "vs
+unfused" divides a case's throughput by its unfused twin's.
 
 Latency percentiles are over every request of a case (p99 of fewer than 100 requests is near the slowest);
 throughput is covers answered per second of the case's wall time, an average over the case, so "vs forward" divides
@@ -164,15 +165,15 @@ def forward_times(classifier, pixels: np.ndarray, repeats: int) -> list[float]:
 
 
 def serve_cases(uri: str, covers: list[bytes], graph: str, seconds: float) -> list[list[str]]:
-    """Start `genre serve` on `uri` (its network `graph`: "fused", or "unfused" with GENRE_ONEDNN_FUSION=0), send each
-    case's requests, stop it; a row per case."""
+    """Start `genre serve` on `uri` (its network `graph`: "fused", "unfused" with GENRE_ONEDNN_FUSION=0, or "int8" for
+    a model logged with an INT8 copy), send each case's requests, stop it; a row per case."""
     from genre.models.fused import SWITCH
     from genre.tracking.config import ServeConfig
     from genre.tracking.model_server import local_model, serve_invocation
 
     port = free_port()
     command, environment = serve_invocation(ServeConfig(model_uri=uri, port=port), local_model(uri))
-    environment = {**environment, SWITCH: "1" if graph == "fused" else "0"}
+    environment = {**environment, SWITCH: "0" if graph == "unfused" else "1"}
     log = Path(tempfile.mkdtemp(prefix="genre-bench-serve-")) / "serve.log"
     with log.open("w") as output:
         server = subprocess.Popen(
@@ -248,15 +249,16 @@ def main(argv: list[str] | None = None) -> None:
         print("In this process (best of the repeats):\n")
         print(markdown_table(["step", "ms", "covers/s", "vs forward"], rows))
 
+        int8_uri = logged_model(scratch, args.model, args.image_size, args.crop_size, covers[0], pixels)
         cases = []
-        for graph in ("fused", "unfused"):
-            cases += serve_cases(uri, covers, graph, args.seconds)
+        for graph, served in (("fused", uri), ("unfused", uri), ("int8", int8_uri)):
+            cases += serve_cases(served, covers, graph, args.seconds)
         forwards = measured["forward"] + forward_times(classifier, pixels, args.repeats)
     typical_rate = 32 / statistics.median(forwards)
     rates = {(case[0], case[1], case[2]): float(case[6]) for case in cases}
     for case in cases:
         case.append(f"{float(case[6]) / typical_rate:.2f}x")
-        twin = rates[(case[0], case[1], "unfused")] if case[2] == "fused" else None
+        twin = rates[(case[0], case[1], "unfused")] if case[2] != "unfused" else None
         case.append(f"{float(case[6]) / twin:.2f}x" if twin else "")
     print(
         f"\nThe network on 32 pre-decoded covers, {len(forwards)} times (before and after the server ran):"
@@ -264,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         f" slowest {max(forwards) * 1000:.0f} ms; median rate {typical_rate:.1f} covers/s\n"
     )
     header = ["covers/request", "clients", "graph", "requests", "p50 ms", "p99 ms", "covers/s", "vs median forward"]
-    header.append("fused vs unfused")
+    header.append("vs unfused")
     cases.sort(key=lambda case: (int(case[0]), int(case[1]), case[2]))
     print(markdown_table(header, cases))
     print(f"\nLoad average (1, 5, 15 min) at the end: {load_average()}")

@@ -15,7 +15,7 @@ from genre.config import check_range, setting
 from genre.data.config import MAX_FOLDS, MAX_REPEATS, DatasetChoice, FoldChoice, ModelDataChoice, check_fold_count
 from genre.errors import ConfigError
 from genre.models.embedding import METHODS, NEIGHBOURS_SHOWN
-from genre.models.spec import BaselineSpec
+from genre.models.spec import BaselineSpec, QuantizeChoice
 
 DEFAULT_SUITE = "digits"  # the suite `genre suite` runs when it is given no experiments
 PREDICTIONS_EXPERIMENT = "genre-predictions"  # the experiment of a `genre predict --log-run` run outside `mlflow run`
@@ -30,7 +30,7 @@ def require_model_uri(model_uri: str) -> None:
 
 
 @dataclass(frozen=True)
-class BaselineConfig(BaselineSpec, FoldChoice, DatasetChoice):
+class BaselineConfig(BaselineSpec, QuantizeChoice, FoldChoice, DatasetChoice):
     """A baseline: which dataset and which part of it (the static split or a fold), which classifier, and what it
     sees (shrunk pixels or a network's features)."""
 
@@ -40,18 +40,26 @@ class BaselineConfig(BaselineSpec, FoldChoice, DatasetChoice):
 
     def __post_init__(self) -> None:
         BaselineSpec.__post_init__(self)
+        QuantizeChoice.__post_init__(self)
         FoldChoice.__post_init__(self)
+        if self.quantize and self.features != "network":
+            raise ConfigError(
+                f"'quantize' puts an INT8 copy of a network in the logged model, got features={self.features} (a pixel "
+                "baseline logs no model): add --features network or leave it off"
+            )
 
 
 @dataclass(frozen=True)
-class EvaluateConfig(ModelDataChoice):
-    """Which model, on which split of which dataset (by default the one the model was trained on)."""
+class EvaluateConfig(QuantizeChoice, ModelDataChoice):
+    """Which model, on which split of which dataset (by default the one the model was trained on); `quantize` scores
+    it through an INT8 copy calibrated on that dataset's training covers."""
 
     model_uri: str = setting("", "the model: runs:/<run id>/model, models:/<name>@<alias>, or a local path")
     split: str = setting("test", "split to evaluate on", ("train", "val", "test"))
     batch_size: int = setting(256, "images per prediction call")
 
     def __post_init__(self) -> None:
+        QuantizeChoice.__post_init__(self)
         check_range(self, "batch_size", 1)
 
 
@@ -90,8 +98,9 @@ class InterpretConfig(ModelDataChoice):
 
 
 @dataclass(frozen=True)
-class PredictConfig:
-    """Which model, where the predictions go, and how the covers go through it."""
+class PredictConfig(QuantizeChoice):
+    """Which model, where the predictions go, and how the covers go through it (`quantize`: an INT8 copy calibrated
+    on the training covers of `calibration_data`, by default the model's dataset)."""
 
     model_uri: str = setting(
         "", "runs:/<run id>/model, models:/<name>@<alias> or a path", metavar="MODEL_URI", short="-m", required=True
@@ -111,8 +120,15 @@ class PredictConfig:
     )
     explain_dir: str = setting(".", "where --explain writes", metavar="DIR")
     log_run: bool = setting(False, "log the CSV and the unreadable files as artifacts of an MLflow run", switch=True)
+    calibration_data: str = setting(
+        "",
+        "with --quantize: prepared dataset whose training covers calibrate the INT8 copy (default: the one the model "
+        "was trained on, read from its run)",
+        metavar="DIR",
+    )
 
     def __post_init__(self) -> None:
+        QuantizeChoice.__post_init__(self)
         check_range(self, "top", 1)
         check_range(self, "batch_size", 1)
         check_range(self, "workers", 0, note=" (0 = one per usable core)")

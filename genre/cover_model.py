@@ -7,8 +7,6 @@ the `genre` package itself (`code_paths`), so it loads wherever mxnet is install
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 import re
@@ -31,11 +29,10 @@ from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, DataType, Schema
 from mxnet import nd
 from mxnet.base import MXNetError
-from PIL import Image
 
 import genre
 from genre.data.cover_files import read_cover
-from genre.data.images import InvalidImage, decode_image, square_resize
+from genre.data.images import InvalidImage, base64_image_bytes, decode_image, resized_pixels
 from genre.disk import failed_write
 from genre.errors import ConfigError
 from genre.metrics import apply_temperature
@@ -43,6 +40,13 @@ from genre.models.explain import Explainer
 from genre.models.forest_arrays import FIELDS, forest_probabilities
 from genre.models.fused import InferenceGraph
 from genre.models.inputs import NetworkInput, network_input
+from genre.models.quantized import (
+    Int8Graph,
+    int8_copy,
+    quantization_settings,
+    quantize_network,
+    saved_int8_graph,
+)
 from genre.predictions import PROBABILITY_PREFIX
 from genre.runtime import usable_cores
 from genre.tracking.store import check_reachable, tracking_uri
@@ -53,8 +57,10 @@ SERVER_MODEL_PATH = "__pyfunc_model_path__"  # set in `mlflow models serve`'s se
 GENRE_COLUMN = "genre"
 BATCH_SIZE = 64
 INPUT_NAME = "data"  # what `HybridBlock.export` calls the network's input
-FORMAT_VERSION = 4  # 2 added `input_size`: the network's side, cropped from `image_size` covers; 3 `temperature`;
-# 4 `head`: "forest" when the network gives features and a random forest (the `forest` artifact) the probabilities
+FORMAT_VERSION = 5  # 2 added `input_size`: the network's side, cropped from `image_size` covers; 3 `temperature`;
+# 4 `head`: "forest" when the network gives features and a random forest (the `forest` artifact) the probabilities;
+# 5 `quantized`: the calibration of an INT8 copy of the network (artifacts `int8_symbol`, `int8_params`)
+INT8_ARTIFACTS = ("int8_symbol", "int8_params")
 BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")  # no image format's bytes are all of these
 WHAT_TO_SEND = "send encoded JPEG/PNG bytes (base64 text in JSON) or (H, W, 3) uint8 pixels"
 
@@ -71,7 +77,9 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
     (absent in format 1: the whole image); `mean`/`std` of the normalisation; `temperature`, what the logits are
     divided by before the softmax, fitted on validation covers to calibrate the probabilities (absent before
     format 3: 1, the network's own softmax); `head`, "forest" when the network outputs features and the `forest`
-    artifact (`genre.models.forest_arrays`, an `.npz`) turns them into probabilities).
+    artifact (`genre.models.forest_arrays`, an `.npz`) turns them into probabilities; `quantized`, present when the
+    artifacts `int8_symbol` and `int8_params` hold an INT8 copy of the network (`genre.models.quantized`), which then
+    scores the covers wherever oneDNN runs (`precision` says which graph does).
     """
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
@@ -95,7 +103,10 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
         # Memory planned once and kept between calls (a new batch size plans again): a batch of 64 scored in 0.68x
         # the time for the small conv net at 64 px, 0.91x for ResNet-18 at 128 and 0.86x for Lite0 (docs/benchmarks.md);
         # and oneDNN's fused graph where it runs (`genre.models.fused`).
-        self.graph = InferenceGraph(self.net, mx.cpu())
+        self.quantized: dict[str, Any] = info.get("quantized") or {}
+        int8 = saved_int8_graph([self.artifacts.get(name, "") for name in INT8_ARTIFACTS]) if self.quantized else None
+        self.graph: Any = int8 or InferenceGraph(self.net, mx.cpu())
+        self.precision = "int8" if int8 else "float32"
         self.lock = threading.Lock()  # the scoring server predicts from several threads; a cached op is not safe
         # Pillow releases the GIL while it decodes and resizes, so threads decode a request's covers side by side.
         self.decoder = ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="cover-decode")
@@ -142,6 +153,17 @@ class CoverClassifier(mlflow.pyfunc.PythonModel):
             return np.stack([_row_pixels(row, cell, self.image_size) for row, cell in zip(rows, cells, strict=True)])
         sizes = [self.image_size] * len(cells)
         return np.stack(list(self.decoder.map(_row_pixels, rows, cells, sizes)))  # raises for the first bad row
+
+    def quantize(self, pixels: np.ndarray) -> None:
+        """Score covers with an INT8 copy of the network from now on, its ranges calibrated on `pixels`, uint8
+        `(N, image_size, image_size, 3)` training covers (`calibration_covers`); nothing changes if the model already
+        has one. `QuantizationUnavailable` where INT8 cannot run (no oneDNN)."""
+        if self.precision == "int8":
+            return
+        inputs = network_input(nd.array(pixels, ctx=mx.cpu(), dtype="uint8"), self.network).asnumpy()
+        with self.lock:
+            self.graph, self.precision = Int8Graph(quantize_network(self.net, inputs)), "int8"
+            self.quantized = quantization_settings(len(pixels))
 
     def explainer(self, maps: str | None = None) -> Explainer:
         """Heatmaps and embeddings of this model's network, sharing its loaded parameters; `maps` names the heatmap's
@@ -213,16 +235,16 @@ def _row_pixels(row: int, cell: Any, size: int) -> np.ndarray:
     """One cell as `(size, size, 3)` uint8, or `MlflowException` naming the row and what was wrong."""
     try:
         if isinstance(cell, np.ndarray):
-            return _resized(cell, size)
+            return resized_pixels(cell, size)
         if isinstance(cell, Path):
             return read_cover(cell, size)
         if isinstance(cell, str):
-            return decode_image(_base64_bytes(cell), size)
+            return decode_image(base64_image_bytes(cell), size)
         if isinstance(cell, bytes | bytearray | memoryview):
             cell = bytes(cell)
             # MLflow's `inputs`/`instances` JSON formats hand base64 text on undecoded, as ASCII bytes.
             if BASE64_TEXT.fullmatch(cell):
-                cell = _base64_bytes(cell.decode("ascii"))
+                cell = base64_image_bytes(cell.decode("ascii"))
             return decode_image(cell, size)
         if _missing(cell):
             raise InvalidImage("no image (empty cell)")
@@ -230,22 +252,6 @@ def _row_pixels(row: int, cell: Any, size: int) -> np.ndarray:
     except InvalidImage as error:
         what_to_send = "" if isinstance(cell, Path) else f"; {WHAT_TO_SEND}"  # a file: its name says it all
         raise MlflowException.invalid_parameter_value(f"row {row}: {error}{what_to_send}") from None
-
-
-def _base64_bytes(text: str) -> bytes:
-    try:
-        # MLflow's own encoder (`base64.encodebytes`) breaks lines every 76 characters.
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise InvalidImage(f"not an image (text that is not base64: {error})") from None
-
-
-def _resized(pixels: np.ndarray, size: int) -> np.ndarray:
-    if pixels.ndim != 3 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
-        raise InvalidImage(f"not an image (expected (H, W, 3) uint8 pixels, got {pixels.dtype} {pixels.shape})")
-    if pixels.shape[:2] == (size, size):
-        return pixels
-    return np.asarray(square_resize(Image.fromarray(pixels, "RGB"), size), dtype=np.uint8)
 
 
 def cover_signature(genres: Sequence[str]) -> ModelSignature:
@@ -280,6 +286,7 @@ def log_cover_model(
     network: NetworkInput | None = None,
     temperature: float = 1.0,
     forest: dict[str, np.ndarray] | None = None,
+    calibration: np.ndarray | None = None,
 ) -> ModelInfo:
     """Log `net` (hybridized; outputs one logit per genre) to the active run as a `CoverClassifier`.
 
@@ -290,7 +297,9 @@ def log_cover_model(
     run through the network first, so a net whose output does not match `genres` fails here; `temperature` divides
     the logits before the softmax (1: the network's own probabilities; see `log_calibrated_model`). With
     `forest` (`genre.models.forest_arrays.forest_arrays`), `net` outputs features and the forest's probabilities
-    are the model's. Returns MLflow's `ModelInfo` (`model_uri` is `models:/<model_id>`; `runs:/<run_id>/<name>`
+    are the model's. With `calibration` (uint8 training covers, `calibration_covers`), the model also holds an INT8
+    copy of the network calibrated on them, which scores covers wherever oneDNN runs. Returns MLflow's `ModelInfo`
+    (`model_uri` is `models:/<model_id>`; `runs:/<run_id>/<name>`
     works too).
     """
     genres = list(genres)
@@ -332,6 +341,10 @@ def log_cover_model(
             settings["head"] = "forest"
             files["forest"] = f"{prefix}-forest.npz"
             np.savez_compressed(files["forest"], **{name: forest[name] for name in FIELDS})
+        if calibration is not None:
+            written = int8_copy(files["symbol"], files["params"], calibration, image_size, network, f"{prefix}-int8")
+            files |= dict(zip(INT8_ARTIFACTS, written, strict=True))
+            settings["quantized"] = quantization_settings(len(calibration))
         return _log_classifier(files, settings, cover_signature(genres), example, name, registered_model_name)
 
 
@@ -420,22 +433,6 @@ def reach_model_store(model_uri: str) -> None:
     which would otherwise retry for minutes."""
     if model_uri.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
         check_reachable()
-
-
-def explain_one(model: mlflow.pyfunc.PyFuncModel, explainer: Explainer, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """What the network sees of the cover file at `path`, uint8 `(S, S, 3)`, and its Grad-CAM heatmap `(S, S)` in
-    [0, 1] for the genre the model ranks first (`explainer` from the model's `CoverClassifier.explainer()`)."""
-    classifier = model.unwrap_python_model()
-    try:
-        pixels = decode_image(path.read_bytes(), classifier.image_size)[None]
-    except (OSError, InvalidImage) as error:
-        raise CoverUnreadable(str(error)) from None
-    _, logits = explainer.embed(pixels)
-    return explainer.view(pixels)[0], explainer.heatmaps(pixels, logits.argmax(axis=1))[0]
-
-
-class CoverUnreadable(Exception):
-    """A cover the model could not read (a missing file, not an image)."""
 
 
 def load_cover_model(model_uri: str) -> mlflow.pyfunc.PyFuncModel:

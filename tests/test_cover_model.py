@@ -36,6 +36,7 @@ from genre.cover_model import (
 from genre.data.images import decode_image
 from genre.models import fused
 from genre.models.inputs import network_input
+from genre.models.quantized import calibration_covers, quantization_settings
 from tests.conftest import PROJECT_ROOT, jpeg_bytes, use_store
 from tests.models.test_fused import needs_onednn, randomised
 
@@ -524,3 +525,66 @@ def test_a_loaded_model_predicts_through_the_fused_graph_what_the_unfused_networ
         answer = model.predict(pd.DataFrame({"image": COVERS}))
         np.testing.assert_allclose(answer[COLUMNS[1:]].to_numpy(), expected, rtol=0, atol=1e-4)
         assert list(answer["genre"]) == [GENRES[label] for label in expected.argmax(axis=1)]
+
+
+def calibration_pixels(count: int) -> np.ndarray:
+    """`count` decoded training-like covers, uint8 `(count, SIZE, SIZE, 3)`."""
+    return np.stack([decode_image(png_bytes(100 + seed, (24, 24)), SIZE) for seed in range(count)])
+
+
+@needs_onednn
+def test_a_model_logged_with_calibration_covers_scores_through_its_int8_copy_and_falls_back_to_float(
+    logged: Logged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = batch_norm_net()
+    with run_in_store(logged):
+        info = log_cover_model(net, GENRES, SIZE, example=COVERS[0], name="int8", calibration=calibration_pixels(40))
+    expected = expected_probabilities(net, COVERS)
+    settings = classifier_settings(info.model_uri, logged.tracking_uri)
+    assert settings["format_version"] == FORMAT_VERSION == 5
+    assert settings["quantized"] == quantization_settings(40) and settings["quantized"]["mode"] == "naive"
+
+    int8_model = load_cover_model(info.model_uri)
+    monkeypatch.setenv(fused.SWITCH, "0")  # a machine where INT8 cannot run: the float network answers
+    float_model = load_cover_model(info.model_uri)
+
+    assert int8_model.unwrap_python_model().precision == "int8"
+    assert float_model.unwrap_python_model().precision == "float32"
+    int8_answer = int8_model.predict(pd.DataFrame({"image": COVERS}))
+    float_answer = float_model.predict(pd.DataFrame({"image": COVERS}))
+    np.testing.assert_allclose(float_answer[COLUMNS[1:]].to_numpy(), expected, rtol=0, atol=1e-4)
+    got = int8_answer[COLUMNS[1:]].to_numpy()
+    assert not np.array_equal(got, float_answer[COLUMNS[1:]].to_numpy())  # another graph ran
+    np.testing.assert_allclose(got, expected, rtol=0, atol=0.05)  # 8-bit arithmetic, close to the float answer
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@needs_onednn
+def test_a_float_model_is_quantized_after_loading_and_keeps_float_heatmaps(logged: Logged) -> None:
+    with _use_tracking_uri(logged.tracking_uri):
+        classifier = load_cover_model(logged.runs_uri).unwrap_python_model()
+    pixels = np.stack([decode_image(cover, SIZE) for cover in COVERS])
+    before = classifier.predict(None, pixels)
+    heatmaps_before = classifier.explainer().heatmaps(pixels, np.zeros(len(pixels), dtype=np.int64))
+
+    classifier.quantize(calibration_pixels(32))
+
+    assert classifier.precision == "int8" and classifier.quantized["covers"] == 32
+    after = classifier.predict(None, pixels)
+    np.testing.assert_allclose(after[COLUMNS[1:]].to_numpy(), before[COLUMNS[1:]].to_numpy(), rtol=0, atol=0.05)
+    heatmaps_after = classifier.explainer().heatmaps(pixels, np.zeros(len(pixels), dtype=np.int64))
+    np.testing.assert_array_equal(heatmaps_after, heatmaps_before)  # gradients still come from the float network
+
+
+def test_calibration_covers_are_spread_evenly_over_the_training_covers() -> None:
+    images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1).repeat(3, axis=3)
+    assert calibration_covers(images, 4)[:, 0, 0, 0].tolist() == [0, 3, 6, 9]
+    assert calibration_covers(images, 50)[:, 0, 0, 0].tolist() == list(range(10))  # all when there are fewer
+    with pytest.raises(ValueError, match="at least one cover"):
+        calibration_covers(images, 0)
+
+
+@needs_onednn
+def test_calibration_covers_of_the_wrong_size_are_refused_before_logging(logged: Logged) -> None:
+    with run_in_store(logged), pytest.raises(ValueError, match=rf"calibration covers must be uint8 \(N, {SIZE}"):
+        log_cover_model(tiny_net(), GENRES, SIZE, example=COVERS[0], name="x", calibration=np.zeros((2, 8, 8, 3)))

@@ -6,6 +6,8 @@ and be tested on images the tests make.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import warnings
 from dataclasses import dataclass
@@ -128,3 +130,22 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(pixels), "RGB").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def base64_image_bytes(text: str) -> bytes:
+    """The bytes of base64 `text` (an image as JSON carries it), or `InvalidImage`."""
+    try:
+        # MLflow's own encoder (`base64.encodebytes`) breaks lines every 76 characters.
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise InvalidImage(f"not an image (text that is not base64: {error})") from None
+
+
+def resized_pixels(pixels: np.ndarray, size: int) -> np.ndarray:
+    """`(H, W, 3)` uint8 pixels as `(size, size, 3)`, centre-cropped and resized as decoding does; `InvalidImage` for
+    an array that is not an RGB image."""
+    if pixels.ndim != 3 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
+        raise InvalidImage(f"not an image (expected (H, W, 3) uint8 pixels, got {pixels.dtype} {pixels.shape})")
+    if pixels.shape[:2] == (size, size):
+        return pixels
+    return np.asarray(square_resize(Image.fromarray(pixels, "RGB"), size), dtype=np.uint8)

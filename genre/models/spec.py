@@ -296,3 +296,24 @@ class BaselineSpec:
         if any(not 0 < value < float("inf") for value in values):
             raise ConfigError(f"'logreg_cs' must all be positive, got {self.logreg_cs!r}")
         return values
+
+
+MAX_CALIBRATION_COVERS = 10000
+
+
+@dataclass(frozen=True)
+class QuantizeChoice:
+    """Whether a model scores covers through an INT8 copy of its network (`genre.models.quantized`), and how many
+    training covers calibrate it. Off by default: on real covers it changes some answers (docs/serving.md)."""
+
+    quantize: bool = setting(
+        False,
+        "the model scores covers through an INT8 copy of its network (oneDNN quantization, calibrated on training "
+        "covers; CPU only; changes some answers: docs/serving.md)",
+    )
+    calibration_covers: int = setting(
+        256, f"with --quantize: training covers the INT8 ranges are calibrated on, 1..{MAX_CALIBRATION_COVERS}"
+    )
+
+    def __post_init__(self) -> None:
+        check_range(self, "calibration_covers", 1, MAX_CALIBRATION_COVERS)

@@ -36,6 +36,7 @@ from genre.models.forest_arrays import forest_arrays
 from genre.models.inputs import NetworkInput
 from genre.predictions import CoverPredictions
 from genre.runtime import usable_cores
+from genre.stages.model_data import quantization_covers
 from genre.stages.run_facts import Staged, config_params, config_tags, dataset_facts, dataset_tags, log_packs
 from genre.stages.scores import accuracies, balanced_metrics, log_fold_split, log_predictions
 from genre.stages.startup import ensure_dataset
@@ -292,7 +293,8 @@ def log_feature_model(tracker: Tracker, config: BaselineConfig, result: Baseline
     temperature = result.chosen.get("svm_temperature", 1.0)
     network = NetworkInput(info.image_size, PIXELS.mean, PIXELS.std)
     logger = functools.partial(log_cover_model, net, result.genres, info.image_size, example_input(config),
-                            name="model", network=network, temperature=temperature, forest=forest)  # fmt: skip
+                            name="model", network=network, temperature=temperature, forest=forest,
+                            calibration=quantization_covers(config))  # fmt: skip
     tracker.log_model(logger)
 
 

@@ -5,12 +5,13 @@ as the end of training."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 from genre.command_config import EvaluateConfig
 from genre.data.pack import DatasetInfo
 from genre.errors import EXIT_OK
-from genre.stages.model_data import model_and_split, score_cover_model, with_model_data
+from genre.stages.model_data import model_and_split, quantize_model, score_cover_model, with_model_data
 from genre.stages.run_facts import config_params, dataset_facts, dataset_tags
 from genre.stages.scores import (
     balanced_metrics,
@@ -22,6 +23,8 @@ from genre.stages.scores import (
 from genre.tracking.tracker import Tracker, experiment_name, tracked_run
 from genre.training.loop import Evaluation
 
+log = logging.getLogger(__name__)
+
 
 def run(config: EvaluateConfig, experiment: str | None = None, progress: bool = False) -> tuple[str, str, Evaluation]:
     """Load the model, score it on the split (by default the model's data: `with_model_data`), then log that in a run
@@ -29,8 +32,14 @@ def run(config: EvaluateConfig, experiment: str | None = None, progress: bool = 
     stops the command before the run opens."""
     config, _ = with_model_data(config)
     model, pack, info = model_and_split(config, progress)
+    if config.quantize:
+        log.info(quantize_model(model.unwrap_python_model(), config.data, config.variant, config.calibration_covers))
     evaluation = score_cover_model(model, pack, config.batch_size)
-    tags = {"genre.stage": "evaluate", "genre.model_uri": config.model_uri}
+    tags = {
+        "genre.stage": "evaluate",
+        "genre.model_uri": config.model_uri,
+        "genre.precision": model.unwrap_python_model().precision,
+    }
     with tracked_run(experiment_name(experiment, f"genre-{info.name}"), f"evaluate-{config.split}", tags) as tracker:
         log_evaluation(tracker, config, info, evaluation, pack.files)
     return tracker.run_id, tracker.store, evaluation

@@ -17,11 +17,12 @@ import numpy as np
 
 from genre.command_config import EvaluateConfig, InterpretConfig, require_model_uri
 from genre.config import EXPERIMENTS_DIR, build, read_config_file
-from genre.cover_model import load_cover_model, reach_model_store
+from genre.cover_model import CoverClassifier, load_cover_model, reach_model_store
 from genre.data.config import DEFAULT_DATASET, FoldChoice, PrepareConfig
-from genre.data.folds import check_parts_fit
+from genre.data.folds import check_parts_fit, open_parts
 from genre.data.pack import DATASET_FILE, DatasetInfo, Pack, open_pack
 from genre.errors import ConfigError, DataError
+from genre.models.quantized import QuantizationUnavailable, calibration_covers
 from genre.predictions import PROBABILITY_PREFIX
 from genre.stages.startup import ensure_dataset
 from genre.tracking import runs
@@ -199,3 +200,47 @@ def score_cover_model(model: Any, pack: Pack, batch_size: int) -> Evaluation:
     picked = probabilities[np.arange(len(labels)), labels] if len(labels) else np.zeros(0)
     loss = float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0)))) if len(labels) else float("nan")
     return Evaluation(loss, probabilities, labels)
+
+
+def training_calibration(data: str, variant: str, choice: FoldChoice, count: int) -> np.ndarray:
+    """`count` training covers of the part `choice` names (the static split, or a fold's training part) of the
+    prepared dataset `data`, evenly spaced: what an INT8 copy of a network is calibrated on (`--quantize`)."""
+    return calibration_covers(open_parts(Path(data), variant, choice)["train"].images, count)
+
+
+def quantization_covers(config: Any) -> np.ndarray | None:
+    """The covers that calibrate the INT8 copy in the model a training or baseline run logs (`config.quantize`, on
+    its own training part), else None."""
+    if not config.quantize:
+        return None
+    return training_calibration(config.data, config.variant, config, config.calibration_covers)
+
+
+def quantize_model(classifier: CoverClassifier, data: str, variant: str, count: int) -> str:
+    """Switch a loaded cover model to an INT8 copy of its network, calibrated on `count` training covers of `data`'s
+    static split (a model that holds one already keeps it); returns the line that says so. A machine where INT8
+    cannot run is a `ConfigError`."""
+    if classifier.precision == "int8":
+        return f"INT8: the model's own copy (calibrated on {classifier.quantized.get('covers', '?')} covers)"
+    ensure_dataset(data, False)
+    pixels = training_calibration(data, variant, FoldChoice(), count)
+    try:
+        classifier.quantize(pixels)
+    except QuantizationUnavailable as reason:
+        raise ConfigError(f"--quantize cannot run here: {reason}; leave it off") from None
+    return f"INT8: calibrated on {len(pixels)} training covers of {data} ({variant})"
+
+
+def calibration_data(model_uri: str, given: str) -> tuple[str, str]:
+    """The prepared dataset (folder, variant) whose training covers calibrate `--quantize` of a model: `given`, else
+    the one the model was trained on (`with_model_data`); a model that names no run needs `given`."""
+    if given:
+        return given, DEFAULT_VARIANT
+    run_id = source_run(model_uri)
+    if not (run_id and runs.run_params(run_id).get("config.data")):
+        raise ConfigError(
+            f"--quantize calibrates on training covers, and {model_uri} names no run that logged its dataset: "
+            "give --calibration-data DIR (a prepared dataset)"
+        )
+    chosen, _ = with_model_data(EvaluateConfig(model_uri=model_uri))
+    return chosen.data, chosen.variant

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import logging
 import shutil
 import tempfile
 import time
@@ -27,15 +28,20 @@ from PIL import Image
 from tqdm import tqdm
 
 from genre.command_config import PREDICTIONS_EXPERIMENT, PredictConfig
-from genre.cover_model import CoverClassifier, explain_one, load_cover_model, reach_model_store
+from genre.cover_model import CoverClassifier, load_cover_model, reach_model_store
 from genre.data.cover_files import CoverFiles, decoded_covers, find_cover_files
+from genre.data.images import InvalidImage, decode_image
 from genre.disk import check_output_file, check_writable
 from genre.errors import EXIT_INCOMPLETE, EXIT_OK, ConfigError, DataError
 from genre.figures import heatmap_overlay
+from genre.models.explain import Explainer
 from genre.predictions import PROBABILITY_PREFIX
 from genre.runtime import usable_cores
+from genre.stages.model_data import calibration_data, quantize_model
 from genre.stages.run_facts import config_params
 from genre.tracking.tracker import Tracker, experiment_name, tracked_run
+
+log = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "predictions.csv"
 UNREADABLE_FILE = "unreadable.csv"
@@ -66,6 +72,22 @@ class PredictOutcome:
     @property
     def covers_per_second(self) -> float:
         return self.predicted / self.seconds if self.seconds > 0 else 0.0
+
+
+def explain_one(model: Any, explainer: Explainer, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """What the network sees of the cover file at `path`, uint8 `(S, S, 3)`, and its Grad-CAM heatmap `(S, S)` in
+    [0, 1] for the genre the model ranks first (`explainer` from the model's `CoverClassifier.explainer()`)."""
+    classifier = model.unwrap_python_model()
+    try:
+        pixels = decode_image(path.read_bytes(), classifier.image_size)[None]
+    except (OSError, InvalidImage) as error:
+        raise CoverUnreadable(str(error)) from None
+    _, logits = explainer.embed(pixels)
+    return explainer.view(pixels)[0], explainer.heatmaps(pixels, logits.argmax(axis=1))[0]
+
+
+class CoverUnreadable(Exception):
+    """A cover the model could not read (a missing file, not an image)."""
 
 
 def predicted_covers(
@@ -147,6 +169,9 @@ def check_and_load(config: PredictConfig, inputs: Sequence[Path]) -> tuple[Any, 
         names = ", ".join(str(given) for given in inputs)
         raise DataError(f"no cover images in {names} (a folder's covers are found by their names: .jpg, .png, ...)")
     model, classifier = load_classifier(config.model_uri)
+    if config.quantize:
+        data, variant = calibration_data(config.model_uri, config.calibration_data)
+        log.info(quantize_model(classifier, data, variant, config.calibration_covers))
     return model, classifier, files
 
 

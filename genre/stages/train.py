@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
+
 from genre import devices
 from genre.command_config import BaselineConfig, InterpretConfig
 from genre.config import build
@@ -25,6 +27,7 @@ from genre.disk import check_writable
 from genre.errors import EXIT_OK, ConfigError, StoreUnreachable
 from genre.figures import learning_curves
 from genre.stages import interpret
+from genre.stages.model_data import quantization_covers
 from genre.stages.run_facts import (
     Staged,
     config_params,
@@ -133,7 +136,8 @@ def run(
             if watching is not None:
                 watching.close()
         assert outcome is not None  # worker 0 and single processes always get the outcome
-        log_training_outcome(tracker, outcome, example if example is not None else example_input(config))
+        example = example if example is not None else example_input(config)
+        log_training_outcome(tracker, outcome, example, quantization_covers(config))
         if config.folds:
             log_fold_split(tracker, outcome.files)
         checkpoints.keep_best_and_last()  # the model is logged: nothing is left to resume
@@ -187,9 +191,11 @@ def log_training_start(
     log_packs(tracker, info, config.data, config.variant, "training")
 
 
-def log_training_outcome(tracker: Tracker, outcome: TrainOutcome, example: bytes) -> None:
+def log_training_outcome(
+    tracker: Tracker, outcome: TrainOutcome, example: bytes, calibration: np.ndarray | None = None
+) -> None:
     """Test metrics, the best epoch's validation metrics, the per-genre table, the confusion matrix, learning curves
-    and the model.
+    and the model (with an INT8 copy calibrated on `calibration`, training covers, when given: `--quantize`).
 
     The best epoch's validation metrics are `best_val_*`: `val_*` are the per-epoch curves.
     """
@@ -214,7 +220,7 @@ def log_training_outcome(tracker: Tracker, outcome: TrainOutcome, example: bytes
     tracker.log_model(
         functools.partial(
             log_cover_model, outcome.net, genres, outcome.info.image_size, example, name="model",
-            network=outcome.network,
+            network=outcome.network, calibration=calibration,
         )
     )  # fmt: skip
 

@@ -12,7 +12,7 @@ from genre.config import SEEDS, check_range, setting
 from genre.data.config import DatasetChoice, FoldChoice
 from genre.data.transforms import AugmentSpec
 from genre.errors import ConfigError
-from genre.models.spec import PROBE_C, NetworkSpec, require_loaded_weights
+from genre.models.spec import PROBE_C, NetworkSpec, QuantizeChoice, require_loaded_weights
 from genre.runtime import usable_cores
 from genre.training.checkpoint import DEFAULT_CHECKPOINT_DIR
 
@@ -26,7 +26,7 @@ MAX_CROP_SIZE = 4096
 
 
 @dataclass(frozen=True)
-class TrainConfig(NetworkSpec, AugmentSpec, FoldChoice, DatasetChoice):
+class TrainConfig(NetworkSpec, AugmentSpec, QuantizeChoice, FoldChoice, DatasetChoice):
     """Defaults train the conv net on the bundled digits to >= 98% test accuracy in a few minutes on 2 cores."""
 
     optimizer: str = setting("sgd", "sgd (with momentum), nag or adam", ("sgd", "nag", "adam"))
@@ -94,6 +94,7 @@ class TrainConfig(NetworkSpec, AugmentSpec, FoldChoice, DatasetChoice):
 
         NetworkSpec.__post_init__(self)
         AugmentSpec.__post_init__(self)
+        QuantizeChoice.__post_init__(self)
         FoldChoice.__post_init__(self)
         check_range(self, "learning_rate", 0.0, MAX_LEARNING_RATE, low_open=True, note=" (more diverges at once)")
         check_range(self, "momentum", 0.0, 1.0, high_open=True)

@@ -161,9 +161,10 @@ def test_nothing_to_predict_is_one_line_before_any_run(in_store: Model, capsys, 
 
 def test_the_mlproject_entry_point_passes_every_parameter() -> None:
     entry = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())["entry_points"]["predict"]
-    assert set(entry["parameters"]) == {"model_uri", "inputs", "output", "batch_size", "workers"}
+    passed = {"model_uri", "output", "batch_size", "workers", "quantize", "calibration_covers", "calibration_data"}
+    assert set(entry["parameters"]) == {*passed, "inputs"}
     assert all(p["default"] == "" for p in entry["parameters"].values())
-    for name in ("model_uri", "output", "batch_size", "workers"):
+    for name in passed:
         assert f"--{name.replace('_', '-')} {{{name}}}" in entry["command"]
     assert entry["command"].endswith("--log-run -- {inputs}")
 
