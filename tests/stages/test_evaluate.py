@@ -135,7 +135,8 @@ def test_int8_models_from_training_or_on_request_score_and_say_they_ran_int8(
     assert len(Path("int8.csv").read_text().splitlines()) == 6
     # A model from a folder names no run, hence no dataset: --calibration-data names one.
     local = mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "local-model"))
-    assert main(["predict", "-q", "--model-uri", local, "--quantize", str(covers)]) == 2
+    capsys.readouterr()
+    assert main(["predict", "-q", "--model-uri", local, str(covers), "--quantize"]) == 2
     assert capsys.readouterr().err == (
         f"genre predict: error: --quantize calibrates on training covers, and {local} names no run that logged its "
         "dataset: give --calibration-data DIR (a prepared dataset)\n"
