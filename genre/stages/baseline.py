@@ -36,7 +36,7 @@ from genre.models.forest_arrays import forest_arrays
 from genre.models.inputs import NetworkInput
 from genre.predictions import CoverPredictions
 from genre.runtime import usable_cores
-from genre.stages.model_data import quantization_covers
+from genre.stages.model_data import check_quantizable, quantization_covers
 from genre.stages.run_facts import Staged, config_params, config_tags, dataset_facts, dataset_tags, log_packs
 from genre.stages.scores import accuracies, balanced_metrics, log_fold_split, log_predictions
 from genre.stages.startup import ensure_dataset
@@ -212,6 +212,7 @@ def run(
     `inner` also scores the training part by a cross-validation inside it (what a study maximises)."""
     ensure_dataset(config.data, progress)
     check_parts_fit(Path(config.data), config.variant, config)  # before the run opens
+    check_quantizable(config)
     info = DatasetInfo.read(Path(config.data))
     workers = config.workers or usable_cores()
     name = None if nested else experiment_name(experiment, f"genre-{info.name}")

@@ -13,6 +13,7 @@ import shlex
 from pathlib import Path
 from typing import Any, TypeVar
 
+import mxnet as mx
 import numpy as np
 
 from genre.command_config import EvaluateConfig, InterpretConfig, require_model_uri
@@ -22,7 +23,7 @@ from genre.data.config import DEFAULT_DATASET, FoldChoice, PrepareConfig
 from genre.data.folds import check_parts_fit, open_parts
 from genre.data.pack import DATASET_FILE, DatasetInfo, Pack, open_pack
 from genre.errors import ConfigError, DataError
-from genre.models.quantized import QuantizationUnavailable, calibration_covers
+from genre.models.quantized import QuantizationUnavailable, calibration_covers, quantization_refusal
 from genre.predictions import PROBABILITY_PREFIX
 from genre.stages.startup import ensure_dataset
 from genre.tracking import runs
@@ -206,6 +207,14 @@ def training_calibration(data: str, variant: str, choice: FoldChoice, count: int
     """`count` training covers of the part `choice` names (the static split, or a fold's training part) of the
     prepared dataset `data`, evenly spaced: what an INT8 copy of a network is calibrated on (`--quantize`)."""
     return calibration_covers(open_parts(Path(data), variant, choice)["train"].images, count)
+
+
+def check_quantizable(config: Any) -> None:
+    """Before any work: `--quantize` on a machine where INT8 cannot run is a `ConfigError` (found at the end, it would
+    cost the trained model its logging)."""
+    reason = quantization_refusal(mx.cpu()) if config.quantize else None
+    if reason:
+        raise ConfigError(f"--quantize cannot run here: {reason}; leave it off")
 
 
 def quantization_covers(config: Any) -> np.ndarray | None:

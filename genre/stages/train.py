@@ -27,7 +27,7 @@ from genre.disk import check_writable
 from genre.errors import EXIT_OK, ConfigError, StoreUnreachable
 from genre.figures import learning_curves
 from genre.stages import interpret
-from genre.stages.model_data import quantization_covers
+from genre.stages.model_data import check_quantizable, quantization_covers
 from genre.stages.run_facts import (
     Staged,
     config_params,
@@ -91,6 +91,7 @@ def run(
 
     resume = config.resume
     contexts = devices.contexts(config.gpus, config.cpu_contexts)  # a missing GPU fails before any work
+    check_quantizable(config)
     cluster = _join(config, progress)
     if not cluster.is_chief:
         shared = CheckpointStore(Path(config.checkpoint_dir) / resume) if resume else None

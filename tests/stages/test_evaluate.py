@@ -152,6 +152,9 @@ def test_int8_models_from_training_or_on_request_score_and_say_they_ran_int8(
         f"genre evaluate: error: --quantize cannot run here: {fused.SWITCH}=0 turns oneDNN fusion off; leave it off\n"
     )
     assert len(all_runs(client)) == before
+    assert main(["train", "--data", "digits16", *SMALL, "--quantize", "true"]) == 2  # before training, not after
+    assert capsys.readouterr().err.startswith("genre train: error: --quantize cannot run here")
+    assert len(all_runs(client)) == before
     # and a model with an INT8 copy is scored by its float network, which its run says.
     assert main(["evaluate", "-q", "--model-uri", f"runs:/{trained.info.run_id}/model"]) == 0
     (fallen_back,) = client.search_runs(
