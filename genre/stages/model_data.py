@@ -23,7 +23,8 @@ from genre.data.config import DEFAULT_DATASET, FoldChoice, PrepareConfig
 from genre.data.folds import check_parts_fit, open_parts
 from genre.data.pack import DATASET_FILE, DatasetInfo, Pack, open_pack
 from genre.errors import ConfigError, DataError
-from genre.models.quantized import QuantizationUnavailable, calibration_covers, quantization_refusal
+from genre.models.quantized import calibration_covers, quantization_refusal
+from genre.models.spec import QuantizeChoice
 from genre.predictions import PROBABILITY_PREFIX
 from genre.stages.startup import ensure_dataset
 from genre.tracking import runs
@@ -231,12 +232,10 @@ def quantize_model(classifier: CoverClassifier, data: str, variant: str, count: 
     cannot run is a `ConfigError`."""
     if classifier.precision == "int8":
         return f"INT8: the model's own copy (calibrated on {classifier.quantized.get('covers', '?')} covers)"
+    check_quantizable(QuantizeChoice(quantize=True))  # before the calibration covers are read
     ensure_dataset(data, False)
     pixels = training_calibration(data, variant, FoldChoice(), count)
-    try:
-        classifier.quantize(pixels)
-    except QuantizationUnavailable as reason:
-        raise ConfigError(f"--quantize cannot run here: {reason}; leave it off") from None
+    classifier.quantize(pixels)
     return f"INT8: calibrated on {len(pixels)} training covers of {data} ({variant})"
 
 
